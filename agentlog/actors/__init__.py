@@ -1,0 +1,21 @@
+"""Actors: an agent per role with its own mailbox, and one orchestrator per run."""
+
+from .agent import AgentActor
+from .orchestrator import Orchestrator
+from .runtime import (
+    DEFAULT_MAX_ITERATIONS,
+    DEFAULT_TEMPERATURES,
+    DEFAULT_THRESHOLD,
+    RunHandle,
+    agent_configs,
+    drive,
+    new_run_id,
+    run,
+    start_run,
+    validate_run_settings,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ITERATIONS", "DEFAULT_TEMPERATURES", "DEFAULT_THRESHOLD", "AgentActor", "Orchestrator",
+    "RunHandle", "agent_configs", "drive", "new_run_id", "run", "start_run", "validate_run_settings",
+]

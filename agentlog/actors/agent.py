@@ -1,0 +1,42 @@
+"""An agent: one pykka actor per role, with its own mailbox, that runs model calls."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pykka
+
+from agentlog.models import AttemptFailure, CallFailed, Gateway
+
+from .messages import AttemptFailed, CallCompleted, CallRequest
+
+log = logging.getLogger(__name__)
+
+
+class AgentActor(pykka.ThreadingActor):
+    """Runs each requested call through the gateway and reports every attempt to ``reply_to``."""
+
+    def __init__(self, name: str, gateway: Gateway):
+        super().__init__()
+        self.name, self.gateway = name, gateway
+
+    def on_receive(self, message: Any) -> Any:
+        if not isinstance(message, CallRequest):
+            log.warning("agent %s ignored unexpected message %r", self.name, message)
+            return None
+        reply_to = message.reply_to
+
+        def report(failure: AttemptFailure) -> None:
+            reply_to.tell(AttemptFailed(message.call_id, self.name, failure))
+
+        try:
+            completion = self.gateway.complete(message.request, report)
+        except CallFailed:
+            return None  # its last attempt was reported with gave_up=True
+        except Exception as exc:  # a bug or a local-model start-up failure: still an event
+            report(AttemptFailure(attempt=1, error_kind="internal", message=f"{type(exc).__name__}: {exc}",
+                                  retryable=False, gave_up=True))
+            return None
+        reply_to.tell(CallCompleted(message.call_id, self.name, completion))
+        return None

@@ -1,0 +1,28 @@
+"""Messages between the orchestrator and its agents (in memory only; the log holds events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pykka
+
+from agentlog.models import AttemptFailure, Completion
+
+
+class CallRequest(msgspec.Struct, frozen=True):
+    call_id: str
+    request: dict[str, Any]
+    reply_to: pykka.ActorRef
+
+
+class AttemptFailed(msgspec.Struct, frozen=True):
+    call_id: str
+    agent: str
+    failure: AttemptFailure
+
+
+class CallCompleted(msgspec.Struct, frozen=True):
+    call_id: str
+    agent: str
+    completion: Completion

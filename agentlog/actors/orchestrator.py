@@ -1,0 +1,185 @@
+"""The orchestrator: one actor per run, the only writer of that run's stream.
+
+On every message it appends the resulting events, folds them into its state and asks the
+pipeline's pure ``decide`` what to do next. The intent of a model call is appended
+before the call is handed to an agent; before that, the run's lineage is searched for a
+recorded answer to the same request, which is reused instead of calling again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pykka
+
+from agentlog.events import (
+    TERMINAL_TYPES,
+    Event,
+    LLMCallAnswered,
+    LLMCallFailed,
+    LLMCallRequested,
+    ToolCall,
+    Usage,
+    request_hash,
+)
+from agentlog.pipelines import CallModel, Pipeline, Record, fold
+from agentlog.store import SQLiteStore, StoredEvent
+
+from .messages import AttemptFailed, CallCompleted, CallRequest
+from .reuse import find_recorded_answer
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[StoredEvent], None]
+
+
+class Orchestrator(pykka.ThreadingActor):
+    def __init__(
+        self,
+        store: SQLiteStore,
+        run_id: str,
+        pipeline: Pipeline,
+        agents: dict[str, pykka.ActorRef],
+        done: pykka.Future,
+        *,
+        observer: Observer | None = None,
+        reuse: bool = True,
+    ):
+        super().__init__()
+        self.store, self.run_id, self.pipeline = store, run_id, pipeline
+        self.agents, self.done, self.observer, self.reuse = agents, done, observer, reuse
+        self.state: Any = None
+        self.seq = 0
+        self.lineage: list[str] = []
+        self.in_flight: set[str] = set()
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._guard(self._load)
+
+    def _load(self) -> None:
+        stored = self.store.read(self.run_id)
+        self.seq = stored[-1].seq if stored else 0
+        self.state = fold(self.pipeline, (s.event for s in stored))
+        self.lineage = self.store.lineage(self.run_id)
+        self._advance()
+
+    def on_receive(self, message: Any) -> Any:
+        self._guard(self._handle, message)
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._fail(exception_value)
+
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - handed to whoever waits on the run
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._settled():
+            self.done.set_exception((type(exc), exc, exc.__traceback__))
+        self.stop()
+
+    def _settled(self) -> bool:
+        try:
+            self.done.get(timeout=0)
+            return True
+        except pykka.Timeout:
+            return False
+        except Exception:
+            return True
+
+    # --- messages from agents ----------------------------------------------------
+
+    def _handle(self, message: Any) -> None:
+        if self.state is None or self.state.done:
+            return
+        match message:
+            case AttemptFailed(call_id, agent, f):
+                self._append([LLMCallFailed(
+                    call_id=call_id, agent=agent, attempt=f.attempt, error_kind=f.error_kind,
+                    message=f.message, retryable=f.retryable, gave_up=f.gave_up,
+                )])
+                if f.gave_up:
+                    self.in_flight.discard(call_id)
+            case CallCompleted(call_id, agent, c):
+                self.in_flight.discard(call_id)
+                call = self.state.calls[call_id]
+                self._append([LLMCallAnswered(
+                    call_id=call_id, agent=agent, request_hash=request_hash(call.request),
+                    content=c.content, tool_calls=[ToolCall(*t) for t in c.tool_calls],
+                    usage=Usage(c.prompt_tokens, c.completion_tokens, c.prompt_tokens + c.completion_tokens),
+                    latency_ms=round(c.latency_ms, 3), model=c.model,
+                )])
+            case _:
+                log.warning("orchestrator %s ignored %r", self.run_id, message)
+                return
+        self._advance()
+
+    # --- the loop ---------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Apply decisions until the run waits for an agent, or ends."""
+        while not self.state.done:
+            progressed = False
+            for command in self.pipeline.decide(self.state):
+                if isinstance(command, Record):
+                    self._append([command.event])
+                    progressed = True
+                elif isinstance(command, CallModel):
+                    progressed |= self._call(command)
+            if not progressed:
+                break
+        if self.state.done:
+            self.done.set(self.seq)
+            self.stop()
+
+    def _call(self, command: CallModel) -> bool:
+        """Log the intent, then reuse a recorded answer or hand the call to its agent."""
+        if command.call_id in self.in_flight:
+            return False
+        digest = request_hash(command.request)
+        if command.call_id not in self.state.calls:
+            self._append([LLMCallRequested(
+                call_id=command.call_id, agent=command.agent, step=command.step,
+                attempt=command.attempt, request=command.request, request_hash=digest,
+            )])
+        if self.reuse:
+            found = find_recorded_answer(self.store, digest, self.lineage)
+            if found is not None:
+                origin, answer = found
+                self._append([LLMCallAnswered(
+                    call_id=command.call_id, agent=command.agent, request_hash=digest,
+                    content=answer.content, tool_calls=answer.tool_calls, usage=answer.usage,
+                    latency_ms=0.0, model=answer.model, reused_from=origin,
+                )])
+                return True
+        agent = self.agents.get(command.agent)
+        if agent is None:
+            raise KeyError(f"run {self.run_id} has no agent {command.agent!r}")
+        self.in_flight.add(command.call_id)
+        agent.tell(CallRequest(command.call_id, command.request, self.actor_ref))
+        return False
+
+    def _append(self, events: Sequence[Event]) -> None:
+        self.seq = self.store.append(self.run_id, events, self.seq)
+        first = self.seq - len(events) + 1
+        for offset, event in enumerate(events):
+            self.state = self.pipeline.evolve(self.state, event)
+            if self.observer is not None:
+                self._notify(StoredEvent(self.run_id, first + offset, type(event).__name__,
+                                         type(event).VERSION, 0.0, event))
+
+    def _notify(self, stored: StoredEvent) -> None:
+        try:
+            self.observer(stored)
+        except Exception:  # an observer's bug must not stop the run
+            log.exception("observer failed on %s", stored.type)
+
+
+def is_terminal(event: Event) -> bool:
+    return isinstance(event, TERMINAL_TYPES)

@@ -1,0 +1,40 @@
+"""The vocabulary of agentlog: typed, versioned events, payloads and their codec.
+
+Imports nothing else of agentlog.
+"""
+
+from .codec import CodecError, decode, encode, request_hash, to_builtins
+from .payloads import AreaFacts, Findings, Review
+from .types import (
+    EVENT_TYPES,
+    TERMINAL_TYPES,
+    AgentConfig,
+    AgentReconfigured,
+    CallRef,
+    DraftReady,
+    Event,
+    FindingsReady,
+    LLMCallAnswered,
+    LLMCallFailed,
+    LLMCallRequested,
+    OutputRejected,
+    ReviewScored,
+    RunFailed,
+    RunFinished,
+    RunForked,
+    RunResumed,
+    RunStarted,
+    SettingsChanged,
+    ToolCall,
+    ToolInvoked,
+    ToolReturned,
+    Usage,
+)
+
+__all__ = [
+    "EVENT_TYPES", "TERMINAL_TYPES", "AgentConfig", "AgentReconfigured", "AreaFacts", "CallRef",
+    "CodecError", "DraftReady", "Event", "Findings", "FindingsReady", "LLMCallAnswered",
+    "LLMCallFailed", "LLMCallRequested", "OutputRejected", "Review", "ReviewScored", "RunFailed",
+    "RunFinished", "RunForked", "RunResumed", "RunStarted", "SettingsChanged", "ToolCall",
+    "ToolInvoked", "ToolReturned", "Usage", "decode", "encode", "request_hash", "to_builtins",
+]

@@ -1,0 +1,85 @@
+"""Turns events into stored bytes and back; upcasts older versions on read.
+
+Encoders and decoders are built once. An event of an older version is decoded to a
+dict, passed through the chain of upcasters ``(type, v) -> v+1``, then converted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from .types import EVENT_TYPES, Event
+
+
+class CodecError(Exception):
+    """Stored bytes that this release cannot turn into an event."""
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+# Seed defaults for v1 RunStarted, which named one model for every agent.
+_V1_TEMPERATURES = {"researcher": 0.2, "writer": 0.6, "reviewer": 0.1}
+
+
+def _run_started_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    model = data.pop("model")
+    data["agents"] = {
+        name: {"model": model, "temperature": t} for name, t in _V1_TEMPERATURES.items()
+    }
+    return data
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("RunStarted", 1): _run_started_v1_to_v2,
+}
+
+_encoder = msgspec.json.Encoder()
+_canonical = msgspec.json.Encoder(order="sorted")
+_decoders = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}
+_raw = msgspec.json.Decoder(dict[str, Any])
+
+
+def encode(event: Event) -> tuple[str, int, bytes]:
+    """Return ``(type, version, data)`` for storage."""
+    cls = type(event)
+    return cls.__name__, cls.VERSION, _encoder.encode(event)
+
+
+def decode(type_name: str, version: int, data: bytes | str) -> Event:
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise CodecError(f"unknown event type {type_name!r} (written by a newer agentlog?)")
+    if version == cls.VERSION:
+        try:
+            return _decoders[type_name].decode(data)
+        except msgspec.ValidationError as exc:
+            raise CodecError(f"{type_name} v{version}: {exc}") from exc
+    if version > cls.VERSION:
+        raise CodecError(
+            f"{type_name} v{version} is newer than this agentlog understands (v{cls.VERSION}); upgrade agentlog"
+        )
+    raw = _raw.decode(data)
+    for v in range(version, cls.VERSION):
+        upcast = UPCASTERS.get((type_name, v))
+        if upcast is None:
+            raise CodecError(f"no upcaster for {type_name} v{v} -> v{v + 1}")
+        raw = upcast(raw)
+    raw["type"] = type_name
+    try:
+        return msgspec.convert(raw, cls)
+    except msgspec.ValidationError as exc:
+        raise CodecError(f"{type_name} v{version} upcast to v{cls.VERSION}: {exc}") from exc
+
+
+def to_builtins(event: Event) -> dict[str, Any]:
+    """The event as plain JSON-ready data, with its ``type``."""
+    return msgspec.to_builtins(event)
+
+
+def request_hash(request: dict[str, Any]) -> str:
+    """Fingerprint of a completion request: sha256 over its canonical (key-sorted) JSON."""
+    return hashlib.sha256(_canonical.encode(request)).hexdigest()

@@ -1,0 +1,224 @@
+"""The event vocabulary: frozen, tagged msgspec structs, each with a version.
+
+A field's type never changes; new fields get defaults. A change that a default cannot
+express bumps ``VERSION`` and adds an upcaster in ``codec.py``, so old logs still read.
+``recorded_at`` is kept by the store, not here: deciders never see a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from .payloads import Findings, Review
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True):
+    VERSION: ClassVar[int] = 1
+
+
+# --- values carried by events -------------------------------------------------------
+
+
+class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How one agent calls its model. ``system_prompt=None`` means the role's default."""
+
+    model: str
+    temperature: float
+    system_prompt: str | None = None
+    max_tokens: int | None = None
+
+
+class Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    arguments: str
+
+
+class CallRef(msgspec.Struct, frozen=True):
+    """Where a reused answer was first recorded."""
+
+    run_id: str
+    seq: int
+    call_id: str
+
+
+# --- run lifecycle ---------------------------------------------------------------
+
+
+class RunStarted(Event, frozen=True):
+    """A run's first event: the task, the pipeline, and every agent's model and parameters.
+
+    Version 2 replaced v1's single ``model`` with per-agent ``agents``.
+    """
+
+    VERSION: ClassVar[int] = 2
+    task: str
+    pipeline: str
+    agents: dict[str, AgentConfig]
+    max_iterations: int
+    threshold: int
+    # A re-review run names the run whose drafts it scores.
+    parent_run_id: str | None = None
+    research: Literal["single", "parallel"] = "single"
+
+
+class RunForked(Event, frozen=True):
+    """This stream's events up to ``parent_seq`` are a copy of the parent's; it goes on from here."""
+
+    parent_run_id: str
+    parent_seq: int
+
+
+class RunResumed(Event, frozen=True):
+    """A process picked the run up again after it stopped (crash, Ctrl-C, or failure)."""
+
+    previous_seq: int
+
+
+class AgentReconfigured(Event, frozen=True):
+    """An agent's model or parameters changed (fork or resume override). ``None`` keeps a value."""
+
+    agent: str
+    model: str | None = None
+    temperature: float | None = None
+    system_prompt: str | None = None
+    max_tokens: int | None = None
+
+
+class SettingsChanged(Event, frozen=True):
+    max_iterations: int | None = None
+    threshold: int | None = None
+
+
+class RunFinished(Event, frozen=True):
+    reason: Literal["approved", "max_iterations", "score_plateau", "reviewed"]
+    iterations: int
+    score: int | None = None
+
+
+class RunFailed(Event, frozen=True):
+    reason: str
+    step: str | None = None
+    # True when the cause was transient (rate limits, outages): resume tries again.
+    retryable: bool = False
+
+
+# --- model calls -------------------------------------------------------------------
+
+
+class LLMCallRequested(Event, frozen=True):
+    """The intent of a call, appended before the HTTP request leaves.
+
+    ``request`` holds everything that determines the completion and nothing secret;
+    ``request_hash`` is its fingerprint for reuse.
+    """
+
+    call_id: str
+    agent: str
+    step: str
+    attempt: int
+    request: dict[str, Any]
+    request_hash: str
+
+
+class LLMCallAnswered(Event, frozen=True):
+    call_id: str
+    agent: str
+    request_hash: str
+    content: str
+    tool_calls: list[ToolCall] = []
+    usage: Usage = Usage()
+    latency_ms: float = 0.0
+    model: str = ""
+    reused_from: CallRef | None = None
+
+
+class LLMCallFailed(Event, frozen=True):
+    """One failed attempt at a call. ``gave_up`` marks the last one: the call will not be retried."""
+
+    call_id: str
+    agent: str
+    attempt: int
+    error_kind: str
+    message: str
+    retryable: bool
+    gave_up: bool = False
+
+
+class OutputRejected(Event, frozen=True):
+    """An answer failed its schema; the agent is asked again with the reason, or the run fails."""
+
+    call_id: str
+    agent: str
+    step: str
+    reason: str
+
+
+class ToolInvoked(Event, frozen=True):
+    call_id: str
+    tool_call_id: str
+    name: str
+    arguments: str
+
+
+class ToolReturned(Event, frozen=True):
+    call_id: str
+    tool_call_id: str
+    name: str
+    result: str
+    is_error: bool = False
+
+
+# --- pipeline outcomes -------------------------------------------------------------
+
+
+class FindingsReady(Event, frozen=True):
+    findings: Findings
+    call_id: str
+
+
+class DraftReady(Event, frozen=True):
+    iteration: int
+    draft: str
+    call_id: str
+    # A re-review run copies drafts from another run and says from where.
+    source: CallRef | None = None
+
+
+class ReviewScored(Event, frozen=True):
+    iteration: int
+    review: Review
+    call_id: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        RunStarted,
+        RunForked,
+        RunResumed,
+        AgentReconfigured,
+        SettingsChanged,
+        RunFinished,
+        RunFailed,
+        LLMCallRequested,
+        LLMCallAnswered,
+        LLMCallFailed,
+        OutputRejected,
+        ToolInvoked,
+        ToolReturned,
+        FindingsReady,
+        DraftReady,
+        ReviewScored,
+    )
+}
+
+TERMINAL_TYPES = (RunFinished, RunFailed)

@@ -1,0 +1,208 @@
+"""The model gateway: one ``complete(request)`` for every model a run may name.
+
+Remote and local models are reached only through the ``openai`` client (chat
+completions), with its own retries off: tenacity retries transient failures (429, 408,
+409, 5xx, timeouts, connection errors, unreadable responses) with bounded, jittered
+exponential backoff, and every failed attempt is reported so it can be logged.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import openai
+import tenacity
+
+from . import offline
+from .spec import ModelSpec, parse_model
+from .types import AttemptFailure, CallFailed, Completion, ModelNotConfigured
+
+NO_MODEL_HINT = (
+    "no model configured: set OPENAI_API_KEY (or --base-url URL for an OpenAI-compatible "
+    "server), pass --model, or use --model offline for the built-in deterministic stand-in"
+)
+
+_WIRE_KEYS = ("temperature", "max_tokens", "response_format", "tools", "tool_choice", "seed", "top_p", "stop")
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    """Where bare and ``openai:`` model names go. The key is held in memory only."""
+
+    base_url: str | None = None
+    api_key: str | None = msgspec.field(default=None)
+
+    @classmethod
+    def from_env(cls, base_url: str | None = None, api_key: str | None = None) -> "Endpoint":
+        return cls(
+            base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or None,
+        )
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key or self.base_url)
+
+    def __repr__(self) -> str:  # never print the key
+        return f"Endpoint(base_url={self.base_url!r}, api_key={'set' if self.api_key else None})"
+
+
+class RetryPolicy(msgspec.Struct, frozen=True):
+    max_attempts: int = 5
+    initial_wait: float = 1.0
+    max_wait: float = 30.0
+
+
+class _Transient(Exception):
+    pass
+
+
+def classify(exc: BaseException) -> tuple[str, bool]:
+    """``(error_kind, retryable)`` for an exception raised by the openai client."""
+    match exc:
+        case openai.APITimeoutError():
+            return "timeout", True
+        case openai.APIConnectionError():
+            return "connection", True
+        case openai.RateLimitError():
+            return "rate_limit", True
+        case openai.APIStatusError(status_code=code) if code >= 500:
+            return "server_error", True
+        case openai.APIStatusError(status_code=408 | 409 as code):
+            return f"http_{code}", True
+        case openai.APIStatusError(status_code=code):
+            return f"http_{code}", False
+        case _:
+            return "bad_response", True
+
+
+class Gateway:
+    """Completes requests for every model a run uses. Thread-safe; one per run or process."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint | None = None,
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+        timeout: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.endpoint = endpoint if endpoint is not None else Endpoint.from_env()
+        self.retry = retry
+        self.timeout = timeout
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._clients: dict[str, tuple[openai.OpenAI, str]] = {}
+        self._local: dict[str, Any] = {}
+
+    # --- configuration checks, before a run starts --------------------------------
+
+    def check(self, model: str) -> ModelSpec:
+        """Raise ``ModelNotConfigured`` if ``model`` cannot be reached with this configuration."""
+        spec = parse_model(model)
+        if spec.provider == "openai" and not self.endpoint.configured:
+            raise ModelNotConfigured(NO_MODEL_HINT)
+        if spec.provider == "local":
+            from . import local
+
+            if not local.local_available():
+                raise ModelNotConfigured(f"model {model!r} needs the local extra: {local.LOCAL_EXTRA_HINT}")
+            local.resolve_model(None if spec.name == "smollm2" else spec.name)
+        return spec
+
+    def _client(self, spec: ModelSpec) -> tuple[openai.OpenAI, str]:
+        """The client for a spec and the model name to send."""
+        with self._lock:
+            if spec.text in self._clients:
+                return self._clients[spec.text]
+            if spec.provider == "local":
+                from . import local
+
+                server = local.LocalServer(local.resolve_model(None if spec.name == "smollm2" else spec.name))
+                server.start()
+                self._local[spec.text] = server
+                base_url, key, wire = server.base_url, "local", server.model_name
+            else:
+                if not self.endpoint.configured:
+                    raise ModelNotConfigured(NO_MODEL_HINT)
+                base_url, key, wire = self.endpoint.base_url, self.endpoint.api_key or "unused", spec.name
+            client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=self.timeout)
+            self._clients[spec.text] = (client, wire)
+            return client, wire
+
+    def close(self) -> None:
+        with self._lock:
+            for client, _ in self._clients.values():
+                client.close()
+            self._clients.clear()
+            for server in self._local.values():
+                server.close()
+            self._local.clear()
+
+    # --- calls -----------------------------------------------------------------
+
+    def complete(
+        self, request: dict[str, Any], on_failure: Callable[[AttemptFailure], None] = lambda f: None
+    ) -> Completion:
+        """Complete ``request``; report each failed attempt; raise ``CallFailed`` on giving up."""
+        spec = parse_model(request["model"])
+        if spec.provider == "offline":
+            return offline.complete(request)
+        client, wire_model = self._client(spec)
+        kwargs = {k: request[k] for k in _WIRE_KEYS if request.get(k) is not None}
+        policy = self.retry
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(policy.max_attempts),
+            wait=tenacity.wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait),
+            retry=tenacity.retry_if_exception_type(_Transient),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        last: AttemptFailure | None = None
+        try:
+            for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    started = time.perf_counter()
+                    try:
+                        response = client.chat.completions.create(
+                            model=wire_model, messages=request["messages"], **kwargs
+                        )
+                        return _completion(response, (time.perf_counter() - started) * 1000)
+                    except Exception as exc:  # classified below; nothing escapes unrecorded
+                        kind, retryable = classify(exc)
+                        gave_up = not retryable or number >= policy.max_attempts
+                        last = AttemptFailure(
+                            attempt=number, error_kind=kind, message=self._redact(str(exc))[:2000],
+                            retryable=retryable, gave_up=gave_up,
+                        )
+                        on_failure(last)
+                        if gave_up:
+                            raise CallFailed(last) from exc
+                        raise _Transient() from exc
+        except _Transient:  # pragma: no cover - reraise=True means the last attempt raised CallFailed
+            raise CallFailed(last) from None
+        raise AssertionError("unreachable")
+
+    def _redact(self, text: str) -> str:
+        key = self.endpoint.api_key
+        return text.replace(key, "[redacted]") if key else text
+
+
+def _completion(response: Any, latency_ms: float) -> Completion:
+    if not getattr(response, "choices", None):
+        raise ValueError(f"response has no choices: {str(response)[:200]}")
+    message = response.choices[0].message
+    usage = getattr(response, "usage", None)
+    return Completion(
+        content=message.content or "",
+        tool_calls=[(c.id, c.function.name, c.function.arguments) for c in (message.tool_calls or [])],
+        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        latency_ms=latency_ms,
+        model=getattr(response, "model", "") or "",
+    )

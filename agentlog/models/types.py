@@ -1,0 +1,34 @@
+"""What a completion gives back, and how a call that gave up is reported."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    content: str
+    tool_calls: list[tuple[str, str, str]]  # (id, name, arguments JSON)
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    model: str
+
+
+class AttemptFailure(msgspec.Struct, frozen=True, kw_only=True):
+    attempt: int
+    error_kind: str
+    message: str
+    retryable: bool
+    gave_up: bool
+
+
+class CallFailed(Exception):
+    """A call that will not be retried any more; its last ``AttemptFailure`` says why."""
+
+    def __init__(self, failure: AttemptFailure):
+        self.failure = failure
+        super().__init__(f"{failure.error_kind}: {failure.message}")
+
+
+class ModelNotConfigured(Exception):
+    """The run names a model that needs an endpoint or key nobody gave."""

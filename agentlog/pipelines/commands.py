@@ -1,0 +1,28 @@
+"""What a decider asks the orchestrator to do: record an outcome, or call a model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from agentlog.events import Event
+
+
+class Record(msgspec.Struct, frozen=True):
+    """Append this event: an outcome the decider derived from the log alone."""
+
+    event: Event
+
+
+class CallModel(msgspec.Struct, frozen=True, kw_only=True):
+    """Make (or, after a crash, make again) the call ``call_id``; its intent is logged first."""
+
+    call_id: str
+    agent: str
+    step: str
+    attempt: int
+    request: dict[str, Any]
+
+
+Command = Record | CallModel

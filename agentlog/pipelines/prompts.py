@@ -1,0 +1,89 @@
+"""The content pipeline's prompts, and the one place each agent's context is assembled.
+
+Each agent gets only what it needs: the researcher the task; the writer the task, the
+findings and (when revising) its previous draft with the latest review, never the whole
+history; the reviewer the task, the findings, the draft and its own earlier reviews.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from agentlog.events import Findings, Review
+
+SYSTEM = {
+    "researcher": (
+        "You are a meticulous research analyst. Given a task, identify its key areas, the "
+        "important facts for each area, common misconceptions, and sources a reader can check. "
+        "Answer with JSON matching the given schema and nothing else."
+    ),
+    "writer": (
+        "You are a clear technical writer. Write a well-structured Markdown article for the task, "
+        "using only the research findings you are given; do not invent facts beyond them. "
+        "When given a review, revise the draft to address every issue and missed topic. "
+        "Answer with the Markdown article only."
+    ),
+    "reviewer": (
+        "You are a demanding editor. Score the draft from 1 to 10 for accuracy against the "
+        "findings, completeness and clarity; list concrete issues, missed topics and suggestions. "
+        "You are shown your earlier reviews of previous drafts: do not flag again what has been "
+        "fixed, and say if an issue you raised persists. "
+        "Answer with JSON matching the given schema and nothing else."
+    ),
+}
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _schema_format(cls: type) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": cls.__name__, "schema": msgspec.json.schema(cls)}}
+
+
+RESPONSE_FORMATS = {"researcher": _schema_format(Findings), "reviewer": _schema_format(Review)}
+
+
+def findings_json(findings: Findings) -> str:
+    return msgspec.json.format(_encode(findings).decode(), indent=2)
+
+
+def researcher_messages(task: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Task: {task}\n\nResearch this task."}]
+
+
+def writer_messages(task: str, findings: Findings, previous: str | None, review: Review | None) -> list[dict[str, str]]:
+    parts = [f"Task: {task}", "", "## Research findings", "```json", findings_json(findings), "```"]
+    if previous is not None and review is not None:
+        parts += ["", "## Your previous draft", previous, "", "## Review to address", _review_text(review)]
+        parts += ["", "Revise the draft to address the review."]
+    else:
+        parts += ["", "Write the article."]
+    return [{"role": "user", "content": "\n".join(parts)}]
+
+
+def reviewer_messages(task: str, findings: Findings, draft: str, earlier: list[Review]) -> list[dict[str, str]]:
+    parts = [f"Task: {task}", "", "## Research findings", "```json", findings_json(findings), "```"]
+    for number, review in enumerate(earlier, start=1):
+        parts += ["", f"### Earlier review {number}", _review_text(review)]
+    parts += ["", "## Draft to review", draft]
+    return [{"role": "user", "content": "\n".join(parts)}]
+
+
+def reask_messages(messages: list[dict[str, Any]], bad_answer: str, reason: str) -> list[dict[str, Any]]:
+    """The original request plus the rejected answer and why it was rejected."""
+    return [
+        *messages,
+        {"role": "assistant", "content": bad_answer},
+        {"role": "user", "content": f"Your answer was rejected: {reason}\nAnswer again with valid JSON only."},
+    ]
+
+
+def _review_text(review: Review) -> str:
+    lines = [f"Score: {review.score}/10. {review.summary}"]
+    for title, items in (("Issues", review.issues), ("Missed topics", review.missed_topics),
+                         ("Suggestions", review.suggestions)):
+        if items:
+            lines.append(f"{title}:")
+            lines += [f"- {item}" for item in items]
+    return "\n".join(lines)

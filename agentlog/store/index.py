@@ -1,0 +1,51 @@
+"""The runs index as a fold over a run's events, shared by both faces of the store."""
+
+from __future__ import annotations
+
+from agentlog.events import (
+    DraftReady,
+    Event,
+    LLMCallAnswered,
+    ReviewScored,
+    RunFailed,
+    RunFinished,
+    RunForked,
+    RunResumed,
+    RunStarted,
+)
+
+from .records import RunSummary
+
+
+def apply(row: RunSummary | None, run_id: str, seq: int, recorded_at: float, event: Event) -> RunSummary:
+    if row is None:
+        row = RunSummary(run_id, None, None, "", "", "running", recorded_at, recorded_at, None, 0, 0, 0)
+    changes: dict = {"updated_at": recorded_at, "last_seq": seq}
+    match event:
+        case RunStarted():
+            changes |= {"task": event.task, "pipeline": event.pipeline, "status": "running"}
+            if event.parent_run_id:
+                changes["parent_run_id"] = event.parent_run_id
+        case RunForked():
+            # Tokens count what this run spent, not what it copied from its parent.
+            changes |= {"parent_run_id": event.parent_run_id, "fork_seq": event.parent_seq,
+                        "status": "running", "tokens": 0}
+        case RunResumed():
+            changes["status"] = "running"
+        case DraftReady():
+            changes["iterations"] = max(row.iterations, event.iteration)
+        case ReviewScored():
+            changes["score"] = event.review.score
+        case LLMCallAnswered() if event.reused_from is None:
+            changes["tokens"] = row.tokens + event.usage.total_tokens
+        case RunFinished():
+            changes["status"] = "finished"
+            if event.score is not None:
+                changes["score"] = event.score
+        case RunFailed():
+            changes["status"] = "failed"
+    return RunSummary(**(_fields(row) | changes))
+
+
+def _fields(row: RunSummary) -> dict:
+    return {f: getattr(row, f) for f in RunSummary.__struct_fields__}

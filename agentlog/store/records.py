@@ -1,0 +1,45 @@
+"""What the store hands back: stored events and rows of the runs index."""
+
+from __future__ import annotations
+
+import msgspec
+
+from agentlog.events import Event, decode
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    run_id: str
+    seq: int
+    type: str
+    version: int
+    recorded_at: float
+    event: Event
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "StoredEvent":
+        run_id, seq, type_name, version, recorded_at, data = row
+        return cls(run_id, seq, type_name, version, recorded_at, decode(type_name, version, data))
+
+
+class RunSummary(msgspec.Struct, frozen=True):
+    """One row of the runs index; rebuildable from the run's events alone."""
+
+    run_id: str
+    parent_run_id: str | None
+    fork_seq: int | None
+    task: str
+    pipeline: str
+    status: str  # running | finished | failed
+    created_at: float
+    updated_at: float
+    score: int | None
+    iterations: int
+    tokens: int
+    last_seq: int
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "RunSummary":
+        return cls(*row)
+
+    def as_row(self) -> tuple:
+        return msgspec.structs.astuple(self)

@@ -1,0 +1,104 @@
+"""Schema migrations and the SQL shared by the sync and async faces.
+
+Migrations are an ordered list, applied when a database is opened; ``PRAGMA
+user_version`` counts how many are applied. Never edit a released migration: add one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "m001_initial",
+        """
+        CREATE TABLE events (
+            run_id      TEXT    NOT NULL,
+            seq         INTEGER NOT NULL CHECK (seq >= 1),
+            type        TEXT    NOT NULL,
+            version     INTEGER NOT NULL,
+            recorded_at REAL    NOT NULL,
+            data        TEXT    NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE runs (
+            run_id        TEXT PRIMARY KEY,
+            parent_run_id TEXT,
+            fork_seq      INTEGER,
+            task          TEXT    NOT NULL DEFAULT '',
+            pipeline      TEXT    NOT NULL DEFAULT '',
+            status        TEXT    NOT NULL,
+            created_at    REAL    NOT NULL,
+            updated_at    REAL    NOT NULL,
+            score         INTEGER,
+            iterations    INTEGER NOT NULL DEFAULT 0,
+            tokens        INTEGER NOT NULL DEFAULT 0,
+            last_seq      INTEGER NOT NULL
+        );
+        CREATE INDEX runs_by_created ON runs (created_at);
+        """,
+    ),
+    (
+        "m002_answers_by_hash",
+        # Reuse of recorded calls looks answers up by request hash.
+        """
+        CREATE INDEX events_answers_by_hash
+            ON events (json_extract(data, '$.request_hash'))
+            WHERE type = 'LLMCallAnswered';
+        """,
+    ),
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA foreign_keys = ON",
+)
+
+RUN_COLUMNS = (
+    "run_id, parent_run_id, fork_seq, task, pipeline, status, created_at, updated_at, "
+    "score, iterations, tokens, last_seq"
+)
+
+LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?"
+INSERT_EVENT = "INSERT INTO events (run_id, seq, type, version, recorded_at, data) VALUES (?, ?, ?, ?, ?, ?)"
+SELECT_EVENTS = (
+    "SELECT run_id, seq, type, version, recorded_at, data FROM events "
+    "WHERE run_id = ? AND seq > ? AND seq <= ? ORDER BY seq"
+)
+SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+UPSERT_RUN = (
+    f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+RUN_IDS_BY_PREFIX = "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY run_id LIMIT 2"
+PARENT_OF = "SELECT parent_run_id FROM runs WHERE run_id = ?"
+# The expression and the WHERE clause repeat the partial index's, so SQLite uses it.
+ANSWERS_BY_HASH = (
+    "SELECT run_id, seq, type, version, recorded_at, data FROM events "
+    "WHERE json_extract(data, '$.request_hash') = ? AND type = 'LLMCallAnswered'"
+)
+
+
+def list_runs_query(
+    *, status: str | None, text: str | None, limit: int | None, offset: int
+) -> tuple[str, list[object]]:
+    where, params = [], []
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if text:
+        where.append("(task LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
+        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        params += [like, like]
+    sql = f"SELECT {RUN_COLUMNS} FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, run_id DESC"
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        params += [limit, offset]
+    return sql, params
+
+
+def count_runs_query(*, status: str | None, text: str | None) -> tuple[str, list[object]]:
+    sql, params = list_runs_query(status=status, text=text, limit=None, offset=0)
+    return f"SELECT count(*) FROM ({sql})", params

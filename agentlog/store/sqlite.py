@@ -1,0 +1,234 @@
+"""The event log in an SQLite file: the embedded default store (synchronous face).
+
+One connection, guarded by a lock, so actor threads can share a store. Every write is
+one ``BEGIN IMMEDIATE`` transaction: the batch, the concurrency check and the runs-index
+row commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from agentlog.events import Event
+
+from . import index, schema
+from ._batch import check_schema_version, encode_batch, prefix_bounds
+from .errors import (
+    AmbiguousRunId,
+    ConcurrencyError,
+    RunNotFound,
+    SchemaError,
+    StoreBusy,
+    StoreError,
+)
+from .records import RunSummary, StoredEvent
+
+SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}
+
+
+@contextmanager
+def translate_errors(path: str) -> Iterator[None]:
+    """The one place where sqlite3 errors become the store's own."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreBusy(f"{path}: database is locked by another process ({exc})") from exc
+        raise StoreError(f"{path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError(f"{path} is not an agentlog database ({exc})") from exc
+
+
+class SQLiteStore:
+    """Append-only event streams, one per run, in one SQLite file."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        durability: str = "normal",
+        busy_timeout: float = 10.0,
+    ):
+        self.path = str(path)
+        if self.path != ":memory:":
+            p = Path(self.path)
+            if not p.exists() and not create:
+                raise SchemaError(f"no agentlog database at {self.path}")
+            if p.is_dir():
+                raise SchemaError(f"{self.path} is a directory, not a database file")
+            if create:
+                p.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        with translate_errors(self.path):
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                self._open(durability)
+            except BaseException:
+                self._db.close()
+                raise
+
+    def _open(self, durability: str) -> None:
+        found = self._db.execute("PRAGMA user_version").fetchone()[0]
+        check_schema_version(found, self.path)
+        for pragma in schema.PRAGMAS:
+            self._db.execute(pragma)
+        self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[durability]}")
+        if found < schema.SCHEMA_VERSION:
+            if found == 0 and self._has_foreign_tables():
+                raise SchemaError(f"{self.path} is an SQLite database, but not an agentlog one")
+            self._migrate(found)
+
+    def _has_foreign_tables(self) -> bool:
+        return self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+
+    def _migrate(self, found: int) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            found = self._db.execute("PRAGMA user_version").fetchone()[0]
+            for number, (_name, sql) in enumerate(schema.MIGRATIONS[found:], start=found + 1):
+                for statement in _statements(sql):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    # --- writing -----------------------------------------------------------------
+
+    def append(self, run_id: str, events: Sequence[Event], expected_seq: int) -> int:
+        """Append ``events`` after event ``expected_seq`` of the run; return the new last seq.
+
+        Raises ``ConcurrencyError`` if the stream is not at ``expected_seq``.
+        """
+        if not events:
+            return expected_seq
+        with self._lock, translate_errors(self.path):
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                actual = db.execute(schema.LAST_SEQ, (run_id,)).fetchone()[0]
+                if actual != expected_seq:
+                    raise ConcurrencyError(run_id, expected_seq, actual)
+                current = db.execute(schema.SELECT_RUN, (run_id,)).fetchone()
+                rows, summary = encode_batch(
+                    run_id, events, expected_seq, time.time(),
+                    RunSummary.from_row(current) if current else None,
+                )
+                db.executemany(schema.INSERT_EVENT, rows)
+                db.execute(schema.UPSERT_RUN, summary.as_row())
+                db.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                db.execute("ROLLBACK")
+                raise ConcurrencyError(run_id, expected_seq, -1) from exc
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return expected_seq + len(events)
+
+    def rebuild_index(self) -> int:
+        """Recompute the runs index from the events alone; return how many runs it holds."""
+        with self._lock, translate_errors(self.path):
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM runs")
+                rows: dict[str, RunSummary] = {}
+                cursor = db.execute(
+                    "SELECT run_id, seq, type, version, recorded_at, data FROM events ORDER BY run_id, seq"
+                )
+                for raw in cursor:
+                    stored = StoredEvent.from_row(raw)
+                    rows[stored.run_id] = index.apply(
+                        rows.get(stored.run_id), stored.run_id, stored.seq, stored.recorded_at, stored.event
+                    )
+                db.executemany(schema.UPSERT_RUN, [r.as_row() for r in rows.values()])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    # --- reading -----------------------------------------------------------------
+
+    def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple]:
+        with self._lock, translate_errors(self.path):
+            return self._db.execute(sql, params).fetchall()
+
+    def read(self, run_id: str, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
+        """The run's events with ``after < seq <= upto``, in order."""
+        rows = self._fetch(schema.SELECT_EVENTS, (run_id, after, upto if upto is not None else 2**62))
+        return [StoredEvent.from_row(r) for r in rows]
+
+    def events(self, run_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
+        return [s.event for s in self.read(run_id, after, upto)]
+
+    def last_seq(self, run_id: str) -> int:
+        return self._fetch(schema.LAST_SEQ, (run_id,))[0][0]
+
+    def get_run(self, run_id: str) -> RunSummary:
+        rows = self._fetch(schema.SELECT_RUN, (run_id,))
+        if not rows:
+            raise RunNotFound(run_id)
+        return RunSummary.from_row(rows[0])
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """A full run id from a unique prefix of it (as git does with commits)."""
+        if not prefix:
+            raise RunNotFound(prefix)
+        rows = self._fetch(schema.RUN_IDS_BY_PREFIX, prefix_bounds(prefix))
+        if not rows:
+            raise RunNotFound(prefix, hint=" (see `agentlog runs`)")
+        if len(rows) > 1 and rows[0][0] != prefix:
+            raise AmbiguousRunId(f"run id prefix {prefix!r} matches more than one run; give more of it")
+        return rows[0][0]
+
+    def list_runs(
+        self, *, status: str | None = None, text: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[RunSummary]:
+        sql, params = schema.list_runs_query(status=status, text=text, limit=limit, offset=offset)
+        return [RunSummary.from_row(r) for r in self._fetch(sql, params)]
+
+    def count_runs(self, *, status: str | None = None, text: str | None = None) -> int:
+        sql, params = schema.count_runs_query(status=status, text=text)
+        return self._fetch(sql, params)[0][0]
+
+    def lineage(self, run_id: str) -> list[str]:
+        """The run, its parent, its parent's parent, ...: where recorded answers may be reused."""
+        chain = [run_id]
+        while True:
+            rows = self._fetch(schema.PARENT_OF, (chain[-1],))
+            parent = rows[0][0] if rows else None
+            if parent is None or parent in chain:
+                return chain
+            chain.append(parent)
+
+    def find_answers(self, request_hash: str) -> list[StoredEvent]:
+        """Every recorded answer to a request with this hash, in any run."""
+        return [StoredEvent.from_row(r) for r in self._fetch(schema.ANSWERS_BY_HASH, (request_hash,))]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "SQLiteStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _statements(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]
