@@ -12,7 +12,8 @@ Schema-constrained output (llama-cpp-python 0.3.x): the server turns
 ``response_format={"type": "json_object", "schema": <JSON schema>}`` into a grammar, so
 the completion is JSON valid against the schema (cut short only by ``max_tokens``).
 OpenAI's ``{"type": "json_schema", "json_schema": {...}}`` shape is refused by the server
-with HTTP 422; see :func:`llama_response_format`.
+(HTTP 500 carrying a validation error: "Input should be 'text' or 'json_object'"), so the
+gateway translates it with :func:`llama_response_format`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import collections
 import importlib.metadata
 import importlib.util
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -194,6 +196,56 @@ def _die_with_parent_preexec(parent_pid: int):
     return preexec
 
 
+class _Spawner:
+    """Starts child processes from one daemon thread that lives as long as the process.
+
+    Linux sends PR_SET_PDEATHSIG when the *thread* that forked the child exits, not only
+    when the process does; a server started from a short-lived thread (an actor's, a
+    thread pool's) would otherwise be killed when that thread ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="agentlog-local-model-spawner", daemon=True
+                )
+                self._thread.start()
+        done = threading.Event()
+        box: dict[str, Any] = {}
+        self._jobs.put((args, kwargs, done, box))
+        try:
+            done.wait()
+        except BaseException:  # e.g. KeyboardInterrupt: don't leak what is being started
+            done.wait()
+            if "proc" in box:
+                LocalServer._signal(box["proc"], getattr(signal, "SIGKILL", signal.SIGTERM))
+                box["proc"].wait()
+            raise
+        if "error" in box:
+            raise box["error"]
+        return box["proc"]
+
+    def _run(self) -> None:
+        while True:
+            args, kwargs, done, box = self._jobs.get()
+            try:
+                box["proc"] = subprocess.Popen(args, **kwargs)
+            except BaseException as e:  # handed to the caller
+                box["error"] = e
+            finally:
+                done.set()
+            del args, kwargs, done, box
+
+
+_SPAWNER = _Spawner()
+
+
 def _tail(path: Path | None, lines: int = 25) -> str:
     if path is None:
         return ""
@@ -215,7 +267,7 @@ class LocalServer:
 
     ``start()`` picks a free port on 127.0.0.1, launches
     ``python -m llama_cpp.server --model M --model_alias A --host 127.0.0.1 --port P
-    --n_ctx N`` with its output in a log file (``log_path``, or a temporary file removed
+    --n_ctx N --n_threads T`` (T: all cores) with its output in a log file (``log_path``, or a temporary file removed
     on a clean ``close()``), and returns once ``GET /v1/models`` answers, i.e. once the
     model is loaded. It fails fast, with the tail of the log, if the process exits, and
     raises :class:`LocalModelError` after ``ready_timeout`` seconds.
@@ -228,9 +280,9 @@ class LocalServer:
     A SIGKILL of this process (or a SIGTERM with Python's default handler) runs no Python
     code at all, so neither ``close()`` nor ``atexit`` can help. For that case, on Linux
     the child asks the kernel (``prctl(PR_SET_PDEATHSIG, SIGTERM)``) to be sent SIGTERM
-    when its parent dies. The kernel's "parent" there is the *thread* that started the
-    child: start the server from the main thread or another thread that lives as long
-    as the server should, not from a short-lived worker thread.
+    when its parent dies. (The kernel's "parent" there is the *thread* that forked the
+    child, so children are forked from one daemon thread that lives as long as the
+    process: ``start()`` may be called from any thread.)
     """
 
     def __init__(
@@ -324,7 +376,7 @@ class LocalServer:
         else:  # pragma: no cover - Windows
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
+            self._proc = _SPAWNER.popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

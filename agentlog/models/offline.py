@@ -39,8 +39,8 @@ def _pick(seed: str, items: tuple[str, ...], k: int) -> list[str]:
 def _findings(task: str) -> Findings:
     areas = _pick(task, _ANGLES, 3)
     return Findings(
-        key_areas=[f"{a} of {task}" for a in areas],
-        facts=[AreaFacts(area=f"{a} of {task}", facts=[f"[offline] a stated fact about {a}."]) for a in areas],
+        key_areas=[a.capitalize() for a in areas],
+        facts=[AreaFacts(area=a.capitalize(), facts=[f"[offline] a stated fact about the {a} of {task}."]) for a in areas],
         misconceptions=[f"[offline] a common misconception about {task}."],
         sources=["offline model: no sources consulted"],
     )

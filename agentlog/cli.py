@@ -1,0 +1,554 @@
+"""The ``agentlog`` command: run pipelines and work with their logs.
+
+A user's mistake gets one line naming the problem and exit code 2, never a traceback.
+Exit codes: 0 done, 1 the run failed (or verify found a divergence), 2 bad input,
+3 another process is writing the same run, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import msgspec
+import pykka
+
+from . import render
+from .actors import (
+    DEFAULT_MAX_ITERATIONS,
+    DEFAULT_THRESHOLD,
+    RunHandle,
+    agent_configs,
+    start_run,
+    validate_run_settings,
+)
+from .config import Config, ConfigError, default_db_path, load_config
+from .events import CodecError, decode, encode
+from .models import (
+    NO_MODEL_HINT,
+    OFFLINE_LABEL,
+    Endpoint,
+    Gateway,
+    ModelNameError,
+    ModelNotConfigured,
+    RetryPolicy,
+    parse_model,
+)
+from .pipelines import UnknownPipeline
+from .replay import Overrides, ReplayError, build_view, fork, resume, start_rereview, verify
+from .store import ConcurrencyError, RunSummary, SQLiteStore, StoreBusy, StoreError, StoredEvent
+
+EXIT_FAILED, EXIT_USAGE, EXIT_CONFLICT, EXIT_INTERRUPTED = 1, 2, 3, 130
+DEFAULT_MODEL_WITH_KEY = "gpt-4o-mini"
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# --- argument types --------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _score(text: str) -> int:
+    value = _positive_int(text)
+    if value > 10:
+        raise argparse.ArgumentTypeError(f"a score is from 1 to 10, got {value}")
+    return value
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    agent, sep, value = text.partition("=")
+    if not sep or not agent.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected AGENT=VALUE, got {text!r}")
+    return agent.strip(), value.strip()
+
+
+def _model_arg(text: str) -> tuple[str | None, str]:
+    """``MODEL`` for every agent, or ``AGENT=MODEL`` for one."""
+    if "=" in text:
+        return _assignment(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty model name")
+    return None, text.strip()
+
+
+def _temperature_arg(text: str) -> tuple[str, float]:
+    agent, value = _assignment(text)
+    try:
+        t = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"temperature for {agent} must be a number, got {value!r}") from None
+    if not 0.0 <= t <= 2.0:
+        raise argparse.ArgumentTypeError(f"temperature for {agent} must be between 0 and 2, got {t}")
+    return agent, t
+
+
+# --- the parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="PATH", help="the log (default: $AGENTLOG_DB, the config file's db, "
+                        "or ~/.local/share/agentlog/agentlog.db)")
+    endpoint = argparse.ArgumentParser(add_help=False)
+    endpoint.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    endpoint.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (default 120)")
+    endpoint.add_argument("--retries", type=_positive_int, default=5, metavar="N",
+                          help="attempts per call for transient errors (default 5)")
+    endpoint.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    parser = _Parser(prog="agentlog", description="Multi-agent LLM pipelines with every step in a durable log.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("run", parents=[common, endpoint], help="run the research -> write -> review pipeline")
+    p.add_argument("task", help="what to write about")
+    p.add_argument("--model", action="append", type=_model_arg, default=[], metavar="[AGENT=]MODEL",
+                   help="model for every agent, or AGENT=MODEL for one (repeatable); 'offline' needs no key")
+    p.add_argument("--temperature", action="append", type=_temperature_arg, default=[], metavar="AGENT=T")
+    p.add_argument("--max-iterations", type=_positive_int, default=DEFAULT_MAX_ITERATIONS, metavar="N")
+    p.add_argument("--threshold", type=_score, default=DEFAULT_THRESHOLD, metavar="SCORE",
+                   help="approve at this review score (1-10, default 8)")
+    p.add_argument("--out", metavar="FILE", help="write the final draft here instead of stdout")
+
+    p = sub.add_parser("runs", parents=[common], help="list runs")
+    p.add_argument("--status", choices=["running", "finished", "failed"])
+    p.add_argument("--search", metavar="TEXT", help="only runs whose task or id contains TEXT")
+    p.add_argument("--limit", type=_positive_int, default=50, metavar="N")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("show", parents=[common], help="a run's events, final draft and score history")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true", help="the stored events as JSON lines")
+
+    p = sub.add_parser("replay", parents=[common], help="rebuild a run from its log and show it (no network)")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("resume", parents=[common, endpoint], help="continue an unfinished run")
+    p.add_argument("run")
+    p.add_argument("--model", action="append", type=_assignment, default=[], metavar="AGENT=MODEL")
+    p.add_argument("--out", metavar="FILE")
+
+    p = sub.add_parser("fork", parents=[common, endpoint], help="a new run from event SEQ of RUN, with overrides")
+    p.add_argument("run")
+    p.add_argument("--at", type=_positive_int, required=True, metavar="SEQ", help="last event copied from RUN")
+    p.add_argument("--model", action="append", type=_assignment, default=[], metavar="AGENT=MODEL")
+    p.add_argument("--temperature", action="append", type=_temperature_arg, default=[], metavar="AGENT=T")
+    p.add_argument("--max-iterations", type=_positive_int, metavar="N")
+    p.add_argument("--threshold", type=_score, metavar="SCORE")
+    p.add_argument("--out", metavar="FILE")
+
+    p = sub.add_parser("rereview", parents=[common, endpoint], help="score every recorded draft with another reviewer")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--model", required=True, metavar="MODEL")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("verify", parents=[common], help="check recorded runs against today's deciders")
+    p.add_argument("runs", nargs="*", metavar="RUN")
+    p.add_argument("--all", action="store_true", help="every run in the log")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", parents=[common], help="a run's events as JSON lines (for golden logs)")
+    p.add_argument("run")
+
+    p = sub.add_parser("import", parents=[common], help="append runs exported as JSON lines")
+    p.add_argument("file")
+
+    p = sub.add_parser("serve", parents=[common], help="a read-only web viewer of the log on 127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_positive_int, default=8765)
+    return parser
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+class Context:
+    def __init__(self, args: argparse.Namespace, config: Config):
+        self.args, self.config = args, config
+        self.db_path = Path(args.db).expanduser() if args.db else default_db_path(config)
+
+    def store(self, *, create: bool = False) -> SQLiteStore:
+        return SQLiteStore(self.db_path, create=create)
+
+    def gateway(self) -> Gateway:
+        args = self.args
+        timeout = args.timeout if args.timeout is not None else self.config.timeout
+        if timeout <= 0:
+            raise UsageError(f"--timeout must be positive, got {timeout}")
+        base_url = args.base_url or self.config.base_url
+        return Gateway(Endpoint.from_env(base_url=base_url), retry=RetryPolicy(max_attempts=args.retries),
+                       timeout=timeout)
+
+
+def _err(message: str) -> None:
+    print(f"agentlog: {message}", file=sys.stderr)
+
+
+def _progress(quiet: bool) -> Callable[[StoredEvent], None] | None:
+    if quiet:
+        return None
+
+    def observe(stored: StoredEvent) -> None:
+        line = render.progress_line(stored.event)
+        if line:
+            print(line, file=sys.stderr, flush=True)
+
+    return observe
+
+
+def _wait(handle: RunHandle) -> RunSummary:
+    """Wait for a run, letting Ctrl-C through; stop the actors on interrupt."""
+    try:
+        while True:
+            try:
+                return handle.wait(timeout=0.25)
+            except pykka.Timeout:
+                continue
+    except KeyboardInterrupt:
+        handle.stop()
+        _err(f"interrupted; the log is consistent. Continue with: agentlog resume {handle.run_id}")
+        raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+def _finish(ctx: Context, store: SQLiteStore, summary: RunSummary) -> int:
+    view = build_view(summary.run_id, store.read(summary.run_id))
+    out = getattr(ctx.args, "out", None)
+    if view.status == "failed":
+        _err(f"run {summary.run_id} failed: {view.failure}")
+        _err(f"see `agentlog show {summary.run_id}`; continue with `agentlog resume {summary.run_id}`")
+        return EXIT_FAILED
+    draft = view.final_draft or ""
+    if out:
+        Path(out).write_text(draft)
+        print(f"final draft written to {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(draft if draft.endswith("\n") else draft + "\n")
+    print(render.outcome_line(view), file=sys.stderr)
+    return 0
+
+
+def _label_offline(models: Sequence[str]) -> None:
+    if any(parse_model(m).provider == "offline" for m in models):
+        print(f"note: using the {OFFLINE_LABEL}", file=sys.stderr)
+
+
+def _resolve_models(ctx: Context) -> tuple[str, dict[str, str]]:
+    """The default model and per-agent overrides, from flags, config and environment."""
+    default: str | None = None
+    per_agent: dict[str, str] = {name: a.model for name, a in ctx.config.agents.items() if a.model}
+    for agent, model in ctx.args.model:
+        if agent is None:
+            default = model
+        else:
+            per_agent[agent] = model
+    default = default or ctx.config.model
+    if default is None:
+        endpoint = Endpoint.from_env(base_url=ctx.args.base_url or ctx.config.base_url)
+        if endpoint.base_url:
+            raise UsageError(f"name the model served at {endpoint.base_url} with --model NAME")
+        if endpoint.api_key:
+            default = DEFAULT_MODEL_WITH_KEY
+        else:
+            from .models import local
+
+            if local.local_available():
+                default = "local"
+                print("note: no API key or base URL configured; using the local model "
+                      "(SmolLM2-135M on llama.cpp, on this machine)", file=sys.stderr)
+            else:
+                raise UsageError(f"{NO_MODEL_HINT}; or {local.LOCAL_EXTRA_HINT}")
+    return default, per_agent
+
+
+def _check_agents(agents: dict[str, str], roles: Sequence[str]) -> None:
+    for agent in agents:
+        if agent not in roles:
+            raise UsageError(f"unknown agent {agent!r} (agents: {', '.join(roles)})")
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def cmd_run(ctx: Context) -> int:
+    args = ctx.args
+    if not args.task.strip():
+        raise UsageError("the task is empty: say what the pipeline should write about")
+    roles = ("researcher", "writer", "reviewer")
+    default, per_agent = _resolve_models(ctx)
+    temperatures = {n: a.temperature for n, a in ctx.config.agents.items() if a.temperature is not None}
+    temperatures |= dict(args.temperature)
+    _check_agents(per_agent, roles)
+    _check_agents(temperatures, roles)
+    agents = agent_configs(default, per_agent, temperatures, roles)
+    gateway = ctx.gateway()
+    for config in agents.values():
+        gateway.check(config.model)
+    validate_run_settings(args.task, args.max_iterations, args.threshold)
+    _label_offline([a.model for a in agents.values()])
+    store = ctx.store(create=True)
+    try:
+        handle = start_run(store, args.task, agents=agents, max_iterations=args.max_iterations,
+                           threshold=args.threshold, gateway=gateway, observer=_progress(args.quiet))
+        if not args.quiet:
+            print(f"run {handle.run_id} (log: {ctx.db_path})", file=sys.stderr)
+        return _finish(ctx, store, _wait(handle))
+    finally:
+        gateway.close()
+
+
+def cmd_runs(ctx: Context) -> int:
+    store = ctx.store()
+    runs = store.list_runs(status=ctx.args.status, text=ctx.args.search, limit=ctx.args.limit)
+    if ctx.args.json:
+        print(json.dumps([msgspec.to_builtins(r) for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs yet: start one with `agentlog run TASK`", file=sys.stderr)
+        return 0
+    print(render.runs_table(runs))
+    total = store.count_runs(status=ctx.args.status, text=ctx.args.search)
+    if total > len(runs):
+        print(f"({len(runs)} of {total} runs; --limit N for more)", file=sys.stderr)
+    return 0
+
+
+def _run_id(store: SQLiteStore, text: str) -> str:
+    return store.resolve_run_id(text)
+
+
+def cmd_show(ctx: Context) -> int:
+    store = ctx.store()
+    run_id = _run_id(store, ctx.args.run)
+    stored = store.read(run_id)
+    if ctx.args.json:
+        for s in stored:
+            print(json.dumps(render.stored_to_builtins(s)))
+        return 0
+    print(render.show(store.get_run(run_id), build_view(run_id, stored)))
+    return 0
+
+
+def cmd_replay(ctx: Context) -> int:
+    store = ctx.store()
+    run_id = _run_id(store, ctx.args.run)
+    view = build_view(run_id, store.read(run_id))
+    if ctx.args.json:
+        print(json.dumps(view.to_builtins(), indent=2))
+    else:
+        print(render.replay(view))
+    return 0
+
+
+def _overrides(ctx: Context) -> Overrides:
+    args = ctx.args
+    return Overrides(
+        models=dict(args.model), temperatures=dict(getattr(args, "temperature", [])),
+        max_iterations=getattr(args, "max_iterations", None), threshold=getattr(args, "threshold", None),
+    )
+
+
+def _continue(ctx: Context, start: Callable[[SQLiteStore, Gateway], RunHandle], models: Sequence[str]) -> int:
+    gateway = ctx.gateway()
+    for model in models:
+        gateway.check(model)
+    store = ctx.store()
+    try:
+        handle = start(store, gateway)
+        if not ctx.args.quiet:
+            print(f"run {handle.run_id} (log: {ctx.db_path})", file=sys.stderr)
+        return _finish(ctx, store, _wait(handle))
+    finally:
+        gateway.close()
+
+
+def _models_in_use(store: SQLiteStore, run_id: str, overrides: Overrides) -> list[str]:
+    view = build_view(run_id, store.read(run_id))
+    return [overrides.models.get(name, a.model) for name, a in view.agents.items()]
+
+
+def cmd_resume(ctx: Context) -> int:
+    store = ctx.store()
+    run_id = _run_id(store, ctx.args.run)
+    overrides = _overrides(ctx)
+    models = _models_in_use(store, run_id, overrides)
+    _label_offline(models)
+    return _continue(ctx, lambda s, g: resume(s, run_id, overrides=overrides, gateway=g,
+                                              observer=_progress(ctx.args.quiet)), models)
+
+
+def cmd_fork(ctx: Context) -> int:
+    store = ctx.store()
+    run_id = _run_id(store, ctx.args.run)
+    overrides = _overrides(ctx)
+    models = _models_in_use(store, run_id, overrides)
+    _label_offline(models)
+    return _continue(ctx, lambda s, g: fork(s, run_id, ctx.args.at, overrides=overrides, gateway=g,
+                                            observer=_progress(ctx.args.quiet)), models)
+
+
+def cmd_rereview(ctx: Context) -> int:
+    args = ctx.args
+    store = ctx.store()
+    run_ids = list(dict.fromkeys(_run_id(store, r) for r in args.runs))
+    gateway = ctx.gateway()
+    gateway.check(args.model)
+    _label_offline([args.model])
+    handles: list[tuple[str, RunHandle]] = []
+    try:
+        for run_id in run_ids:
+            handle = start_rereview(store, run_id, args.model, gateway=gateway)
+            if handle is None:
+                _err(f"run {run_id} has no drafts to review; skipped")
+                continue
+            handles.append((run_id, handle))
+        rows, failed = [], 0
+        for source, handle in handles:
+            summary = _wait(handle)
+            new_view = build_view(summary.run_id, store.read(summary.run_id))
+            old_view = build_view(source, store.read(source))
+            if new_view.status == "failed":
+                failed += 1
+                _err(f"re-review of {source} ({summary.run_id}) failed: {new_view.failure}")
+            old_scores = {r.iteration: r.review.score for r in old_view.reviews}
+            for review in new_view.reviews:
+                rows.append(render.RereviewRow(source, summary.run_id, review.iteration,
+                                               old_scores.get(review.iteration), review.review.score))
+    finally:
+        gateway.close()
+    if args.json:
+        print(json.dumps([msgspec.to_builtins(r) for r in rows], indent=2))
+    else:
+        print(render.rereview_table(rows, args.model))
+    return EXIT_FAILED if failed else 0
+
+
+def cmd_verify(ctx: Context) -> int:
+    store = ctx.store()
+    if ctx.args.all:
+        run_ids = [r.run_id for r in store.list_runs()]
+    elif ctx.args.runs:
+        run_ids = [_run_id(store, r) for r in ctx.args.runs]
+    else:
+        raise UsageError("name the runs to verify, or pass --all")
+    results = [verify(run_id, store.read(run_id)) for run_id in run_ids]
+    if ctx.args.json:
+        print(json.dumps([msgspec.to_builtins(r) | {"ok": r.ok} for r in results], indent=2))
+    else:
+        for result in results:
+            print(render.verify_line(result))
+    return 0 if all(r.ok for r in results) else EXIT_FAILED
+
+
+def cmd_export(ctx: Context) -> int:
+    store = ctx.store()
+    run_id = _run_id(store, ctx.args.run)
+    for s in store.read(run_id):
+        _type, _version, data = encode(s.event)
+        print(json.dumps({"run_id": s.run_id, "seq": s.seq, "type": s.type, "version": s.version,
+                          "data": json.loads(data)}))
+    return 0
+
+
+def cmd_import(ctx: Context) -> int:
+    path = Path(ctx.args.file)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    streams: dict[str, list[Any]] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            event = decode(row["type"], int(row["version"]), json.dumps(row["data"]))
+            streams.setdefault(row["run_id"], []).append((int(row["seq"]), event))
+        except (ValueError, KeyError, TypeError, CodecError) as exc:
+            raise UsageError(f"{path}:{number}: not an exported event ({exc})") from None
+    store = ctx.store(create=True)
+    for run_id, events in streams.items():
+        seqs = [seq for seq, _ in events]
+        if seqs != list(range(1, len(seqs) + 1)):
+            raise UsageError(f"{path}: run {run_id} does not hold events 1..{len(seqs)} in order")
+        store.append(run_id, [e for _, e in events], 0)
+        print(f"imported run {run_id} ({len(events)} events)", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(ctx: Context) -> int:
+    from . import web
+
+    if not ctx.db_path.exists():
+        raise UsageError(f"no agentlog database at {ctx.db_path}")
+    ctx.store().close()  # fail early, in one line, on a file that is not an agentlog log
+    web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Context], int]] = {
+    "run": cmd_run, "runs": cmd_runs, "show": cmd_show, "replay": cmd_replay, "resume": cmd_resume,
+    "fork": cmd_fork, "rereview": cmd_rereview, "verify": cmd_verify, "export": cmd_export,
+    "import": cmd_import, "serve": cmd_serve,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        ctx = Context(args, load_config())
+        return COMMANDS[args.command](ctx)
+    except (UsageError, ConfigError, ModelNotConfigured, ModelNameError, ReplayError, UnknownPipeline) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except ValueError as exc:  # validation of run settings
+        _err(str(exc))
+        return EXIT_USAGE
+    except ConcurrencyError as exc:
+        _err(f"{exc}. Another process is running or resuming this run; nothing was changed by this one.")
+        return EXIT_CONFLICT
+    except StoreBusy as exc:
+        _err(str(exc))
+        return EXIT_CONFLICT
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    code = main()
+    # Agent threads blocked in an HTTP call after Ctrl-C must not keep the process alive.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.active_count() > 1:
+        os._exit(code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    entry()

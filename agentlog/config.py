@@ -1,0 +1,60 @@
+"""Where things are and which models to use: flags, then environment, then the config file.
+
+The config file (TOML, ``$AGENTLOG_CONFIG`` or ``~/.config/agentlog/config.toml``) may set
+``model``, ``base_url``, ``db``, ``timeout`` and ``[agents.NAME]`` tables with ``model``
+and ``temperature``. API keys are read from ``OPENAI_API_KEY`` only, never from files
+agentlog writes.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class AgentDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    model: str | None = None
+    temperature: float | None = None
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    model: str | None = None
+    base_url: str | None = None
+    db: str | None = None
+    timeout: float = 120.0
+    agents: dict[str, AgentDefaults] = {}
+
+
+def config_path() -> Path:
+    if env := os.environ.get("AGENTLOG_CONFIG"):
+        return Path(env).expanduser()
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "agentlog" / "config.toml"
+
+
+def load_config(path: Path | None = None) -> Config:
+    path = path or config_path()
+    if not path.exists():
+        return Config()
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text())
+        return msgspec.convert(raw, Config)
+    except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+
+
+def default_db_path(config: Config | None = None) -> Path:
+    if env := os.environ.get("AGENTLOG_DB"):
+        return Path(env).expanduser()
+    if config is not None and config.db:
+        return Path(config.db).expanduser()
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "agentlog" / "agentlog.db"

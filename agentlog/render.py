@@ -1,0 +1,187 @@
+"""Text for people: progress lines, tables, and a run's story. No I/O here."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+from .events import (
+    DraftReady,
+    Event,
+    FindingsReady,
+    LLMCallAnswered,
+    LLMCallFailed,
+    LLMCallRequested,
+    OutputRejected,
+    ReviewScored,
+    RunFailed,
+    RunFinished,
+    RunForked,
+    RunResumed,
+    encode,
+)
+from .replay import RunView, VerifyResult
+from .store import RunSummary, StoredEvent
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def progress_line(event: Event) -> str | None:
+    match event:
+        case LLMCallRequested():
+            return f"[{event.step}] {event.agent} -> {event.request.get('model')} (call {event.call_id})"
+        case LLMCallAnswered(reused_from=ref) if ref is not None:
+            return f"  reused the recorded answer from run {ref.run_id} event {ref.seq}: no call made"
+        case LLMCallAnswered():
+            return f"  answered in {event.latency_ms / 1000:.1f}s, {event.usage.total_tokens} tokens"
+        case LLMCallFailed():
+            then = "giving up" if event.gave_up else "retrying"
+            return f"  attempt {event.attempt} failed: {event.error_kind}: {_clip(event.message, 100)} ({then})"
+        case OutputRejected():
+            return f"  rejected {event.agent}'s output: {_clip(event.reason, 120)}"
+        case FindingsReady():
+            return f"  findings: {len(event.findings.key_areas)} key areas, {len(event.findings.sources)} sources"
+        case DraftReady():
+            return f"  draft {event.iteration}: {len(event.draft)} characters"
+        case ReviewScored():
+            return f"  review {event.iteration}: score {event.review.score}/10 - {_clip(event.review.summary, 90)}"
+        case RunForked():
+            return f"forked from run {event.parent_run_id} at event {event.parent_seq}"
+        case RunResumed():
+            return f"resuming after event {event.previous_seq}"
+        case RunFinished():
+            return f"finished: {event.reason.replace('_', ' ')} after {event.iterations} iteration(s)"
+        case RunFailed():
+            return f"failed: {event.reason}"
+    return None
+
+
+def outcome_line(view: RunView) -> str:
+    scores = " -> ".join(map(str, view.scores)) or "none"
+    reused = f", {view.reused_tokens} reused" if view.reused_tokens else ""
+    return (f"run {view.run_id}: {view.status} ({(view.finish_reason or '').replace('_', ' ')}), "
+            f"scores {scores}, {view.live_tokens} tokens{reused}")
+
+
+def runs_table(runs: Sequence[RunSummary]) -> str:
+    rows = [
+        (r.run_id, _clip(r.task, 48), r.pipeline, r.status, r.score if r.score is not None else "-",
+         r.iterations, r.tokens, _when(r.created_at), r.parent_run_id or "")
+        for r in runs
+    ]
+    return _table(("ID", "TASK", "PIPELINE", "STATUS", "SCORE", "ITER", "TOKENS", "STARTED", "PARENT"), rows)
+
+
+def _header(view: RunView) -> list[str]:
+    lines = [f"run       {view.run_id}", f"task      {view.task}", f"pipeline  {view.pipeline}",
+             f"status    {view.status}" + (f" ({view.finish_reason})" if view.finish_reason else "")]
+    if view.failure:
+        lines.append(f"failure   {view.failure}")
+    if view.parent_run_id:
+        at = f" at event {view.fork_seq}" if view.fork_seq else ""
+        lines.append(f"parent    {view.parent_run_id}{at}")
+    for name, agent in view.agents.items():
+        lines.append(f"agent     {name}: {agent.model} (temperature {agent.temperature})")
+    lines.append(f"settings  max iterations {view.max_iterations}, approve at score {view.threshold}")
+    lines.append(f"tokens    {view.live_tokens} spent" + (f", {view.reused_tokens} reused" if view.reused_tokens else ""))
+    return lines
+
+
+def show(summary: RunSummary, view: RunView) -> str:
+    lines = _header(view) + [f"started   {_when(summary.created_at)}", "", "events"]
+    rows = [(t.seq, time.strftime("%H:%M:%S", time.localtime(t.recorded_at)), t.type, t.step, t.agent,
+             _clip(t.detail, 70)) for t in view.timeline]
+    lines.append(_table(("SEQ", "TIME", "TYPE", "STEP", "AGENT", "DETAIL"), rows))
+    lines += ["", "scores    " + (" -> ".join(map(str, view.scores)) or "none")]
+    if view.final_draft:
+        lines += ["", "final draft", "-----------", view.final_draft.rstrip()]
+    return "\n".join(lines)
+
+
+def replay(view: RunView) -> str:
+    lines = _header(view) + ["", "timeline"]
+    rows = []
+    for c in view.calls:
+        if c.status == "reused" and c.reused_from:
+            how = f"reused {c.reused_from.run_id}#{c.reused_from.seq}"
+        else:
+            how = c.status + (f" after {c.failures} failed attempt(s)" if c.failures else "")
+        rows.append((c.seq, c.step, c.agent, c.model, c.prompt_tokens + c.completion_tokens,
+                     f"{c.latency_ms / 1000:.2f}s" if c.status == "answered" else "-", how))
+    lines.append(_table(("SEQ", "PHASE", "AGENT", "MODEL", "TOKENS", "LATENCY", "CALL"), rows))
+    if view.findings:
+        lines += ["", "findings"]
+        for area in view.findings.facts:
+            lines.append(f"  {area.area}")
+            lines += [f"    - {fact}" for fact in area.facts]
+        if view.findings.misconceptions:
+            lines.append("  misconceptions")
+            lines += [f"    - {m}" for m in view.findings.misconceptions]
+        if view.findings.sources:
+            lines.append("  sources")
+            lines += [f"    - {s}" for s in view.findings.sources]
+    reviews = {r.iteration: r for r in view.reviews}
+    for draft in view.drafts:
+        lines += ["", f"draft {draft.iteration} (event {draft.seq})", "-" * 20, draft.draft.rstrip()]
+        review = reviews.get(draft.iteration)
+        if review:
+            r = review.review
+            lines += ["", f"review {draft.iteration}: score {r.score}/10{' (approved)' if r.approved else ''} - {r.summary}"]
+            for title, items in (("issues", r.issues), ("missed topics", r.missed_topics), ("suggestions", r.suggestions)):
+                lines += [f"  {title}: {item}" for item in items]
+    ending = view.finish_reason or (f"failed: {view.failure}" if view.failure else "not finished")
+    lines += ["", f"scores    {' -> '.join(map(str, view.scores)) or 'none'}", f"ended     {ending}"]
+    return "\n".join(lines)
+
+
+class RereviewRow(msgspec.Struct, frozen=True):
+    source_run: str
+    rereview_run: str
+    draft: int
+    old_score: int | None
+    new_score: int
+
+
+def rereview_table(rows: Sequence[RereviewRow], model: str) -> str:
+    table = _table(("RUN", "DRAFT", "OLD", "NEW", "DIFF", "RE-REVIEW RUN"), [
+        (r.source_run, r.draft, r.old_score if r.old_score is not None else "-", r.new_score,
+         f"{r.new_score - r.old_score:+d}" if r.old_score is not None else "-", r.rereview_run)
+        for r in rows
+    ])
+    diffs = [r.new_score - r.old_score for r in rows if r.old_score is not None]
+    mean = f"{sum(diffs) / len(diffs):+.2f}" if diffs else "n/a"
+    return f"{table}\n\nmean difference ({model} minus original): {mean} over {len(diffs)} draft(s)"
+
+
+def verify_line(result: VerifyResult) -> str:
+    if result.ok:
+        return f"{result.run_id}: verified ({result.checked} decisions over {result.events} events)"
+    d = result.divergence
+    assert d is not None
+    expected = "; ".join(d.expected) or "nothing (the run should have ended)"
+    return (f"{result.run_id}: DIVERGES at event {d.seq}\n  recorded: {d.recorded}\n"
+            f"  today's code decides: {expected}")
+
+
+def stored_to_builtins(stored: StoredEvent) -> dict:
+    _type, _version, data = encode(stored.event)
+    return {"run_id": stored.run_id, "seq": stored.seq, "type": stored.type, "version": stored.version,
+            "recorded_at": stored.recorded_at, "data": json.loads(data)}

@@ -1,0 +1,141 @@
+"""Resume, fork and re-review: new events appended atomically, then the actors take over.
+
+Each starts with one atomic append. For resume it is the gate between concurrent
+resumers: exactly one gets its ``RunResumed`` in after the last event, the others get a
+``ConcurrencyError`` before they make any call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import msgspec
+
+from agentlog.actors import RunHandle, drive, new_run_id, validate_run_settings
+from agentlog.actors.orchestrator import Observer
+from agentlog.events import (
+    AgentConfig,
+    AgentReconfigured,
+    CallRef,
+    DraftReady,
+    Event,
+    FindingsReady,
+    RunFinished,
+    RunForked,
+    RunResumed,
+    RunStarted,
+    SettingsChanged,
+)
+from agentlog.models import Gateway
+from agentlog.store import ConcurrencyError, SQLiteStore
+
+
+class ReplayError(ValueError):
+    """A replay-family request that cannot be done as asked (a user's mistake)."""
+
+
+class Overrides(msgspec.Struct, frozen=True, kw_only=True):
+    models: dict[str, str] = {}
+    temperatures: dict[str, float] = {}
+    max_iterations: int | None = None
+    threshold: int | None = None
+
+    def events(self, agents: Mapping[str, AgentConfig]) -> list[Event]:
+        """The events that apply these overrides to a run whose agents are ``agents``."""
+        for agent in (*self.models, *self.temperatures):
+            if agent not in agents:
+                raise ReplayError(f"the run has no agent {agent!r} (its agents: {', '.join(agents)})")
+        for agent, t in self.temperatures.items():
+            if not 0.0 <= t <= 2.0:
+                raise ReplayError(f"temperature for {agent} must be between 0 and 2, not {t}")
+        validate_run_settings(None, self.max_iterations, self.threshold)
+        events: list[Event] = [
+            AgentReconfigured(agent=agent, model=self.models.get(agent), temperature=self.temperatures.get(agent))
+            for agent in agents
+            if agent in self.models or agent in self.temperatures
+        ]
+        if self.max_iterations is not None or self.threshold is not None:
+            events.append(SettingsChanged(max_iterations=self.max_iterations, threshold=self.threshold))
+        return events
+
+
+def _started(store: SQLiteStore, run_id: str) -> RunStarted:
+    first = store.events(run_id, 0, 1)
+    if not first or not isinstance(first[0], RunStarted):
+        raise ReplayError(f"run {run_id} has no RunStarted event")
+    return first[0]
+
+
+def _agents_now(events: Sequence[Event]) -> dict[str, AgentConfig]:
+    from agentlog.pipelines import ContentPipeline, fold
+
+    return fold(ContentPipeline(), events).agents
+
+
+def resume(
+    store: SQLiteStore, run_id: str, *, overrides: Overrides = Overrides(), gateway: Gateway | None = None,
+    observer: Observer | None = None,
+) -> RunHandle:
+    """Continue an unfinished (or failed) run from its last event.
+
+    Raises ``ReplayError`` for a finished run, ``ConcurrencyError`` if another process
+    appended to the run meanwhile (another resumer, or a live process still running it).
+    """
+    stored = store.read(run_id)
+    if not stored:
+        raise ReplayError(f"run {run_id} has no events")
+    last = stored[-1]
+    if isinstance(last.event, RunFinished):
+        raise ReplayError(f"run {run_id} already finished ({last.event.reason}); nothing to resume "
+                          f"(fork it to continue with other settings)")
+    events = [s.event for s in stored]
+    new_events = [RunResumed(previous_seq=last.seq), *overrides.events(_agents_now(events))]
+    store.append(run_id, new_events, last.seq)
+    return drive(store, run_id, gateway=gateway, observer=observer)
+
+
+def fork(
+    store: SQLiteStore, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
+    gateway: Gateway | None = None, observer: Observer | None = None,
+) -> RunHandle:
+    """A new run whose first ``at_seq`` events are run ``run_id``'s, then the overrides, then live."""
+    last = store.last_seq(run_id)
+    if not 1 <= at_seq <= last:
+        raise ReplayError(f"--at must be an event of run {run_id}: 1 to {last}, not {at_seq}")
+    copied = store.events(run_id, 0, at_seq)
+    new_id = new_run_id()
+    batch = [*copied, RunForked(parent_run_id=run_id, parent_seq=at_seq), *overrides.events(_agents_now(copied))]
+    store.append(new_id, batch, 0)
+    return drive(store, new_id, gateway=gateway, observer=observer)
+
+
+def start_rereview(
+    store: SQLiteStore, run_id: str, model: str, *, temperature: float | None = None,
+    gateway: Gateway | None = None, observer: Observer | None = None,
+) -> RunHandle | None:
+    """A re-review run scoring every draft of ``run_id`` with ``model``; ``None`` if it has no drafts."""
+    started = _started(store, run_id)
+    stored = store.read(run_id)
+    findings = next((s.event for s in stored if isinstance(s.event, FindingsReady)), None)
+    drafts = [s for s in stored if isinstance(s.event, DraftReady)]
+    if findings is None or not drafts:
+        return None
+    reviewer = _agents_now([s.event for s in stored]).get("reviewer") or AgentConfig(model=model, temperature=0.1)
+    config = AgentConfig(model=model, temperature=reviewer.temperature if temperature is None else temperature,
+                         system_prompt=reviewer.system_prompt, max_tokens=reviewer.max_tokens)
+    new_id = new_run_id()
+    batch: list[Event] = [
+        RunStarted(task=started.task, pipeline="rereview", agents={"reviewer": config},
+                   max_iterations=len(drafts), threshold=started.threshold, parent_run_id=run_id),
+        findings,
+        *(
+            DraftReady(iteration=i, draft=s.event.draft, call_id=s.event.call_id,
+                       source=CallRef(run_id=run_id, seq=s.seq, call_id=s.event.call_id))
+            for i, s in enumerate(drafts, start=1)
+        ),
+    ]
+    store.append(new_id, batch, 0)
+    return drive(store, new_id, gateway=gateway, observer=observer)
+
+
+__all__ = ["ConcurrencyError", "Overrides", "ReplayError", "fork", "resume", "start_rereview"]

@@ -1,0 +1,211 @@
+"""A run rebuilt from its events for people and machines: timeline, outputs, outcome.
+
+Pure: reads stored events, needs no network, no key, no model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from agentlog.events import (
+    AgentConfig,
+    AgentReconfigured,
+    CallRef,
+    DraftReady,
+    Findings,
+    FindingsReady,
+    LLMCallAnswered,
+    LLMCallFailed,
+    LLMCallRequested,
+    OutputRejected,
+    Review,
+    ReviewScored,
+    RunFailed,
+    RunFinished,
+    RunForked,
+    RunResumed,
+    RunStarted,
+    SettingsChanged,
+    ToolInvoked,
+    ToolReturned,
+)
+from agentlog.store import StoredEvent
+
+
+class CallView(msgspec.Struct, kw_only=True):
+    seq: int
+    call_id: str
+    step: str
+    agent: str
+    model: str
+    attempt: int
+    status: str = "requested"  # requested | answered | reused | failed
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    failures: int = 0
+    reused_from: CallRef | None = None
+    error: str | None = None
+
+
+class TimelineRow(msgspec.Struct, kw_only=True):
+    seq: int
+    recorded_at: float
+    type: str
+    step: str = ""
+    agent: str = ""
+    model: str = ""
+    detail: str = ""
+    tokens: int = 0
+    latency_ms: float | None = None
+    reused: bool = False
+
+
+class DraftView(msgspec.Struct, kw_only=True):
+    iteration: int
+    seq: int
+    draft: str
+    source: CallRef | None = None
+
+
+class ReviewView(msgspec.Struct, kw_only=True):
+    iteration: int
+    seq: int
+    review: Review
+    model: str = ""
+
+
+class RunView(msgspec.Struct, kw_only=True):
+    run_id: str
+    task: str = ""
+    pipeline: str = ""
+    agents: dict[str, AgentConfig] = {}
+    max_iterations: int = 0
+    threshold: int = 0
+    parent_run_id: str | None = None
+    fork_seq: int | None = None
+    status: str = "running"
+    finish_reason: str | None = None
+    failure: str | None = None
+    findings: Findings | None = None
+    drafts: list[DraftView] = []
+    reviews: list[ReviewView] = []
+    calls: list[CallView] = []
+    timeline: list[TimelineRow] = []
+    last_seq: int = 0
+    live_tokens: int = 0
+    reused_tokens: int = 0
+
+    @property
+    def final_draft(self) -> str | None:
+        return self.drafts[-1].draft if self.drafts else None
+
+    @property
+    def scores(self) -> list[int]:
+        return [r.review.score for r in self.reviews]
+
+    def to_builtins(self) -> dict[str, Any]:
+        data = msgspec.to_builtins(self)
+        data["final_draft"] = self.final_draft
+        data["scores"] = self.scores
+        return data
+
+
+def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
+    view = RunView(run_id=run_id)
+    calls: dict[str, CallView] = {}
+    for s in stored:
+        e = s.event
+        row = TimelineRow(seq=s.seq, recorded_at=s.recorded_at, type=s.type)
+        match e:
+            case RunStarted():
+                view.task, view.pipeline, view.agents = e.task, e.pipeline, dict(e.agents)
+                view.max_iterations, view.threshold = e.max_iterations, e.threshold
+                view.parent_run_id = e.parent_run_id or view.parent_run_id
+                row.detail = f"{e.pipeline}: {e.task}"
+            case RunForked():
+                view.parent_run_id, view.fork_seq = e.parent_run_id, e.parent_seq
+                view.status, view.finish_reason, view.failure = "running", None, None
+                # Tokens count what this run spent, not what it copied from its parent.
+                view.live_tokens = view.reused_tokens = 0
+                row.detail = f"forked from {e.parent_run_id} at event {e.parent_seq}"
+            case RunResumed():
+                view.status, view.failure = "running", None
+                row.detail = f"resumed after event {e.previous_seq}"
+            case AgentReconfigured():
+                old = view.agents.get(e.agent, AgentConfig(model="", temperature=0.0))
+                view.agents[e.agent] = AgentConfig(
+                    model=e.model if e.model is not None else old.model,
+                    temperature=e.temperature if e.temperature is not None else old.temperature,
+                    system_prompt=e.system_prompt if e.system_prompt is not None else old.system_prompt,
+                    max_tokens=e.max_tokens if e.max_tokens is not None else old.max_tokens,
+                )
+                row.agent = e.agent
+                row.detail = ", ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(e).items()
+                                       if k != "agent" and v is not None)
+            case SettingsChanged():
+                view.max_iterations = e.max_iterations or view.max_iterations
+                view.threshold = e.threshold or view.threshold
+                row.detail = f"max_iterations={e.max_iterations} threshold={e.threshold}"
+            case LLMCallRequested():
+                call = CallView(seq=s.seq, call_id=e.call_id, step=e.step, agent=e.agent,
+                                model=str(e.request.get("model", "")), attempt=e.attempt)
+                calls[e.call_id] = call
+                view.calls.append(call)
+                row.step, row.agent, row.model = e.step, e.agent, call.model
+                row.detail = f"call {e.call_id}"
+            case LLMCallAnswered():
+                call = calls.get(e.call_id)
+                reused = e.reused_from is not None
+                if call is not None:
+                    call.status = "reused" if reused else "answered"
+                    call.prompt_tokens, call.completion_tokens = e.usage.prompt_tokens, e.usage.completion_tokens
+                    call.latency_ms, call.reused_from = e.latency_ms, e.reused_from
+                    row.step, row.model = call.step, call.model
+                if reused:
+                    view.reused_tokens += e.usage.total_tokens
+                    row.detail = f"reused from {e.reused_from.run_id}#{e.reused_from.seq}"
+                else:
+                    view.live_tokens += e.usage.total_tokens
+                    row.detail = f"{len(e.content)} chars" + (f", {len(e.tool_calls)} tool calls" if e.tool_calls else "")
+                row.agent, row.tokens, row.latency_ms, row.reused = e.agent, e.usage.total_tokens, e.latency_ms, reused
+            case LLMCallFailed():
+                call = calls.get(e.call_id)
+                if call is not None:
+                    call.failures += 1
+                    if e.gave_up:
+                        call.status, call.error = "failed", f"{e.error_kind}: {e.message}"
+                    row.step, row.model = call.step, call.model
+                row.agent = e.agent
+                row.detail = f"attempt {e.attempt}: {e.error_kind}" + (" (gave up)" if e.gave_up else " (retrying)")
+            case OutputRejected():
+                row.step, row.agent, row.detail = e.step, e.agent, e.reason
+            case ToolInvoked():
+                row.detail = f"{e.name}({e.arguments})"
+            case ToolReturned():
+                row.detail = f"{e.name} -> {len(e.result)} chars" + (" (error)" if e.is_error else "")
+            case FindingsReady():
+                view.findings = e.findings
+                row.step, row.agent = "research", "researcher"
+                row.detail = f"{len(e.findings.key_areas)} key areas, {len(e.findings.sources)} sources"
+            case DraftReady():
+                view.drafts.append(DraftView(iteration=e.iteration, seq=s.seq, draft=e.draft, source=e.source))
+                row.step, row.agent = f"write-{e.iteration}", "writer"
+                row.detail = f"draft {e.iteration}: {len(e.draft)} chars"
+            case ReviewScored():
+                call = calls.get(e.call_id)
+                view.reviews.append(ReviewView(iteration=e.iteration, seq=s.seq, review=e.review,
+                                               model=call.model if call else ""))
+                row.step, row.agent = f"review-{e.iteration}", "reviewer"
+                row.detail = f"score {e.review.score}/10"
+            case RunFinished():
+                view.status, view.finish_reason = "finished", e.reason
+                row.detail = f"{e.reason} after {e.iterations} iteration(s)" + (f", score {e.score}" if e.score else "")
+            case RunFailed():
+                view.status, view.failure = "failed", e.reason
+                row.step, row.detail = e.step or "", e.reason
+        view.timeline.append(row)
+        view.last_seq = s.seq
+    return view

@@ -1,0 +1,54 @@
+"""The viewer's reads, all through the store's asyncio face (it never writes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agentlog.store import AsyncSQLiteStore, RunSummary
+
+from .views import RunView, build_view
+
+PAGE_SIZE = 50
+STATUSES = ("running", "finished", "failed")
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    runs: list[RunSummary]
+    total: int
+    page: int
+    pages: int
+    status: str
+    text: str
+
+
+async def runs_page(store: AsyncSQLiteStore, *, status: str, text: str, page: int,
+                    page_size: int = PAGE_SIZE) -> RunsPage:
+    status = status if status in STATUSES else ""
+    total = await store.count_runs(status=status or None, text=text or None)
+    pages = max(1, -(-total // page_size))
+    page = min(max(1, page), pages)
+    runs = await store.list_runs(status=status or None, text=text or None, limit=page_size,
+                                 offset=(page - 1) * page_size)
+    return RunsPage(runs, total, page, pages, status, text)
+
+
+async def load_run(store: AsyncSQLiteStore, run_id: str) -> RunView:
+    """The run folded for display. The summary is read first, so the events are never behind it."""
+    summary = await store.get_run(run_id)
+    return build_view(summary, await store.read(run_id))
+
+
+async def ancestors(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:
+    """Parent, grandparent, ...: the runs this one was forked (or re-reviewed) from."""
+    return [await store.get_run(r) for r in (await store.lineage(run_id))[1:]]
+
+
+async def children(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:
+    """Runs forked from, or re-reviewing, this one, oldest first.
+
+    Temporary: the store has no query by parent, so this filters the whole index. It
+    should become ``store.children(run_id)`` over an index on ``runs.parent_run_id``.
+    """
+    return sorted((r for r in await store.list_runs() if r.parent_run_id == run_id),
+                  key=lambda r: (r.created_at, r.run_id))

@@ -1,0 +1,192 @@
+"""A real HTTP server on 127.0.0.1 that speaks the chat-completions protocol.
+
+By default it answers like the offline model (schema-valid findings and reviews, Markdown
+drafts), so whole pipelines run against it through the real ``openai`` client. Faults
+can be queued: HTTP statuses (429, 500, ...), a hang longer than the client's timeout, a
+body that is not JSON, or a reply whose content is not valid JSON. Every request is
+recorded with its headers, so tests can count calls and check what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from agentlog.models import offline
+
+
+class Fault:
+    """One scripted misbehaviour, used for the next matching request."""
+
+    def __init__(self, kind: str, value: Any = None, *, when: Callable[[dict], bool] | None = None):
+        self.kind, self.value, self.when = kind, value, when
+
+    @classmethod
+    def status(cls, code: int, **kw: Any) -> "Fault":
+        return cls("status", code, **kw)
+
+    @classmethod
+    def hang(cls, seconds: float, **kw: Any) -> "Fault":
+        return cls("hang", seconds, **kw)
+
+    @classmethod
+    def garbage_body(cls, **kw: Any) -> "Fault":
+        return cls("garbage", None, **kw)
+
+    @classmethod
+    def content(cls, text: str, **kw: Any) -> "Fault":
+        return cls("content", text, **kw)
+
+
+class FakeOpenAIServer:
+    def __init__(self, *, delay: float = 0.0, responder: Callable[[dict], dict] | None = None):
+        self.delay = delay
+        self.responder = responder
+        self.requests: list[dict[str, Any]] = []
+        self.faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> "FakeOpenAIServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def inject(self, *faults: Fault) -> None:
+        with self._lock:
+            self.faults.extend(faults)
+
+    def count(self, agent_marker: str | None = None) -> int:
+        """Requests received, optionally only those whose system prompt contains ``agent_marker``."""
+        with self._lock:
+            if agent_marker is None:
+                return len(self.requests)
+            return sum(agent_marker in r["body"]["messages"][0]["content"] for r in self.requests)
+
+    def _next_fault(self, body: dict) -> Fault | None:
+        with self._lock:
+            for fault in list(self.faults):
+                if fault.when is None or fault.when(body):
+                    self.faults.remove(fault)
+                    return fault
+        return None
+
+    def _answer(self, body: dict) -> dict:
+        if self.responder is not None:
+            return self.responder(body)
+        completion = offline.complete(body)
+        return {"content": completion.content, "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, payload: bytes, content_type: str = "application/json") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]}).encode())
+                else:
+                    self._send(404, b'{"error": {"message": "not found"}}')
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    server.requests.append({"body": body, "headers": dict(self.headers), "at": time.monotonic()})
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, b'{"error": {"message": "not found"}}')
+                    return
+                fault = server._next_fault(body)
+                if server.delay:
+                    time.sleep(server.delay)
+                if fault is not None and fault.kind == "status":
+                    message = {"error": {"message": f"injected {fault.value}", "type": "injected", "code": None}}
+                    self._send(fault.value, json.dumps(message).encode())
+                    return
+                if fault is not None and fault.kind == "hang":
+                    time.sleep(fault.value)
+                    try:
+                        self._send(500, b'{"error": {"message": "too late"}}')
+                    except OSError:
+                        pass
+                    return
+                if fault is not None and fault.kind == "garbage":
+                    self._send(200, b"<html>this is not json</html>", "text/html")
+                    return
+                answer = server._answer(body)
+                if fault is not None and fault.kind == "content":
+                    answer = {**answer, "content": fault.value}
+                prompt, completion = answer.get("prompt_tokens", 10), answer.get("completion_tokens", 10)
+                message: dict[str, Any] = {"role": "assistant", "content": answer.get("content")}
+                if answer.get("tool_calls"):
+                    message["tool_calls"] = answer["tool_calls"]
+                payload = {
+                    "id": f"chatcmpl-{len(server.requests)}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model", "fake"),
+                    "choices": [{"index": 0, "message": message,
+                                 "finish_reason": "tool_calls" if answer.get("tool_calls") else "stop"}],
+                    "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                              "total_tokens": prompt + completion},
+                }
+                self._send(200, json.dumps(payload).encode())
+
+        return Handler
+
+
+def main() -> None:
+    """Run the server standalone: ``python -m tests.fake_openai [--delay S] [--port-file F]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--port-file")
+    args = parser.parse_args()
+    server = FakeOpenAIServer(delay=args.delay).start()
+    if args.port_file:
+        with open(args.port_file, "w") as fh:
+            fh.write(server.base_url)
+    print(server.base_url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
