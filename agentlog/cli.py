@@ -41,8 +41,10 @@ from .models import (
     parse_model,
 )
 from .pipelines import UnknownPipeline
+from .runconfig import RunConfig, load_run_config
 from .replay import Overrides, ReplayError, build_view, fork, resume, start_rereview, verify
 from .store import ConcurrencyError, RunSummary, SQLiteStore, StoreBusy, StoreError, StoredEvent
+from .tools import ToolRegistry
 
 EXIT_FAILED, EXIT_USAGE, EXIT_CONFLICT, EXIT_INTERRUPTED = 1, 2, 3, 130
 DEFAULT_MODEL_WITH_KEY = "gpt-4o-mini"
@@ -117,19 +119,29 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint.add_argument("--retries", type=_positive_int, default=5, metavar="N",
                           help="attempts per call for transient errors (default 5)")
     endpoint.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    tooling = argparse.ArgumentParser(add_help=False)
+    tooling.add_argument("--docs", metavar="DIR", help="index DIR's .txt/.md files (SQLite FTS5, in "
+                         "DIR/.agentlog-docs.db) and give the researchers a search_documents tool")
+    tooling.add_argument("--config", metavar="FILE", help="a run config (TOML): agents mapped onto roles with "
+                         "their prompts, models, temperatures and tools (see docs/tools.md)")
 
     parser = _Parser(prog="agentlog", description="Multi-agent LLM pipelines with every step in a durable log.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("run", parents=[common, endpoint], help="run the research -> write -> review pipeline")
+    p = sub.add_parser("run", parents=[common, endpoint, tooling], help="run the research -> write -> review pipeline")
     p.add_argument("task", help="what to write about")
     p.add_argument("--model", action="append", type=_model_arg, default=[], metavar="[AGENT=]MODEL",
                    help="model for every agent, or AGENT=MODEL for one (repeatable); 'offline' needs no key")
     p.add_argument("--temperature", action="append", type=_temperature_arg, default=[], metavar="AGENT=T")
-    p.add_argument("--max-iterations", type=_positive_int, default=DEFAULT_MAX_ITERATIONS, metavar="N")
-    p.add_argument("--threshold", type=_score, default=DEFAULT_THRESHOLD, metavar="SCORE",
-                   help="approve at this review score (1-10, default 8)")
+    p.add_argument("--max-iterations", type=_positive_int, metavar="N",
+                   help=f"write/review rounds at most (default {DEFAULT_MAX_ITERATIONS})")
+    p.add_argument("--threshold", type=_score, metavar="SCORE",
+                   help=f"approve at this review score (1-10, default {DEFAULT_THRESHOLD})")
+    p.add_argument("--research", choices=["single", "parallel"],
+                   help="one researcher, or a facts and a counter-arguments researcher at once (default single)")
+    p.add_argument("--max-tokens", type=_positive_int, metavar="N",
+                   help="bound each answer's length (default: none; 600 for local models)")
     p.add_argument("--out", metavar="FILE", help="write the final draft here instead of stdout")
 
     p = sub.add_parser("runs", parents=[common], help="list runs")
@@ -146,12 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("resume", parents=[common, endpoint], help="continue an unfinished run")
+    p = sub.add_parser("resume", parents=[common, endpoint, tooling], help="continue an unfinished run")
     p.add_argument("run")
     p.add_argument("--model", action="append", type=_assignment, default=[], metavar="AGENT=MODEL")
     p.add_argument("--out", metavar="FILE")
 
-    p = sub.add_parser("fork", parents=[common, endpoint], help="a new run from event SEQ of RUN, with overrides")
+    p = sub.add_parser("fork", parents=[common, endpoint, tooling],
+                       help="a new run from event SEQ of RUN, with overrides")
     p.add_argument("run")
     p.add_argument("--at", type=_positive_int, required=True, metavar="SEQ", help="last event copied from RUN")
     p.add_argument("--model", action="append", type=_assignment, default=[], metavar="AGENT=MODEL")
@@ -201,6 +214,20 @@ class Context:
         base_url = args.base_url or self.config.base_url
         return Gateway(Endpoint.from_env(base_url=base_url), retry=RetryPolicy(max_attempts=args.retries),
                        timeout=timeout)
+
+    def run_config(self) -> RunConfig:
+        path = getattr(self.args, "config", None)
+        return load_run_config(path) if path else RunConfig()
+
+    def tools(self, run_config: RunConfig | None = None) -> ToolRegistry:
+        """The tools of this process: the run config's, and the documents search of --docs."""
+        run_config = run_config if run_config is not None else self.run_config()
+        docs = getattr(self.args, "docs", None)
+        registry = run_config.registry(docs)
+        if docs and not getattr(self.args, "quiet", False):
+            print(f"documents: {Path(docs).resolve()} (index in {Path(docs).resolve() / '.agentlog-docs.db'})",
+                  file=sys.stderr)
+        return registry
 
 
 def _err(message: str) -> None:
@@ -255,8 +282,9 @@ def _label_offline(models: Sequence[str]) -> None:
         print(f"note: using the {OFFLINE_LABEL}", file=sys.stderr)
 
 
-def _resolve_models(ctx: Context) -> tuple[str, dict[str, str]]:
-    """The default model and per-agent overrides, from flags, config and environment."""
+def _resolve_models(ctx: Context, fallback: str | None = None) -> tuple[str, dict[str, str]]:
+    """The default model and per-agent overrides, from flags, ``fallback`` (a run config's
+    model), config and environment."""
     default: str | None = None
     per_agent: dict[str, str] = {name: a.model for name, a in ctx.config.agents.items() if a.model}
     for agent, model in ctx.args.model:
@@ -264,7 +292,7 @@ def _resolve_models(ctx: Context) -> tuple[str, dict[str, str]]:
             default = model
         else:
             per_agent[agent] = model
-    default = default or ctx.config.model
+    default = default or fallback or ctx.config.model
     if default is None:
         endpoint = Endpoint.from_env(base_url=ctx.args.base_url or ctx.config.base_url)
         if endpoint.base_url:
@@ -296,22 +324,37 @@ def cmd_run(ctx: Context) -> int:
     args = ctx.args
     if not args.task.strip():
         raise UsageError("the task is empty: say what the pipeline should write about")
-    roles = ("researcher", "writer", "reviewer")
-    default, per_agent = _resolve_models(ctx)
+    run_config = ctx.run_config()
+    if args.research:
+        run_config = msgspec.structs.replace(run_config, research=args.research)
+    roles = run_config.run_roles()
+    default, per_agent = _resolve_models(ctx, fallback=run_config.model)
     temperatures = {n: a.temperature for n, a in ctx.config.agents.items() if a.temperature is not None}
-    temperatures |= dict(args.temperature)
     _check_agents(per_agent, roles)
-    _check_agents(temperatures, roles)
-    agents = agent_configs(default, per_agent, temperatures, roles)
+    _check_agents(dict(args.temperature), roles)
+    # Flags win over the run config, which wins over the user's config file.
+    flag_models = {agent: model for agent, model in args.model if agent is not None}
+    file_models = {role: spec.model for role, spec in run_config.by_role().items() if spec.model}
+    temperatures = {k: v for k, v in temperatures.items() if k in roles}
+    agents = run_config.agent_configs(default, per_agent | file_models | flag_models,
+                                      temperatures | dict(args.temperature), max_tokens=args.max_tokens)
+    if any(role not in run_config.by_role() or run_config.by_role()[role].temperature is None
+           for role in temperatures):
+        pass  # the user's config temperatures apply where the run config names none (merged above)
+    max_iterations = args.max_iterations or run_config.max_iterations or DEFAULT_MAX_ITERATIONS
+    threshold = args.threshold or run_config.threshold or DEFAULT_THRESHOLD
     gateway = ctx.gateway()
     for config in agents.values():
         gateway.check(config.model)
-    validate_run_settings(args.task, args.max_iterations, args.threshold)
+    validate_run_settings(args.task, max_iterations, threshold)
+    registry = ctx.tools(run_config)
+    tools = run_config.tools(registry, list(agents))
     _label_offline([a.model for a in agents.values()])
     store = ctx.store(create=True)
     try:
-        handle = start_run(store, args.task, agents=agents, max_iterations=args.max_iterations,
-                           threshold=args.threshold, gateway=gateway, observer=_progress(args.quiet))
+        handle = start_run(store, args.task, agents=agents, max_iterations=max_iterations, threshold=threshold,
+                           gateway=gateway, observer=_progress(args.quiet), research=run_config.research,
+                           tools=tools, registry=registry)
         if not args.quiet:
             print(f"run {handle.run_id} (log: {ctx.db_path})", file=sys.stderr)
         return _finish(ctx, store, _wait(handle))

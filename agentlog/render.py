@@ -16,11 +16,14 @@ from .events import (
     LLMCallFailed,
     LLMCallRequested,
     OutputRejected,
+    ResearchPartReady,
     ReviewScored,
     RunFailed,
     RunFinished,
     RunForked,
     RunResumed,
+    ToolInvoked,
+    ToolReturned,
     encode,
 )
 from .replay import RunView, VerifyResult
@@ -57,6 +60,15 @@ def progress_line(event: Event) -> str | None:
             return f"  attempt {event.attempt} failed: {event.error_kind}: {_clip(event.message, 100)} ({then})"
         case OutputRejected():
             return f"  rejected {event.agent}'s output: {_clip(event.reason, 120)}"
+        case ToolInvoked():
+            return f"  tool {event.name}({_clip(event.arguments, 80)})"
+        case ToolReturned(reused_from=ref) if ref is not None:
+            return f"  tool {event.name}: reused the recorded result from run {ref.run_id} event {ref.seq}"
+        case ToolReturned():
+            return f"  tool {event.name} {'failed' if event.is_error else 'returned'}: {_clip(event.result, 90)}"
+        case ResearchPartReady():
+            return (f"  {event.part} research: {len(event.findings.key_areas)} key areas, "
+                    f"{len(event.findings.sources)} sources")
         case FindingsReady():
             return f"  findings: {len(event.findings.key_areas)} key areas, {len(event.findings.sources)} sources"
         case DraftReady():
@@ -127,6 +139,14 @@ def replay(view: RunView) -> str:
         rows.append((c.seq, c.step, c.agent, c.model, c.prompt_tokens + c.completion_tokens,
                      f"{c.latency_ms / 1000:.2f}s" if c.status == "answered" else "-", how))
     lines.append(_table(("SEQ", "PHASE", "AGENT", "MODEL", "TOKENS", "LATENCY", "CALL"), rows))
+    if view.tools:
+        lines += ["", "tool calls"]
+        lines.append(_table(("SEQ", "PHASE", "AGENT", "TOOL", "ARGUMENTS", "RESULT"), [
+            (t.seq, t.step, t.agent, t.name, _clip(t.arguments, 40),
+             (f"reused {t.reused_from.run_id}#{t.reused_from.seq}: " if t.reused_from else
+              "error: " if t.status == "error" else "") + _clip(t.result or "(no result)", 50))
+            for t in view.tools
+        ]))
     if view.findings:
         lines += ["", "findings"]
         for area in view.findings.facts:

@@ -10,6 +10,7 @@ from .runtime import (
     agent_configs,
     drive,
     new_run_id,
+    resolve_tools,
     run,
     start_run,
     validate_run_settings,
@@ -17,5 +18,5 @@ from .runtime import (
 
 __all__ = [
     "DEFAULT_MAX_ITERATIONS", "DEFAULT_TEMPERATURES", "DEFAULT_THRESHOLD", "AgentActor", "Orchestrator",
-    "RunHandle", "agent_configs", "drive", "new_run_id", "run", "start_run", "validate_run_settings",
+    "RunHandle", "agent_configs", "drive", "new_run_id", "resolve_tools", "run", "start_run", "validate_run_settings",
 ]

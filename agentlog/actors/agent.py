@@ -1,4 +1,4 @@
-"""An agent: one pykka actor per role, with its own mailbox, that runs model calls."""
+"""An agent: one pykka actor per role, with its own mailbox, that runs model calls and tools."""
 
 from __future__ import annotations
 
@@ -9,19 +9,25 @@ import pykka
 
 from agentlog.models import AttemptFailure, CallFailed, Gateway
 
-from .messages import AttemptFailed, CallCompleted, CallRequest
+from .messages import AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
 
 log = logging.getLogger(__name__)
 
 
 class AgentActor(pykka.ThreadingActor):
-    """Runs each requested call through the gateway and reports every attempt to ``reply_to``."""
+    """Runs each requested call through the gateway and reports every attempt to ``reply_to``;
+    runs each requested tool and reports its result (a tool that raises reports the error)."""
 
     def __init__(self, name: str, gateway: Gateway):
         super().__init__()
         self.name, self.gateway = name, gateway
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, ToolRequest):
+            result, is_error = message.tool.run(message.arguments)
+            message.reply_to.tell(ToolCompleted(message.call_id, message.tool_call_id, message.tool.name,
+                                                result, is_error))
+            return None
         if not isinstance(message, CallRequest):
             log.warning("agent %s ignored unexpected message %r", self.name, message)
             return None

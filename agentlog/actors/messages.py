@@ -8,6 +8,7 @@ import msgspec
 import pykka
 
 from agentlog.models import AttemptFailure, Completion
+from agentlog.tools import Tool
 
 
 class CallRequest(msgspec.Struct, frozen=True):
@@ -26,3 +27,19 @@ class CallCompleted(msgspec.Struct, frozen=True):
     call_id: str
     agent: str
     completion: Completion
+
+
+class ToolRequest(msgspec.Struct, frozen=True):
+    call_id: str
+    tool_call_id: str
+    tool: Tool
+    arguments: str
+    reply_to: pykka.ActorRef
+
+
+class ToolCompleted(msgspec.Struct, frozen=True):
+    call_id: str
+    tool_call_id: str
+    name: str
+    result: str
+    is_error: bool

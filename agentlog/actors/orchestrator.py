@@ -4,10 +4,16 @@ On every message it appends the resulting events, folds them into its state and 
 pipeline's pure ``decide`` what to do next. The intent of a model call is appended
 before the call is handed to an agent; before that, the run's lineage is searched for a
 recorded answer to the same request, which is reused instead of calling again.
+
+Tools go the same way: ``ToolInvoked`` is appended before the agent runs the tool, its
+``ToolReturned`` after. A result the lineage's ancestors recorded for the same tool and
+arguments is reused (the tool does not run); a resumed run's own results are already in
+its state, so the decider does not ask for them again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,18 +22,22 @@ import pykka
 
 from agentlog.events import (
     TERMINAL_TYPES,
+    CallRef,
     Event,
     LLMCallAnswered,
     LLMCallFailed,
     LLMCallRequested,
     ToolCall,
+    ToolInvoked,
+    ToolReturned,
     Usage,
     request_hash,
 )
-from agentlog.pipelines import CallModel, Pipeline, Record, fold
+from agentlog.pipelines import CallModel, InvokeTool, Pipeline, Record, fold
 from agentlog.store import SQLiteStore, StoredEvent
+from agentlog.tools import ToolNotRegistered, ToolRegistry, default_registry
 
-from .messages import AttemptFailed, CallCompleted, CallRequest
+from .messages import AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
 from .reuse import find_recorded_answer
 
 log = logging.getLogger(__name__)
@@ -46,14 +56,18 @@ class Orchestrator(pykka.ThreadingActor):
         *,
         observer: Observer | None = None,
         reuse: bool = True,
+        tools: ToolRegistry | None = None,
     ):
         super().__init__()
         self.store, self.run_id, self.pipeline = store, run_id, pipeline
         self.agents, self.done, self.observer, self.reuse = agents, done, observer, reuse
+        self.tools = tools if tools is not None else default_registry
         self.state: Any = None
         self.seq = 0
         self.lineage: list[str] = []
         self.in_flight: set[str] = set()
+        self.tools_in_flight: set[tuple[str, str]] = set()
+        self._ancestor_results: dict[tuple[str, str], tuple[CallRef, ToolReturned]] | None = None
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -115,6 +129,10 @@ class Orchestrator(pykka.ThreadingActor):
                     usage=Usage(c.prompt_tokens, c.completion_tokens, c.prompt_tokens + c.completion_tokens),
                     latency_ms=round(c.latency_ms, 3), model=c.model,
                 )])
+            case ToolCompleted(call_id, tool_call_id, name, result, is_error):
+                self.tools_in_flight.discard((call_id, tool_call_id))
+                self._append([ToolReturned(call_id=call_id, tool_call_id=tool_call_id, name=name, result=result,
+                                           is_error=is_error)])
             case _:
                 log.warning("orchestrator %s ignored %r", self.run_id, message)
                 return
@@ -130,8 +148,12 @@ class Orchestrator(pykka.ThreadingActor):
                 if isinstance(command, Record):
                     self._append([command.event])
                     progressed = True
+                    if self.state.done:
+                        break  # the rest of this decision was made for a run that went on
                 elif isinstance(command, CallModel):
                     progressed |= self._call(command)
+                elif isinstance(command, InvokeTool):
+                    progressed |= self._invoke(command)
             if not progressed:
                 break
         if self.state.done:
@@ -146,7 +168,7 @@ class Orchestrator(pykka.ThreadingActor):
         if command.call_id not in self.state.calls:
             self._append([LLMCallRequested(
                 call_id=command.call_id, agent=command.agent, step=command.step,
-                attempt=command.attempt, request=command.request, request_hash=digest,
+                attempt=command.attempt, request=command.request, request_hash=digest, round=command.round,
             )])
         if self.reuse:
             found = find_recorded_answer(self.store, digest, self.lineage)
@@ -165,6 +187,63 @@ class Orchestrator(pykka.ThreadingActor):
         agent.tell(CallRequest(command.call_id, command.request, self.actor_ref))
         return False
 
+    def _invoke(self, command: InvokeTool) -> bool:
+        """Log the tool call, then reuse an ancestor's result or hand the call to its agent."""
+        key = (command.call_id, command.tool_call_id)
+        if key in self.tools_in_flight:
+            return False
+        invoked = ToolInvoked(call_id=command.call_id, tool_call_id=command.tool_call_id, name=command.name,
+                              arguments=command.arguments)
+        pending = [] if command.tool_call_id in self.state.calls[command.call_id].invoked else [invoked]
+
+        def returned(result: str, is_error: bool = False, reused_from: CallRef | None = None) -> ToolReturned:
+            return ToolReturned(call_id=command.call_id, tool_call_id=command.tool_call_id, name=command.name,
+                                result=result, is_error=is_error, reused_from=reused_from)
+
+        offered = [spec.name for spec in getattr(self.state, "tools", {}).get(command.agent, [])]
+        if command.name not in offered:  # the model asked for a tool it was not given
+            available = ", ".join(offered) or "none"
+            self._append([*pending, returned(f"error: there is no tool named {command.name!r} "
+                                             f"(available: {available})", is_error=True)])
+            return True
+        if self.reuse:
+            found = self._recorded_result(command.name, command.arguments)
+            if found is not None:
+                origin, recorded = found
+                self._append([*pending, returned(recorded.result, reused_from=origin)])
+                return True
+        tool = self.tools.get(command.name)
+        if tool is None:
+            raise ToolNotRegistered(
+                f"run {self.run_id} offers the tool {command.name!r} to {command.agent}, but this process has "
+                f"not registered it; register it (for search_documents: pass --docs DIR) and resume the run"
+            )
+        agent = self.agents.get(command.agent)
+        if agent is None:
+            raise KeyError(f"run {self.run_id} has no agent {command.agent!r}")
+        if pending:
+            self._append(pending)
+        self.tools_in_flight.add(key)
+        agent.tell(ToolRequest(command.call_id, command.tool_call_id, tool, command.arguments, self.actor_ref))
+        return False
+
+    def _recorded_result(self, name: str, arguments: str) -> tuple[CallRef, ToolReturned] | None:
+        """A successful result of ``name`` with the same arguments in an ancestor (closest first)."""
+        if self._ancestor_results is None:
+            found: dict[tuple[str, str], tuple[CallRef, ToolReturned]] = {}
+            for run_id in self.lineage[1:]:
+                args: dict[tuple[str, str], str] = {}
+                for s in self.store.read(run_id):
+                    e = s.event
+                    if isinstance(e, ToolInvoked):
+                        args[(e.call_id, e.tool_call_id)] = e.arguments
+                    elif isinstance(e, ToolReturned) and not e.is_error and (e.call_id, e.tool_call_id) in args:
+                        origin = e.reused_from or CallRef(run_id=run_id, seq=s.seq, call_id=e.call_id)
+                        found.setdefault((e.name, _canonical_arguments(args[(e.call_id, e.tool_call_id)])),
+                                         (origin, e))
+            self._ancestor_results = found
+        return self._ancestor_results.get((name, _canonical_arguments(arguments)))
+
     def _append(self, events: Sequence[Event]) -> None:
         self.seq = self.store.append(self.run_id, events, self.seq)
         first = self.seq - len(events) + 1
@@ -179,6 +258,14 @@ class Orchestrator(pykka.ThreadingActor):
             self.observer(stored)
         except Exception:  # an observer's bug must not stop the run
             log.exception("observer failed on %s", stored.type)
+
+
+def _canonical_arguments(arguments: str) -> str:
+    """Arguments as key-sorted compact JSON, so formatting does not defeat reuse."""
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        return arguments
 
 
 def is_terminal(event: Event) -> bool:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import pykka
 
 from agentlog.events import AgentConfig, RunStarted
-from agentlog.models import Gateway
+from agentlog.models import Gateway, parse_model
 from agentlog.pipelines import get_pipeline
 from agentlog.store import RunSummary, SQLiteStore
+from agentlog.tools import Tool, ToolRegistry, default_registry
 
 from .agent import AgentActor
 from .orchestrator import Observer, Orchestrator
 
-DEFAULT_TEMPERATURES = {"researcher": 0.2, "writer": 0.6, "reviewer": 0.1}
+# The counter researcher extracts and organises like the researcher: the same low temperature.
+DEFAULT_TEMPERATURES = {"researcher": 0.2, "counter_researcher": 0.2, "writer": 0.6, "reviewer": 0.1}
 DEFAULT_MAX_ITERATIONS = 3
 DEFAULT_THRESHOLD = 8
 
@@ -25,19 +27,28 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+# A small local model rambles to the end of its context; bound each answer (recorded in the run).
+LOCAL_MAX_TOKENS = 600
+
+
 def agent_configs(
     model: str, overrides: Mapping[str, str] | None = None, temperatures: Mapping[str, float] | None = None,
-    roles: tuple[str, ...] = ("researcher", "writer", "reviewer"),
+    roles: tuple[str, ...] = ("researcher", "writer", "reviewer"), max_tokens: int | None = None,
 ) -> dict[str, AgentConfig]:
     """Per-role configs: one default model, per-agent model and temperature overrides."""
     overrides, temperatures = overrides or {}, temperatures or {}
-    return {
-        role: AgentConfig(
-            model=overrides.get(role, model),
+    configs = {}
+    for role in roles:
+        role_model = overrides.get(role, model)
+        limit = max_tokens
+        if limit is None and parse_model(role_model).provider == "local":
+            limit = LOCAL_MAX_TOKENS
+        configs[role] = AgentConfig(
+            model=role_model,
             temperature=temperatures.get(role, DEFAULT_TEMPERATURES.get(role, 0.2)),
+            max_tokens=limit,
         )
-        for role in roles
-    }
+    return configs
 
 
 class RunHandle:
@@ -78,9 +89,12 @@ class RunHandle:
 
 def drive(
     store: SQLiteStore, run_id: str, *, gateway: Gateway | None = None, observer: Observer | None = None,
-    reuse: bool = True,
+    reuse: bool = True, tools: ToolRegistry | None = None,
 ) -> RunHandle:
-    """Start the actors of an existing run; they continue from its last event."""
+    """Start the actors of an existing run; they continue from its last event.
+
+    ``tools`` holds the callables of the tools the run offers (default: ``default_registry``).
+    """
     first = store.read(run_id, 0, 1)
     if not first or not isinstance(first[0].event, RunStarted):
         raise ValueError(f"run {run_id} has no RunStarted event")
@@ -88,9 +102,11 @@ def drive(
     pipeline = get_pipeline(started.pipeline)
     owns_gateway = gateway is None
     gateway = gateway or Gateway()
-    agents = {name: AgentActor.start(name, gateway) for name in pipeline.roles}
+    names = dict.fromkeys([*pipeline.roles, *started.agents])
+    agents = {name: AgentActor.start(name, gateway) for name in names}
     done: pykka.Future = pykka.ThreadingFuture()
-    orchestrator = Orchestrator.start(store, run_id, pipeline, agents, done, observer=observer, reuse=reuse)
+    orchestrator = Orchestrator.start(store, run_id, pipeline, agents, done, observer=observer, reuse=reuse,
+                                      tools=tools)
     return RunHandle(store, run_id, orchestrator, agents, done, gateway, owns_gateway)
 
 
@@ -105,15 +121,52 @@ def start_run(
     gateway: Gateway | None = None,
     observer: Observer | None = None,
     run_id: str | None = None,
+    research: Literal["single", "parallel"] = "single",
+    tools: Mapping[str, Sequence[str | Tool]] | None = None,
+    registry: ToolRegistry | None = None,
     **options: Any,
 ) -> RunHandle:
-    """Record a new run's ``RunStarted`` and start driving it."""
+    """Record a new run's ``RunStarted`` and start driving it.
+
+    ``research="parallel"`` runs a facts and a counter-arguments researcher at once (a
+    ``counter_researcher`` agent is added with the researcher's model if ``agents`` has
+    none). ``tools`` maps an agent to the tools it is offered: names in ``registry``
+    (default: ``default_registry``) or ``Tool`` objects, which are added to the run's registry.
+    """
     validate_run_settings(task, max_iterations, threshold)
     get_pipeline(pipeline)
+    if research not in ("single", "parallel"):
+        raise ValueError(f"research is 'single' or 'parallel', not {research!r}")
+    agents = dict(agents)
+    if research == "parallel" and "counter_researcher" not in agents and "researcher" in agents:
+        base = agents["researcher"]
+        agents["counter_researcher"] = AgentConfig(
+            model=base.model, temperature=DEFAULT_TEMPERATURES["counter_researcher"], max_tokens=base.max_tokens)
+    specs, registry = resolve_tools(tools or {}, registry, agents)
     run_id = run_id or new_run_id()
-    store.append(run_id, [RunStarted(task=task, pipeline=pipeline, agents=agents,
-                                     max_iterations=max_iterations, threshold=threshold, **options)], 0)
-    return drive(store, run_id, gateway=gateway, observer=observer)
+    store.append(run_id, [RunStarted(task=task, pipeline=pipeline, agents=agents, max_iterations=max_iterations,
+                                     threshold=threshold, research=research, tools=specs, **options)], 0)
+    return drive(store, run_id, gateway=gateway, observer=observer, tools=registry)
+
+
+def resolve_tools(
+    tools: Mapping[str, Sequence[str | Tool]], registry: ToolRegistry | None, agents: Mapping[str, AgentConfig],
+) -> tuple[dict[str, list[Any]], ToolRegistry]:
+    """The specs to record per agent, and the registry that holds every callable."""
+    registry = registry if registry is not None else default_registry
+    given = [t for offered in tools.values() for t in offered if isinstance(t, Tool)]
+    if given:
+        registry = registry.copy()
+        for tool in given:
+            registry.register(tool)
+    specs = {}
+    for agent, offered in tools.items():
+        if agent not in agents:
+            raise ValueError(f"tools for unknown agent {agent!r} (agents: {', '.join(agents)})")
+        names = list(dict.fromkeys(t.name if isinstance(t, Tool) else t for t in offered))
+        if names:
+            specs[agent] = registry.specs(names)
+    return specs, registry
 
 
 def run(store: SQLiteStore, task: str, **kwargs: Any) -> RunSummary:

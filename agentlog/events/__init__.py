@@ -18,6 +18,7 @@ from .types import (
     LLMCallFailed,
     LLMCallRequested,
     OutputRejected,
+    ResearchPartReady,
     ReviewScored,
     RunFailed,
     RunFinished,
@@ -28,13 +29,15 @@ from .types import (
     ToolCall,
     ToolInvoked,
     ToolReturned,
+    ToolSpec,
     Usage,
 )
 
 __all__ = [
     "EVENT_TYPES", "TERMINAL_TYPES", "AgentConfig", "AgentReconfigured", "AreaFacts", "CallRef",
     "CodecError", "DraftReady", "Event", "Findings", "FindingsReady", "LLMCallAnswered",
-    "LLMCallFailed", "LLMCallRequested", "OutputRejected", "Review", "ReviewScored", "RunFailed",
+    "LLMCallFailed", "LLMCallRequested", "OutputRejected", "ResearchPartReady", "Review", "ReviewScored",
+    "RunFailed",
     "RunFinished", "RunForked", "RunResumed", "RunStarted", "SettingsChanged", "ToolCall",
-    "ToolInvoked", "ToolReturned", "Usage", "decode", "encode", "request_hash", "to_builtins",
+    "ToolInvoked", "ToolReturned", "ToolSpec", "Usage", "decode", "encode", "request_hash", "to_builtins",
 ]

@@ -11,18 +11,24 @@ from typing import Annotated
 import msgspec
 
 
+# Bounds keep a small model's schema-constrained decoding from looping forever inside a
+# list or a string; they are generous for a capable model.
+Line = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+Lines = Annotated[list[Line], msgspec.Meta(max_length=8)]
+
+
 class AreaFacts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    area: str
-    facts: list[str]
+    area: Line
+    facts: Lines
 
 
 class Findings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The researcher's output: key areas, facts per area, misconceptions, sources."""
 
-    key_areas: list[str]
-    facts: list[AreaFacts]
-    misconceptions: list[str]
-    sources: list[str]
+    key_areas: Annotated[list[Line], msgspec.Meta(min_length=1, max_length=8)]
+    facts: Annotated[list[AreaFacts], msgspec.Meta(max_length=8)]
+    misconceptions: Lines
+    sources: Lines
 
 
 Score = Annotated[int, msgspec.Meta(ge=1, le=10)]
@@ -33,7 +39,7 @@ class Review(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     score: Score
     approved: bool
-    issues: list[str]
-    missed_topics: list[str]
-    suggestions: list[str]
-    summary: str
+    issues: Lines
+    missed_topics: Lines
+    suggestions: Lines
+    summary: Annotated[str, msgspec.Meta(max_length=1000)]

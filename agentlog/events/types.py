@@ -42,6 +42,17 @@ class ToolCall(msgspec.Struct, frozen=True):
     arguments: str
 
 
+class ToolSpec(msgspec.Struct, frozen=True):
+    """A tool as the model sees it: a name, what it is for, JSON-schema parameters.
+
+    The callable is never recorded: a process registers it under ``name``.
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
 class CallRef(msgspec.Struct, frozen=True):
     """Where a reused answer was first recorded."""
 
@@ -68,6 +79,8 @@ class RunStarted(Event, frozen=True):
     # A re-review run names the run whose drafts it scores.
     parent_run_id: str | None = None
     research: Literal["single", "parallel"] = "single"
+    # The tools offered to each agent, by agent name.
+    tools: dict[str, list[ToolSpec]] = {}
 
 
 class RunForked(Event, frozen=True):
@@ -127,6 +140,8 @@ class LLMCallRequested(Event, frozen=True):
     attempt: int
     request: dict[str, Any]
     request_hash: str
+    # 0 for the first call of an attempt; n for the call after its n-th round of tool results.
+    round: int = 0
 
 
 class LLMCallAnswered(Event, frozen=True):
@@ -163,6 +178,8 @@ class OutputRejected(Event, frozen=True):
 
 
 class ToolInvoked(Event, frozen=True):
+    """A tool call of answer ``call_id`` is about to run (appended before it runs)."""
+
     call_id: str
     tool_call_id: str
     name: str
@@ -170,14 +187,29 @@ class ToolInvoked(Event, frozen=True):
 
 
 class ToolReturned(Event, frozen=True):
+    """A tool's result, or the error text the model is given when it raised (``is_error``)."""
+
     call_id: str
     tool_call_id: str
     name: str
     result: str
     is_error: bool = False
+    # Set when the result was reused from a run this one was forked from; the tool did not run.
+    reused_from: CallRef | None = None
 
 
 # --- pipeline outcomes -------------------------------------------------------------
+
+
+class ResearchPartReady(Event, frozen=True):
+    """One researcher's validated findings in parallel research (``part``: facts or counter).
+
+    ``FindingsReady`` follows once every part is in, with the merged findings.
+    """
+
+    part: str
+    findings: Findings
+    call_id: str
 
 
 class FindingsReady(Event, frozen=True):
@@ -215,6 +247,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OutputRejected,
         ToolInvoked,
         ToolReturned,
+        ResearchPartReady,
         FindingsReady,
         DraftReady,
         ReviewScored,

@@ -27,6 +27,9 @@ NO_MODEL_HINT = (
     "server), pass --model, or use --model offline for the built-in deterministic stand-in"
 )
 
+# A CPU-bound local model reads a long prompt slowly; don't give up on it as on a remote API.
+LOCAL_MIN_TIMEOUT = 600.0
+
 _WIRE_KEYS = ("temperature", "max_tokens", "response_format", "tools", "tool_choice", "seed", "top_p", "stop")
 
 
@@ -126,11 +129,13 @@ class Gateway:
                 server.start()
                 self._local[spec.text] = server
                 base_url, key, wire = server.base_url, "local", server.model_name
+                timeout = max(self.timeout, LOCAL_MIN_TIMEOUT)
             else:
                 if not self.endpoint.configured:
                     raise ModelNotConfigured(NO_MODEL_HINT)
                 base_url, key, wire = self.endpoint.base_url, self.endpoint.api_key or "unused", spec.name
-            client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=self.timeout)
+                timeout = self.timeout
+            client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
             self._clients[spec.text] = (client, wire)
             return client, wire
 
@@ -154,6 +159,11 @@ class Gateway:
             return offline.complete(request)
         client, wire_model = self._client(spec)
         kwargs = {k: request[k] for k in _WIRE_KEYS if request.get(k) is not None}
+        if spec.provider == "local" and "response_format" in kwargs:
+            from . import local
+
+            # llama.cpp's server takes the schema as {"type": "json_object", "schema": ...}.
+            kwargs["response_format"] = local.llama_response_format(kwargs["response_format"])
         policy = self.retry
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(policy.max_attempts),

@@ -7,8 +7,8 @@ from typing import Any, Protocol
 
 from agentlog.events import Event
 
-from .commands import CallModel, Command, Record
-from .content import MAX_ATTEMPTS, ContentPipeline, ContentState
+from .commands import CallModel, Command, InvokeTool, Record
+from .content import MAX_ATTEMPTS, MAX_TOOL_ROUNDS, ContentPipeline, ContentState, merge_findings
 
 
 class Pipeline(Protocol):
@@ -46,6 +46,6 @@ def fold(pipeline: Pipeline, events: Iterable[Event], state: Any = None) -> Any:
 
 
 __all__ = [
-    "MAX_ATTEMPTS", "CallModel", "Command", "ContentPipeline", "ContentState", "Pipeline", "Record",
-    "UnknownPipeline", "fold", "get_pipeline", "register_pipeline",
+    "MAX_ATTEMPTS", "MAX_TOOL_ROUNDS", "CallModel", "Command", "ContentPipeline", "ContentState", "InvokeTool",
+    "Pipeline", "Record", "UnknownPipeline", "fold", "get_pipeline", "merge_findings", "register_pipeline",
 ]

@@ -1,4 +1,4 @@
-"""What a decider asks the orchestrator to do: record an outcome, or call a model."""
+"""What a decider asks the orchestrator to do: record an outcome, call a model, or run a tool."""
 
 from __future__ import annotations
 
@@ -23,6 +23,17 @@ class CallModel(msgspec.Struct, frozen=True, kw_only=True):
     step: str
     attempt: int
     request: dict[str, Any]
+    round: int = 0
 
 
-Command = Record | CallModel
+class InvokeTool(msgspec.Struct, frozen=True, kw_only=True):
+    """Run tool call ``tool_call_id`` of the answer to ``call_id`` for ``agent``; logged first."""
+
+    call_id: str
+    tool_call_id: str
+    name: str
+    arguments: str
+    agent: str
+
+
+Command = Record | CallModel | InvokeTool

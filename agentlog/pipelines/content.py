@@ -4,6 +4,14 @@
 the state). ``decide(state)`` is pure: no clock, no randomness, call ids derived from the
 state, so replaying the same events always yields the same decisions. The same decider
 drives re-review runs, whose drafts were copied in from another run.
+
+Two optional parts of the research step live here too. Parallel research asks a facts
+researcher and a counter-arguments researcher at once (two calls in one decision), records
+each validated part as ``ResearchPartReady`` in whatever order they arrive, then the
+merged ``FindingsReady``. The tool loop: an answer with tool calls yields an
+``InvokeTool`` per call without a ``ToolReturned``; once all of a round's results are in,
+the step's next call carries them (``{step}/{attempt}.{round}``), for at most
+``MAX_TOOL_ROUNDS`` rounds.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from typing import Any
 from agentlog.events import (
     AgentConfig,
     AgentReconfigured,
+    AreaFacts,
     DraftReady,
     Event,
     Findings,
@@ -21,6 +30,7 @@ from agentlog.events import (
     LLMCallFailed,
     LLMCallRequested,
     OutputRejected,
+    ResearchPartReady,
     Review,
     ReviewScored,
     RunFailed,
@@ -29,32 +39,42 @@ from agentlog.events import (
     RunResumed,
     RunStarted,
     SettingsChanged,
+    ToolInvoked,
+    ToolReturned,
+    ToolSpec,
 )
 
 from . import prompts
-from .commands import CallModel, Command, Record
+from .commands import CallModel, Command, InvokeTool, Record
 from .validate import parse_json, parse_markdown
 
 MAX_ATTEMPTS = 3  # one ask and at most two re-asks per step
+MAX_TOOL_ROUNDS = 5  # rounds of tool results per attempt; an answer asking for more fails the run
+# Parallel research: (part, step, agent).
+RESEARCH_PARTS = (("facts", "research-facts", "researcher"), ("counter", "research-counter", "counter_researcher"))
 
 
 class Call:
     """What the log says about one model call."""
 
-    __slots__ = ("call_id", "step", "agent", "attempt", "request", "answer", "gave_up", "rejected")
+    __slots__ = ("call_id", "step", "agent", "attempt", "round", "request", "answer", "gave_up", "rejected",
+                 "invoked", "tool_results")
 
     def __init__(self, event: LLMCallRequested):
         self.call_id, self.step, self.agent = event.call_id, event.step, event.agent
-        self.attempt, self.request = event.attempt, event.request
+        self.attempt, self.round, self.request = event.attempt, event.round, event.request
         self.answer: LLMCallAnswered | None = None
         self.gave_up: LLMCallFailed | None = None
         self.rejected: str | None = None
+        self.invoked: set[str] = set()  # tool call ids with a ToolInvoked
+        self.tool_results: dict[str, ToolReturned] = {}
 
 
 class ContentState:
     __slots__ = (
         "pipeline", "task", "agents", "max_iterations", "threshold", "findings", "drafts",
-        "reviews", "calls", "step_calls", "finished", "failed", "source_run",
+        "reviews", "calls", "step_calls", "finished", "failed", "source_run", "research", "research_parts",
+        "tools",
     )
 
     def __init__(self) -> None:
@@ -71,6 +91,9 @@ class ContentState:
         self.finished: RunFinished | None = None
         self.failed: RunFailed | None = None
         self.source_run: str | None = None
+        self.research = "single"
+        self.research_parts: dict[str, ResearchPartReady] = {}
+        self.tools: dict[str, list[ToolSpec]] = {}
 
     @property
     def done(self) -> bool:
@@ -81,7 +104,7 @@ class ContentPipeline:
     """The seed's pipeline. ``name`` is what ``RunStarted.pipeline`` records."""
 
     name = "content"
-    roles = ("researcher", "writer", "reviewer")
+    roles = ("researcher", "counter_researcher", "writer", "reviewer")
 
     def initial_state(self) -> ContentState:
         return ContentState()
@@ -95,6 +118,7 @@ class ContentPipeline:
                 state.agents = dict(event.agents)
                 state.max_iterations, state.threshold = event.max_iterations, event.threshold
                 state.source_run = event.parent_run_id
+                state.research, state.tools = event.research, dict(event.tools)
             case LLMCallRequested():
                 state.calls[event.call_id] = Call(event)
                 state.step_calls.setdefault(event.step, []).append(event.call_id)
@@ -105,6 +129,12 @@ class ContentPipeline:
                 state.calls[event.call_id].gave_up = event
             case OutputRejected():
                 state.calls[event.call_id].rejected = event.reason
+            case ToolInvoked():
+                state.calls[event.call_id].invoked.add(event.tool_call_id)
+            case ToolReturned():
+                state.calls[event.call_id].tool_results[event.tool_call_id] = event
+            case ResearchPartReady():
+                state.research_parts[event.part] = event
             case FindingsReady():
                 state.findings = event.findings
             case DraftReady():
@@ -143,6 +173,8 @@ class ContentPipeline:
         if state.done or not state.pipeline:
             return []
         if state.findings is None:
+            if state.research == "parallel":
+                return self._parallel_research(state)
             return self._step(state, "research", "researcher", prompts.researcher_messages(state.task))
         drafts, reviews = len(state.drafts), len(state.reviews)
         if reviews < drafts:
@@ -158,6 +190,24 @@ class ContentPipeline:
         review = state.reviews[-1] if reviews else None
         messages = prompts.writer_messages(state.task, state.findings, previous, review)
         return self._step(state, f"write-{drafts + 1}", "writer", messages)
+
+    def _parallel_research(self, state: ContentState) -> list[Command]:
+        """Both researchers' steps at once; the merged findings once both parts are in."""
+        commands: list[Command] = []
+        for part, step, agent in RESEARCH_PARTS:
+            if part in state.research_parts:
+                continue
+            messages = (prompts.researcher_messages(state.task) if part == "facts"
+                        else prompts.counter_researcher_messages(state.task))
+            step_commands = self._step(state, step, agent, messages)
+            if any(isinstance(c, Record) and isinstance(c.event, RunFailed) for c in step_commands):
+                return step_commands  # one researcher failing ends the run; nothing else is asked
+            commands += step_commands
+        if commands:
+            return commands
+        facts, counter = state.research_parts["facts"], state.research_parts["counter"]
+        return [Record(FindingsReady(findings=merge_findings(facts.findings, counter.findings),
+                                     call_id=facts.call_id))]
 
     def _finish_reason(self, state: ContentState) -> str | None:
         if state.pipeline == "rereview":
@@ -187,25 +237,54 @@ class ContentPipeline:
                 step=step, retryable=failure.retryable,
             ))]
         if call.answer is None:
-            return [CallModel(call_id=call.call_id, agent=agent, step=step, attempt=call.attempt, request=call.request)]
+            return [CallModel(call_id=call.call_id, agent=agent, step=step, attempt=call.attempt,
+                              request=call.request, round=call.round)]
+        if call.answer.tool_calls:
+            return self._tool_round(state, step, agent, call)
         if call.rejected is not None:
             if call.attempt >= MAX_ATTEMPTS:
                 return [Record(RunFailed(
                     reason=f"{agent} gave no valid output in {MAX_ATTEMPTS} attempts; last: {call.rejected}",
                     step=step,
                 ))]
-            retry = prompts.reask_messages(messages, call.answer.content, call.rejected)
+            # After tool rounds, the re-ask keeps the conversation with the tool results.
+            asked = call.request["messages"][1:] if call.round else messages
+            retry = prompts.reask_messages(asked, call.answer.content, call.rejected)
             return [self._call(state, step, agent, call.attempt + 1, retry)]
         outcome = self._outcome(state, step, call)
         if isinstance(outcome, str):
             return [Record(OutputRejected(call_id=call.call_id, agent=agent, step=step, reason=outcome))]
         return [Record(outcome)]
 
+    def _tool_round(self, state: ContentState, step: str, agent: str, call: Call) -> list[Command]:
+        """Run the answer's tool calls that have no result yet; then ask again with the results."""
+        answer = call.answer
+        assert answer is not None
+        if call.round >= MAX_TOOL_ROUNDS:
+            return [Record(RunFailed(
+                reason=f"{agent}'s tool loop did not converge: call {call.call_id} asked for tools again "
+                f"after {MAX_TOOL_ROUNDS} rounds of tool results",
+                step=step,
+            ))]
+        tool_calls = list({c.id: c for c in answer.tool_calls}.values())
+        pending = [c for c in tool_calls if c.id not in call.tool_results]
+        if pending:
+            return [InvokeTool(call_id=call.call_id, tool_call_id=c.id, name=c.name, arguments=c.arguments,
+                               agent=agent) for c in pending]
+        results = [call.tool_results[c.id] for c in tool_calls]
+        messages = [*call.request["messages"][1:], *prompts.tool_round_messages(answer.content, tool_calls, results)]
+        return [self._call(state, step, agent, call.attempt, messages, call.round + 1)]
+
     def _outcome(self, state: ContentState, step: str, call: Call) -> Event | str:
         content = call.answer.content if call.answer else ""
-        if step == "research":
+        if step.startswith("research"):
             findings = parse_json(content, Findings)
-            return findings if isinstance(findings, str) else FindingsReady(findings=findings, call_id=call.call_id)
+            if isinstance(findings, str):
+                return findings
+            if step == "research":
+                return FindingsReady(findings=findings, call_id=call.call_id)
+            part = next(p for p, s, _ in RESEARCH_PARTS if s == step)
+            return ResearchPartReady(part=part, findings=findings, call_id=call.call_id)
         iteration = int(step.rsplit("-", 1)[1])
         if step.startswith("write-"):
             draft = parse_markdown(content)
@@ -215,7 +294,8 @@ class ContentPipeline:
         review = parse_json(content, Review)
         return review if isinstance(review, str) else ReviewScored(iteration=iteration, review=review, call_id=call.call_id)
 
-    def _call(self, state: ContentState, step: str, agent: str, attempt: int, messages: list[dict[str, Any]]) -> CallModel:
+    def _call(self, state: ContentState, step: str, agent: str, attempt: int, messages: list[dict[str, Any]],
+              round: int = 0) -> CallModel:
         config = state.agents[agent]
         system = config.system_prompt if config.system_prompt is not None else prompts.SYSTEM[agent]
         request: dict[str, Any] = {
@@ -227,4 +307,24 @@ class ContentPipeline:
             request["response_format"] = prompts.RESPONSE_FORMATS[agent]
         if config.max_tokens is not None:
             request["max_tokens"] = config.max_tokens
-        return CallModel(call_id=f"{step}/{attempt}", agent=agent, step=step, attempt=attempt, request=request)
+        if state.tools.get(agent):
+            request["tools"] = prompts.tools_param(state.tools[agent])
+        call_id = f"{step}/{attempt}" if round == 0 else f"{step}/{attempt}.{round}"
+        return CallModel(call_id=call_id, agent=agent, step=step, attempt=attempt, request=request, round=round)
+
+
+def merge_findings(facts: Findings, counter: Findings) -> Findings:
+    """The facts researcher's findings, then what the counter researcher adds (no duplicates).
+
+    The order is fixed (facts first) whatever order the parts arrived in.
+    """
+    by_area: dict[str, list[str]] = {}
+    for item in (*facts.facts, *counter.facts):
+        known = by_area.setdefault(item.area, [])
+        known += [f for f in item.facts if f not in known]
+    return Findings(
+        key_areas=list(dict.fromkeys([*facts.key_areas, *counter.key_areas])),
+        facts=[AreaFacts(area=area, facts=items) for area, items in by_area.items()],
+        misconceptions=list(dict.fromkeys([*facts.misconceptions, *counter.misconceptions])),
+        sources=list(dict.fromkeys([*facts.sources, *counter.sources])),
+    )

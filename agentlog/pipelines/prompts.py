@@ -11,12 +11,18 @@ from typing import Any
 
 import msgspec
 
-from agentlog.events import Findings, Review
+from agentlog.events import Findings, Review, ToolCall, ToolReturned, ToolSpec
 
 SYSTEM = {
     "researcher": (
         "You are a meticulous research analyst. Given a task, identify its key areas, the "
         "important facts for each area, common misconceptions, and sources a reader can check. "
+        "Answer with JSON matching the given schema and nothing else."
+    ),
+    "counter_researcher": (
+        "You are a skeptical research analyst. Given a task, find the counter-arguments, "
+        "limitations, trade-offs, open questions and common misconceptions that a one-sided "
+        "account would miss; give facts for each as key areas, and sources a reader can check. "
         "Answer with JSON matching the given schema and nothing else."
     ),
     "writer": (
@@ -37,11 +43,31 @@ SYSTEM = {
 _encode = msgspec.json.Encoder().encode
 
 
+def json_schema(cls: type) -> dict[str, Any]:
+    """``cls``'s JSON schema with the object itself at the top (not a ``$ref``).
+
+    Servers that compile a schema into a grammar (llama.cpp) need the top-level object.
+    """
+    schema = msgspec.json.schema(cls)
+    ref = schema.pop("$ref", None)
+    if ref is None:
+        return schema
+    defs = schema.pop("$defs")
+    top = dict(defs.pop(ref.rsplit("/", 1)[1]))
+    if defs:
+        top["$defs"] = defs
+    return top
+
+
 def _schema_format(cls: type) -> dict[str, Any]:
-    return {"type": "json_schema", "json_schema": {"name": cls.__name__, "schema": msgspec.json.schema(cls)}}
+    return {"type": "json_schema", "json_schema": {"name": cls.__name__, "schema": json_schema(cls)}}
 
 
-RESPONSE_FORMATS = {"researcher": _schema_format(Findings), "reviewer": _schema_format(Review)}
+RESPONSE_FORMATS = {
+    "researcher": _schema_format(Findings),
+    "counter_researcher": _schema_format(Findings),
+    "reviewer": _schema_format(Review),
+}
 
 
 def findings_json(findings: Findings) -> str:
@@ -50,6 +76,29 @@ def findings_json(findings: Findings) -> str:
 
 def researcher_messages(task: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Task: {task}\n\nResearch this task."}]
+
+
+def counter_researcher_messages(task: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Task: {task}\n\nFind the counter-arguments, limitations "
+             "and misconceptions for this task."}]
+
+
+def tools_param(specs: list[ToolSpec]) -> list[dict[str, Any]]:
+    """Tool specs in the chat-completions ``tools`` format."""
+    return [{"type": "function", "function": {"name": s.name, "description": s.description,
+                                              "parameters": s.parameters}} for s in specs]
+
+
+def tool_round_messages(answer_content: str, tool_calls: list[ToolCall],
+                        results: list[ToolReturned]) -> list[dict[str, Any]]:
+    """The assistant's tool-calling message and one ``tool`` message per result, in call order."""
+    assistant: dict[str, Any] = {
+        "role": "assistant",
+        "content": answer_content or None,
+        "tool_calls": [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                       for c in tool_calls],
+    }
+    return [assistant, *({"role": "tool", "tool_call_id": r.tool_call_id, "content": r.result} for r in results)]
 
 
 def writer_messages(task: str, findings: Findings, previous: str | None, review: Review | None) -> list[dict[str, str]]:

@@ -2,9 +2,9 @@
 
 from .continuation import Overrides, ReplayError, fork, resume, start_rereview
 from .verify import Divergence, VerifyResult, verify
-from .view import RunView, build_view
+from .view import RunView, ToolView, build_view
 
 __all__ = [
-    "Divergence", "Overrides", "ReplayError", "RunView", "VerifyResult", "build_view", "fork", "resume",
+    "Divergence", "Overrides", "ReplayError", "RunView", "ToolView", "VerifyResult", "build_view", "fork", "resume",
     "start_rereview", "verify",
 ]

@@ -28,6 +28,7 @@ from agentlog.events import (
 )
 from agentlog.models import Gateway
 from agentlog.store import ConcurrencyError, SQLiteStore
+from agentlog.tools import ToolRegistry
 
 
 class ReplayError(ValueError):
@@ -74,9 +75,12 @@ def _agents_now(events: Sequence[Event]) -> dict[str, AgentConfig]:
 
 def resume(
     store: SQLiteStore, run_id: str, *, overrides: Overrides = Overrides(), gateway: Gateway | None = None,
-    observer: Observer | None = None,
+    observer: Observer | None = None, tools: ToolRegistry | None = None,
 ) -> RunHandle:
     """Continue an unfinished (or failed) run from its last event.
+
+    Tool results already in the run are not asked for again; ``tools`` must hold the
+    callables of the tools the run offers, for calls it has not made yet.
 
     Raises ``ReplayError`` for a finished run, ``ConcurrencyError`` if another process
     appended to the run meanwhile (another resumer, or a live process still running it).
@@ -91,14 +95,18 @@ def resume(
     events = [s.event for s in stored]
     new_events = [RunResumed(previous_seq=last.seq), *overrides.events(_agents_now(events))]
     store.append(run_id, new_events, last.seq)
-    return drive(store, run_id, gateway=gateway, observer=observer)
+    return drive(store, run_id, gateway=gateway, observer=observer, tools=tools)
 
 
 def fork(
     store: SQLiteStore, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
-    gateway: Gateway | None = None, observer: Observer | None = None,
+    gateway: Gateway | None = None, observer: Observer | None = None, tools: ToolRegistry | None = None,
 ) -> RunHandle:
-    """A new run whose first ``at_seq`` events are run ``run_id``'s, then the overrides, then live."""
+    """A new run whose first ``at_seq`` events are run ``run_id``'s, then the overrides, then live.
+
+    Tool results come from the copied events; a tool call the fork makes that an ancestor
+    already made with the same arguments reuses the ancestor's result (the tool does not run).
+    """
     last = store.last_seq(run_id)
     if not 1 <= at_seq <= last:
         raise ReplayError(f"--at must be an event of run {run_id}: 1 to {last}, not {at_seq}")
@@ -106,7 +114,7 @@ def fork(
     new_id = new_run_id()
     batch = [*copied, RunForked(parent_run_id=run_id, parent_seq=at_seq), *overrides.events(_agents_now(copied))]
     store.append(new_id, batch, 0)
-    return drive(store, new_id, gateway=gateway, observer=observer)
+    return drive(store, new_id, gateway=gateway, observer=observer, tools=tools)
 
 
 def start_rereview(

@@ -16,16 +16,19 @@ from agentlog.events import (
     FindingsReady,
     LLMCallRequested,
     OutputRejected,
+    ResearchPartReady,
     ReviewScored,
     RunFailed,
     RunFinished,
     RunStarted,
+    ToolInvoked,
     request_hash,
 )
-from agentlog.pipelines import CallModel, Pipeline, Record, get_pipeline
+from agentlog.pipelines import CallModel, InvokeTool, Pipeline, Record, get_pipeline
 from agentlog.store import StoredEvent
 
-DECISIONS = (LLMCallRequested, OutputRejected, FindingsReady, DraftReady, ReviewScored, RunFinished, RunFailed)
+DECISIONS = (LLMCallRequested, ToolInvoked, OutputRejected, ResearchPartReady, FindingsReady, DraftReady,
+             ReviewScored, RunFinished, RunFailed)
 
 
 class Divergence(msgspec.Struct, frozen=True):
@@ -53,8 +56,11 @@ def _expected(pipeline: Pipeline, state: object) -> list[Event]:
         elif isinstance(command, CallModel) and command.call_id not in state.calls:  # type: ignore[attr-defined]
             out.append(LLMCallRequested(
                 call_id=command.call_id, agent=command.agent, step=command.step, attempt=command.attempt,
-                request=command.request, request_hash=request_hash(command.request),
+                request=command.request, request_hash=request_hash(command.request), round=command.round,
             ))
+        elif isinstance(command, InvokeTool) and command.tool_call_id not in state.calls[command.call_id].invoked:  # type: ignore[attr-defined]
+            out.append(ToolInvoked(call_id=command.call_id, tool_call_id=command.tool_call_id, name=command.name,
+                                   arguments=command.arguments))
     return out
 
 

@@ -20,6 +20,7 @@ from agentlog.events import (
     LLMCallFailed,
     LLMCallRequested,
     OutputRejected,
+    ResearchPartReady,
     Review,
     ReviewScored,
     RunFailed,
@@ -48,6 +49,21 @@ class CallView(msgspec.Struct, kw_only=True):
     failures: int = 0
     reused_from: CallRef | None = None
     error: str | None = None
+
+
+class ToolView(msgspec.Struct, kw_only=True):
+    """One tool call: what the model asked for and what it got back."""
+
+    seq: int
+    call_id: str
+    tool_call_id: str
+    name: str
+    arguments: str
+    step: str = ""
+    agent: str = ""
+    status: str = "invoked"  # invoked | returned | error | reused
+    result: str | None = None
+    reused_from: CallRef | None = None
 
 
 class TimelineRow(msgspec.Struct, kw_only=True):
@@ -90,9 +106,12 @@ class RunView(msgspec.Struct, kw_only=True):
     finish_reason: str | None = None
     failure: str | None = None
     findings: Findings | None = None
+    research: str = "single"
+    research_parts: dict[str, Findings] = {}
     drafts: list[DraftView] = []
     reviews: list[ReviewView] = []
     calls: list[CallView] = []
+    tools: list[ToolView] = []
     timeline: list[TimelineRow] = []
     last_seq: int = 0
     live_tokens: int = 0
@@ -116,6 +135,7 @@ class RunView(msgspec.Struct, kw_only=True):
 def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
     view = RunView(run_id=run_id)
     calls: dict[str, CallView] = {}
+    tools: dict[tuple[str, str], ToolView] = {}
     for s in stored:
         e = s.event
         row = TimelineRow(seq=s.seq, recorded_at=s.recorded_at, type=s.type)
@@ -124,7 +144,8 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 view.task, view.pipeline, view.agents = e.task, e.pipeline, dict(e.agents)
                 view.max_iterations, view.threshold = e.max_iterations, e.threshold
                 view.parent_run_id = e.parent_run_id or view.parent_run_id
-                row.detail = f"{e.pipeline}: {e.task}"
+                view.research = e.research
+                row.detail = f"{e.pipeline}: {e.task}" + (" (parallel research)" if e.research == "parallel" else "")
             case RunForked():
                 view.parent_run_id, view.fork_seq = e.parent_run_id, e.parent_seq
                 view.status, view.finish_reason, view.failure = "running", None, None
@@ -183,9 +204,28 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
             case OutputRejected():
                 row.step, row.agent, row.detail = e.step, e.agent, e.reason
             case ToolInvoked():
+                call = calls.get(e.call_id)
+                tool = ToolView(seq=s.seq, call_id=e.call_id, tool_call_id=e.tool_call_id, name=e.name,
+                                arguments=e.arguments, step=call.step if call else "", agent=call.agent if call else "")
+                tools[(e.call_id, e.tool_call_id)] = tool
+                view.tools.append(tool)
+                row.step, row.agent = tool.step, tool.agent
                 row.detail = f"{e.name}({e.arguments})"
             case ToolReturned():
-                row.detail = f"{e.name} -> {len(e.result)} chars" + (" (error)" if e.is_error else "")
+                tool = tools.get((e.call_id, e.tool_call_id))
+                if tool is not None:
+                    tool.result, tool.reused_from = e.result, e.reused_from
+                    tool.status = "error" if e.is_error else "reused" if e.reused_from else "returned"
+                    row.step, row.agent = tool.step, tool.agent
+                row.reused = e.reused_from is not None
+                row.detail = f"{e.name} -> {len(e.result)} chars" + (" (error)" if e.is_error else "") + (
+                    f", reused from {e.reused_from.run_id}#{e.reused_from.seq}" if e.reused_from else "")
+            case ResearchPartReady():
+                view.research_parts[e.part] = e.findings
+                row.step = "research-facts" if e.part == "facts" else "research-counter"
+                row.agent = "researcher" if e.part == "facts" else "counter_researcher"
+                row.detail = (f"{e.part} part: {len(e.findings.key_areas)} key areas, "
+                              f"{len(e.findings.sources)} sources")
             case FindingsReady():
                 view.findings = e.findings
                 row.step, row.agent = "research", "researcher"

@@ -3,10 +3,17 @@
 One connection, guarded by a lock, so actor threads can share a store. Every write is
 one ``BEGIN IMMEDIATE`` transaction: the batch, the concurrency check and the runs-index
 row commit together or not at all.
+
+Appends from many threads are group-committed: while one thread commits, the others
+queue their batches, and the next thread to get the lock commits every queued batch in
+one transaction, each under its own savepoint. A stale batch is rolled back alone and
+its writer alone gets the ``ConcurrencyError``; every writer returns only after the
+transaction holding its batch has committed.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import sqlite3
 import threading
@@ -28,6 +35,17 @@ from .errors import (
     StoreError,
 )
 from .records import RunSummary, StoredEvent
+
+# The runs-index row is updated in place: ``INSERT OR REPLACE`` would delete and
+# re-insert it, rewriting the table's and both indexes' pages on every append.
+UPSERT_RUN = (
+    f"INSERT INTO runs ({schema.RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id) DO UPDATE SET parent_run_id = excluded.parent_run_id, "
+    "fork_seq = excluded.fork_seq, task = excluded.task, pipeline = excluded.pipeline, "
+    "status = excluded.status, created_at = excluded.created_at, updated_at = excluded.updated_at, "
+    "score = excluded.score, iterations = excluded.iterations, tokens = excluded.tokens, "
+    "last_seq = excluded.last_seq"
+)
 
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}
 
@@ -68,6 +86,9 @@ class SQLiteStore:
             if create:
                 p.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._queued: list[_Append] = []  # appends waiting for a group commit
+        self._group = threading.Condition(threading.Lock())  # guards the queue and the leader flag
+        self._leading = False
         with translate_errors(self.path):
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -111,32 +132,87 @@ class SQLiteStore:
     def append(self, run_id: str, events: Sequence[Event], expected_seq: int) -> int:
         """Append ``events`` after event ``expected_seq`` of the run; return the new last seq.
 
-        Raises ``ConcurrencyError`` if the stream is not at ``expected_seq``.
+        Raises ``ConcurrencyError`` if the stream is not at ``expected_seq``. Returns once
+        the batch is committed, possibly in one transaction with other threads' batches.
         """
         if not events:
             return expected_seq
-        with self._lock, translate_errors(self.path):
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
+        mine = _Append(run_id, events, expected_seq)
+        group = None
+        with self._group:
+            self._queued.append(mine)
+            # While a leader commits, batches queue up; the next leader takes them all.
+            while self._leading and not mine.done:
+                self._group.wait()
+            if not mine.done:
+                self._leading = True
+                group, self._queued = self._queued, []
+        if group is not None:
             try:
-                actual = db.execute(schema.LAST_SEQ, (run_id,)).fetchone()[0]
-                if actual != expected_seq:
-                    raise ConcurrencyError(run_id, expected_seq, actual)
-                current = db.execute(schema.SELECT_RUN, (run_id,)).fetchone()
-                rows, summary = encode_batch(
-                    run_id, events, expected_seq, time.time(),
-                    RunSummary.from_row(current) if current else None,
-                )
-                db.executemany(schema.INSERT_EVENT, rows)
-                db.execute(schema.UPSERT_RUN, summary.as_row())
-                db.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                db.execute("ROLLBACK")
-                raise ConcurrencyError(run_id, expected_seq, -1) from exc
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return expected_seq + len(events)
+                with self._lock:
+                    self._commit_group(group, mine)
+            finally:
+                with self._group:
+                    self._leading = False
+                    self._group.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    def _commit_group(self, group: list["_Append"], leader: "_Append") -> None:
+        db = self._db
+        try:
+            with translate_errors(self.path):
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    now = time.time()
+                    for item in group:
+                        self._apply(db, item, now)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except Exception as exc:  # the whole transaction failed: every writer in it hears so
+            for item in group:
+                item.result, item.error = 0, exc if item is leader else _copy_error(exc)
+        except BaseException:  # interrupted: the others' batches go back in the queue
+            with self._group:
+                self._queued[:0] = [item for item in group if item is not leader]
+            raise
+        for item in group:
+            item.done = True
+
+    @staticmethod
+    def _apply(db: sqlite3.Connection, item: "_Append", now: float) -> None:
+        """One writer's batch inside the group's transaction; its failure is its own."""
+        run_id, expected_seq = item.run_id, item.expected_seq
+        item.error = None  # a batch put back after an interrupted group is tried afresh
+        db.execute("SAVEPOINT append")
+        try:
+            actual = db.execute(schema.LAST_SEQ, (run_id,)).fetchone()[0]
+            if actual != expected_seq:
+                raise ConcurrencyError(run_id, expected_seq, actual)
+            current = db.execute(schema.SELECT_RUN, (run_id,)).fetchone()
+            rows, summary = encode_batch(
+                run_id, item.events, expected_seq, now, RunSummary.from_row(current) if current else None,
+            )
+            db.executemany(schema.INSERT_EVENT, rows)
+            db.execute(UPSERT_RUN, summary.as_row())
+        except sqlite3.IntegrityError as exc:  # the key (run_id, seq) was taken: stale writer
+            db.execute("ROLLBACK TO append")
+            db.execute("RELEASE append")
+            item.error = ConcurrencyError(run_id, expected_seq, -1)
+            item.error.__cause__ = exc
+            return
+        except sqlite3.Error:
+            raise  # the database itself failed: the whole group does
+        except Exception as exc:  # noqa: BLE001 - stale seq, an event that does not encode: this writer's
+            db.execute("ROLLBACK TO append")
+            db.execute("RELEASE append")
+            item.error = exc
+            return
+        db.execute("RELEASE append")
+        item.result = expected_seq + len(item.events)
 
     def rebuild_index(self) -> int:
         """Recompute the runs index from the events alone; return how many runs it holds."""
@@ -228,6 +304,28 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Append:
+    """One writer's batch, waiting in the queue for a group commit."""
+
+    __slots__ = ("run_id", "events", "expected_seq", "result", "error", "done")
+
+    def __init__(self, run_id: str, events: Sequence[Event], expected_seq: int):
+        self.run_id, self.events, self.expected_seq = run_id, events, expected_seq
+        self.result = expected_seq
+        self.error: BaseException | None = None
+        self.done = False
+
+
+def _copy_error(exc: Exception) -> Exception:
+    """The same error for another waiting thread (one exception object is raised once)."""
+    try:
+        clone = copy.copy(exc)
+    except Exception:  # noqa: BLE001 - an exception that cannot be rebuilt from its args
+        clone = StoreError(str(exc))
+    clone.__cause__ = exc
+    return clone
 
 
 def _statements(sql: str) -> list[str]:

@@ -31,16 +31,17 @@ td.num, th.num { text-align: right; white-space: nowrap; }
 .badge.live { background: #fef3c7; color: #92400e; }
 .badge.copied { background: #e5e7eb; color: #374151; }
 .task-cell { max-width: 28rem; overflow-wrap: anywhere; }
-.summary { display: grid; grid-template-columns: repeat(auto-fill, minmax(9rem, 1fr)); gap: .5rem 1rem; margin: .5rem 0; }
-.summary div { background: var(--bg); border: 1px solid var(--line); border-radius: 6px; padding: .35rem .6rem; }
+.summary { display: flex; flex-wrap: wrap; gap: .5rem; margin: .5rem 0; }
+.summary div { background: var(--bg); border: 1px solid var(--line); border-radius: 6px; padding: .35rem .7rem; min-width: 6rem; }
 .summary dt { font-size: .72rem; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; }
 .summary dd { margin: 0; font-weight: 600; overflow-wrap: anywhere; }
 .task { font-size: 1rem; white-space: pre-wrap; overflow-wrap: anywhere; }
 .cols { display: flex; gap: 2rem; flex-wrap: wrap; align-items: flex-start; }
-.cols > * { flex: 1 1 24rem; min-width: 0; }
+.cols > * { flex: 1 1 20rem; min-width: 0; }
+td.when { white-space: nowrap; }
 tr.copied td { color: var(--muted); }
 #timeline td.detail { overflow-wrap: anywhere; max-width: 36rem; }
-#timeline tr.new td { background: #fefce8; }
+#timeline td.answer, #timeline td code { white-space: nowrap; }
 pre.draft, pre.diff { background: var(--bg); border: 1px solid var(--line); border-radius: 6px; padding: .6rem .8rem;
   white-space: pre-wrap; overflow-wrap: anywhere; max-height: 32rem; overflow: auto; margin: .3rem 0; }
 pre.diff span { display: block; }
@@ -54,9 +55,11 @@ article.review.approved { border-left-color: #16a34a; }
 ul { margin: .2rem 0; padding-left: 1.3rem; }
 .lineage li { margin: .15rem 0; }
 tr.differs td { background: #fff7ed; }
+table.scores { width: auto; min-width: 16rem; }
+#config table { table-layout: fixed; }
 .error { background: #fee2e2; border: 1px solid #fecaca; padding: .6rem .8rem; border-radius: 6px; }
 .livenote { font-size: .8rem; color: #1d4ed8; }
-svg.chart { background: #fff; border: 1px solid var(--line); border-radius: 6px; }
+svg.chart { max-width: 100%; height: auto; background: #fff; border: 1px solid var(--line); border-radius: 6px; }
 """
 
 # Polls for events after the last one shown; stops once the run is no longer running.
@@ -80,7 +83,7 @@ JS = """
           var body = document.querySelector("#timeline tbody");
           body.insertAdjacentHTML("beforeend", d.rows);
           replace("summary", d.summary);
-          replace("results", d.results);
+          Object.keys(d.sections).forEach(function (id) { replace(id, d.sections[id]); });
           after = d.last_seq;
           delay = 1000;
         } else {
@@ -99,3 +102,6 @@ JS = """
   setTimeout(tick, delay);
 })();
 """
+
+ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+        'fill="#111827"/><path d="M4 4h8M4 8h8M4 12h5" stroke="#fff" stroke-width="2"/></svg>')

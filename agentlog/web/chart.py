@@ -16,12 +16,13 @@ def score_chart(series: list[tuple[str, dict[int, int]]], threshold: int | None 
         return '<p class="muted">No scores yet.</p>'
     last = max(max(scores) for _, scores in series)
     span = max(last - 1, 1)
+    top = TOP + (18 if len(series) > 1 else 0)  # a band for the legend, above the plot
 
     def x(iteration: int) -> float:
         return LEFT + (iteration - 1) * (WIDTH - LEFT - RIGHT) / span if last > 1 else (LEFT + WIDTH - RIGHT) / 2
 
     def y(score: float) -> float:
-        return TOP + (10 - score) * (HEIGHT - TOP - BOTTOM) / 9
+        return top + (10 - score) * (HEIGHT - top - BOTTOM) / 9
 
     parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
              f'role="img" aria-label="score by iteration">']
@@ -51,9 +52,8 @@ def score_chart(series: list[tuple[str, dict[int, int]]], threshold: int | None 
         parts.append("</g>")
     if len(series) > 1:
         for n, (label, _) in enumerate(series):
-            ly = TOP + 4 + n * 16
-            parts.append(f'<rect x="{WIDTH - RIGHT - 120}" y="{ly}" width="10" height="10" '
-                         f'fill="{COLORS[n % len(COLORS)]}"/><text x="{WIDTH - RIGHT - 105}" y="{ly + 9}" '
-                         f'font-size="11" fill="#111827">{escape(label[:18])}</text>')
+            lx = LEFT + n * 130
+            parts.append(f'<rect x="{lx}" y="4" width="10" height="10" fill="{COLORS[n % len(COLORS)]}"/>'
+                         f'<text x="{lx + 15}" y="13" font-size="11" fill="#111827">{escape(label[:18])}</text>')
     parts.append("</svg>")
     return "".join(parts)

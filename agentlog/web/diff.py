@@ -25,7 +25,8 @@ def diff_html(old: str, new: str, old_label: str, new_label: str, context: int =
         else:
             cls = "ctx"
         out.append(f'<span class="{cls}">{escape(line)}</span>')
-    return '<pre class="diff">' + "\n".join(out) + "</pre>"
+    # Each line is a block span: no newline between them, or every line would show twice as tall.
+    return '<pre class="diff">' + "".join(out) + "</pre>"
 
 
 def diff_stats(old: str, new: str) -> tuple[int, int]:

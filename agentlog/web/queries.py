@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentlog.store import AsyncSQLiteStore, RunSummary
+from agentlog.store import AsyncSQLiteStore, RunNotFound, RunSummary
 
 from .views import RunView, build_view
 
@@ -41,7 +41,13 @@ async def load_run(store: AsyncSQLiteStore, run_id: str) -> RunView:
 
 async def ancestors(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:
     """Parent, grandparent, ...: the runs this one was forked (or re-reviewed) from."""
-    return [await store.get_run(r) for r in (await store.lineage(run_id))[1:]]
+    found = []
+    for parent in (await store.lineage(run_id))[1:]:
+        try:
+            found.append(await store.get_run(parent))
+        except RunNotFound:  # a parent that is not in this log (the run was imported alone)
+            break
+    return found
 
 
 async def children(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:

@@ -1,0 +1,173 @@
+"""The viewer's routes: a small Starlette app that reads the log through the asyncio face."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentlog.store import AmbiguousRunId, AsyncSQLiteStore, RunNotFound, SchemaError
+
+from . import assets, queries, render
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cache-control", b"no-store"),
+]
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+
+
+class SecurityHeaders:
+    """Adds the CSP and friends to every response, errors included."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def check_database_file(db_path: str) -> None:
+    """Refuse what opening would create or initialise: the viewer must never write the log."""
+    path = Path(db_path)
+    if not path.is_file():
+        raise SchemaError(f"no agentlog database at {db_path}: run a pipeline first, or pass --db PATH")
+    if path.stat().st_size == 0:
+        raise SchemaError(f"{db_path} is empty, not an agentlog database")
+
+
+async def _check_opens(db_path: str) -> None:
+    store = await AsyncSQLiteStore.open(db_path, create=False)
+    await store.close()
+
+
+def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
+               page_size: int = queries.PAGE_SIZE) -> Starlette:
+    """The viewer over the agentlog database at ``db_path``, which must exist; it is never written.
+
+    ``allowed_hosts`` guards against DNS rebinding: a page elsewhere cannot read the log
+    through a name that resolves to 127.0.0.1. Pass ``("*",)`` when serving on other interfaces.
+    """
+    db_path = str(db_path)
+    check_database_file(db_path)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await AsyncSQLiteStore.open(db_path, create=False)
+        app.state.store = store
+        try:
+            yield
+        finally:
+            await store.close()
+
+    def page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
+        return HTMLResponse(render.layout(title, body, db_path), status_code=status_code)
+
+    async def resolve(store: AsyncSQLiteStore, prefix: str) -> str:
+        return await store.resolve_run_id(prefix.strip())
+
+    async def runs(request: Request) -> Response:
+        params = request.query_params
+        try:
+            number = int(params.get("page", "1"))
+        except ValueError:
+            number = 1
+        result = await queries.runs_page(request.app.state.store, status=params.get("status", ""),
+                                         text=params.get("q", "").strip(), page=number, page_size=page_size)
+        return page("Runs", render.runs_page(result))
+
+    async def run(request: Request) -> Response:
+        store = request.app.state.store
+        try:
+            run_id = await resolve(store, request.path_params["run_id"])
+        except (RunNotFound, AmbiguousRunId) as exc:
+            return page("Not found", render.error_page(str(exc)), 404)
+        view = await queries.load_run(store, run_id)
+        return page(f"Run {run_id}", render.run_page(
+            view, await queries.ancestors(store, run_id), await queries.children(store, run_id)))
+
+    async def run_events(request: Request) -> Response:
+        """What a live run page needs after the events it shows: new timeline rows and fresh sections."""
+        store = request.app.state.store
+        try:
+            after = max(0, int(request.query_params.get("after", "0")))
+            view = await queries.load_run(store, request.path_params["run_id"])
+        except ValueError:
+            return JSONResponse({"error": "after must be an event number"}, status_code=400)
+        except RunNotFound as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        new = [r for r in view.rows if r.seq > after]
+        return JSONResponse({
+            "status": view.summary.status,
+            "last_seq": view.rows[-1].seq if view.rows else 0,
+            "rows": "".join(render.timeline_row(r, view) for r in new),
+            "summary": render.summary_items(view),
+            "sections": render.sections(view) if new else {},
+        })
+
+    async def compare(request: Request) -> Response:
+        store = request.app.state.store
+        a, b = request.query_params.get("a", "").strip(), request.query_params.get("b", "").strip()
+        if not (a and b):
+            return page("Compare", render.compare_form(a, b))
+        try:
+            ids = [await resolve(store, a), await resolve(store, b)]
+        except (RunNotFound, AmbiguousRunId) as exc:
+            return page("Compare", render.compare_form(a, b, str(exc)), 404)
+        va, vb = [await queries.load_run(store, r) for r in ids]
+        return page(f"Compare {ids[0][:8]} and {ids[1][:8]}", render.compare_page(va, vb))
+
+    def static(content: str, media_type: str):
+        async def endpoint(request: Request) -> Response:
+            return Response(content, media_type=media_type)
+        return endpoint
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return page("Not found", render.error_page(f"nothing at {request.url.path}"), 404)
+
+    routes = [
+        Route("/", runs),
+        Route("/runs/{run_id}", run),
+        Route("/runs/{run_id}/events", run_events),
+        Route("/compare", compare),
+        Route("/static/viewer.css", static(assets.CSS, "text/css; charset=utf-8")),
+        Route("/static/viewer.js", static(assets.JS, "text/javascript; charset=utf-8")),
+        Route("/favicon.ico", static(assets.ICON, "image/svg+xml")),
+    ]
+    middleware = [Middleware(SecurityHeaders)]
+    if "*" not in allowed_hosts:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                     exception_handlers={404: not_found})
+
+
+def serve(db_path: str, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve the viewer until Ctrl-C. Binds the loopback interface unless told otherwise."""
+    import uvicorn
+
+    loopback = host in ("127.0.0.1", "localhost")
+    app = create_app(db_path, allowed_hosts=LOOPBACK_NAMES if loopback else ("*",))
+    # A file that is not an agentlog database fails here, as one StoreError, not in uvicorn's startup.
+    asyncio.run(_check_opens(db_path))
+    shown = f"[{host}]" if ":" in host else host
+    print(f"agentlog viewer: http://{shown}:{port}/  (reading {db_path}; Ctrl-C to stop)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", ws="none", lifespan="on")

@@ -1,0 +1,337 @@
+"""HTML pages as f-strings. Every value from the log goes through ``e()``: models and users
+write tasks, drafts and reviews, and none of it may become markup."""
+
+from __future__ import annotations
+
+import time
+from html import escape
+from urllib.parse import quote, urlencode
+
+from agentlog.store import RunSummary
+
+from .chart import score_chart
+from .diff import diff_html, diff_stats
+from .queries import STATUSES, RunsPage
+from .views import RunView, TimelineRow, config_table
+
+
+def e(value: object) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def run_url(run_id: str) -> str:
+    return "/runs/" + quote(run_id, safe="")
+
+
+def run_link(run_id: str | None, text: str | None = None) -> str:
+    if not run_id:
+        return ""
+    return f'<a class="run-link" href="{e(run_url(run_id))}"><code>{e(text or run_id)}</code></a>'
+
+
+def compare_url(a: str, b: str) -> str:
+    return "/compare?" + urlencode({"a": a, "b": b})
+
+
+def when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
+
+
+def badge(status: str) -> str:
+    return f'<span class="badge {e(status)}">{e(status)}</span>'
+
+
+def number(value: int | float | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def layout(title: str, body: str, db_path: str) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)} · agentlog</title>
+<link rel="stylesheet" href="/static/viewer.css">
+<script src="/static/viewer.js" defer></script>
+</head><body>
+<header class="top"><a class="brand" href="/">agentlog</a>
+<nav><a href="/">Runs</a> &nbsp; <a href="/compare">Compare</a></nav>
+<span class="db" title="event log">{e(db_path)}</span></header>
+<main>
+{body}
+</main></body></html>"""
+
+
+# --- runs page ---------------------------------------------------------------------
+
+
+def runs_page(page: RunsPage) -> str:
+    options = "".join(f'<option value="{s}"{" selected" if s == page.status else ""}>{s}</option>'
+                      for s in STATUSES)
+    rows = "".join(_run_row(r) for r in page.runs) or (
+        '<tr><td colspan="10" class="muted empty">No runs match.</td></tr>')
+    label = "run" if page.total == 1 else "runs"
+
+    def at(n: int) -> str:
+        params = {k: v for k, v in (("status", page.status), ("q", page.text)) if v}
+        return "/?" + urlencode(params | {"page": n})
+
+    newer = f'<a rel="prev" href="{e(at(page.page - 1))}">&larr; newer</a>' if page.page > 1 else ""
+    older = f'<a rel="next" href="{e(at(page.page + 1))}">older &rarr;</a>' if page.page < page.pages else ""
+    return f"""<h1>Runs</h1>
+<form class="filters" method="get" action="/">
+<select name="status" aria-label="status"><option value="">any status</option>{options}</select>
+<input type="search" name="q" value="{e(page.text)}" placeholder="task or run id" aria-label="search">
+<button type="submit">Filter</button> <a href="/">clear</a>
+</form>
+<p class="count muted">{page.total:,} {label}</p>
+<table class="runs">
+<thead><tr><th>run</th><th>task</th><th>pipeline</th><th>status</th><th class="num">score</th>
+<th class="num">iterations</th><th class="num">tokens</th><th>started</th><th>parent</th><th>fork point</th>
+</tr></thead><tbody>{rows}</tbody></table>
+<nav class="pager">{newer} <span class="muted">page {page.page} of {page.pages}</span> {older}</nav>"""
+
+
+def _run_row(r: RunSummary) -> str:
+    task = r.task if len(r.task) <= 160 else r.task[:157] + "..."
+    fork = f"event {r.fork_seq}" if r.fork_seq else ("re-review" if r.parent_run_id else "")
+    return (f'<tr class="run" data-run-id="{e(r.run_id)}" data-status="{e(r.status)}">'
+            f"<td>{run_link(r.run_id)}</td><td class=\"task-cell\">{e(task)}</td><td>{e(r.pipeline)}</td>"
+            f"<td>{badge(r.status)}</td><td class=\"num\">{number(r.score)}</td>"
+            f"<td class=\"num\">{r.iterations}</td><td class=\"num\">{number(r.tokens)}</td>"
+            f"<td class=\"when\">{when(r.created_at)}</td><td>{run_link(r.parent_run_id)}</td><td>{e(fork)}</td></tr>")
+
+
+# --- run page ----------------------------------------------------------------------
+
+
+def run_page(view: RunView, ancestors: list[RunSummary], children: list[RunSummary]) -> str:
+    s = view.summary
+    live = ""
+    if s.status == "running":
+        shown = view.rows[-1].seq if view.rows else 0
+        live = f' data-live-url="{e(run_url(s.run_id) + "/events")}" data-last-seq="{shown}"'
+    note = '<p id="livenote" class="livenote">running: new events appear here as they are recorded</p>' \
+        if s.status == "running" else ""
+    rows = "".join(timeline_row(r, view) for r in view.rows)
+    part = sections(view)
+    return f"""<div class="run-page"{live}>
+<h1>Run <code>{e(s.run_id)}</code></h1>
+<p class="task">{e(s.task)}</p>
+{note}
+<dl id="summary" class="summary">{summary_items(view)}</dl>
+<div class="cols">
+<section id="lineage"><h2>Lineage</h2>{_lineage(view, ancestors, children)}</section>
+<section id="agents"><h2>Agents</h2>{_agents(view)}</section>
+<section id="scores">{part["scores"]}</section>
+</div>
+<section id="timeline"><h2>Timeline</h2>
+<table><thead><tr><th class="num">seq</th><th>time</th><th>type</th><th>step</th><th>agent</th><th>model</th>
+<th class="num">latency</th><th class="num">tokens</th><th>answer</th><th>detail</th></tr></thead>
+<tbody>{rows}</tbody></table></section>
+<section id="drafts">{part["drafts"]}</section>
+<section id="reviews">{part["reviews"]}</section>
+<section id="findings">{part["findings"]}</section>
+</div>"""
+
+
+def summary_items(view: RunView) -> str:
+    s = view.summary
+    items = [("status", badge(s.status)), ("pipeline", e(s.pipeline)), ("score", number(s.score) or "-"),
+             ("iterations", str(s.iterations)), ("tokens", number(s.tokens)), ("events", str(s.last_seq)),
+             ("started", e(when(s.created_at))), ("updated", e(when(s.updated_at)))]
+    if view.outcome:
+        items.append(("outcome", e(view.outcome)))
+    return "".join(f'<div class="item-{k}"><dt>{k}</dt><dd>{v}</dd></div>' for k, v in items)
+
+
+def _lineage(view: RunView, ancestors: list[RunSummary], children: list[RunSummary]) -> str:
+    s = view.summary
+    parts = []
+    if s.parent_run_id:
+        how = f"forked at event {s.fork_seq}" if s.fork_seq else "re-reviews the drafts of"
+        parts.append(f'<p class="parent">Parent: {run_link(s.parent_run_id)} ({e(how)}) &middot; '
+                     f'<a href="{e(compare_url(s.parent_run_id, s.run_id))}">compare with parent</a></p>')
+    if len(ancestors) > 1:
+        chain = " &larr; ".join(run_link(a.run_id) for a in ancestors)
+        parts.append(f'<p class="ancestors muted">Ancestors: {chain}</p>')
+    if children:
+        items = "".join(
+            f'<li>{run_link(c.run_id)} {badge(c.status)} '
+            f'{e(f"forked at event {c.fork_seq}" if c.fork_seq else "re-review")}'
+            f'{e(f", score {c.score}" if c.score is not None else "")} &middot; '
+            f'<a href="{e(compare_url(s.run_id, c.run_id))}">compare</a></li>' for c in children)
+        parts.append(f'<p>Forks and re-reviews of this run:</p><ul class="children">{items}</ul>')
+    return "".join(parts) or '<p class="muted">No parent, no forks.</p>'
+
+
+def _agents(view: RunView) -> str:
+    if not view.agents:
+        return '<p class="muted">No agents recorded.</p>'
+    rows = "".join(f"<tr><td>{e(name)}</td><td><code>{e(c.model)}</code></td><td class=\"num\">{c.temperature}</td>"
+                   f"<td>{e('default' if c.system_prompt is None else 'custom')}</td></tr>"
+                   for name, c in view.agents.items())
+    settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in view.settings.items())
+    changes = "".join(f"<li>event {c.seq}: {e(c.what)}</li>" for c in view.changes)
+    return (f"<table><thead><tr><th>agent</th><th>model</th><th class=\"num\">temperature</th><th>prompt</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table><p class=\"muted\">{e(settings)}</p>"
+            + (f"<p>Changed during the run:</p><ul class=\"changes\">{changes}</ul>" if changes else ""))
+
+
+def sections(view: RunView) -> dict[str, str]:
+    """The parts of a run page that change as a run goes on, by element id (live updates replace them)."""
+    threshold = view.settings.get("threshold")
+    chart = score_chart([(view.summary.run_id[:8], view.scores)], threshold)
+    return {"scores": f"<h2>Score by iteration</h2>{chart}", "drafts": f"<h2>Drafts</h2>{_drafts(view)}",
+            "reviews": f"<h2>Reviews</h2>{_reviews(view)}", "findings": f"<h2>Findings</h2>{_findings(view)}"}
+
+
+def _drafts(view: RunView) -> str:
+    if not view.drafts:
+        return '<p class="muted">No drafts yet.</p>'
+    out = []
+    for n, d in enumerate(view.drafts):
+        last = n == len(view.drafts) - 1
+        source = f' <span class="muted">copied from {run_link(d.source.run_id)} event {d.source.seq}</span>' \
+            if d.source else ""
+        diff = ""
+        if n:
+            prev = view.drafts[n - 1]
+            added, removed = diff_stats(prev.text, d.text)
+            diff = (f'<details class="diff" open><summary>Changes since draft {prev.iteration}: '
+                    f'+{added} &minus;{removed} lines</summary>'
+                    f'{diff_html(prev.text, d.text, f"draft {prev.iteration}", f"draft {d.iteration}")}</details>')
+        out.append(f'<article class="draft" id="draft-{d.iteration}" data-iteration="{d.iteration}">'
+                   f'<h3>Draft {d.iteration} <span class="muted">(event {d.seq})</span>{source}</h3>{diff}'
+                   f'<details class="text"{" open" if last else ""}><summary>Full text '
+                   f'({len(d.text):,} characters)</summary><pre class="draft">{e(d.text)}</pre></details></article>')
+    return "".join(out)
+
+
+def _reviews(view: RunView) -> str:
+    if not view.reviews:
+        return '<p class="muted">No reviews yet.</p>'
+    out = []
+    for r in view.reviews:
+        rv = r.review
+        verdict = "approved" if rv.approved else "not approved"
+        lists = "".join(
+            f'<h3>{title}</h3><ul class="{cls}">' + "".join(f"<li>{e(item)}</li>" for item in items) + "</ul>"
+            for title, cls, items in (("Issues", "issues", rv.issues), ("Missed topics", "missed", rv.missed_topics),
+                                      ("Suggestions", "suggestions", rv.suggestions)) if items)
+        out.append(f'<article class="review{" approved" if rv.approved else ""}" data-iteration="{r.iteration}">'
+                   f'<h3>Review of draft {r.iteration}: score {rv.score}/10, {verdict} '
+                   f'<span class="muted">(event {r.seq})</span></h3><p>{e(rv.summary)}</p>{lists}</article>')
+    return "".join(out)
+
+
+def _findings(view: RunView) -> str:
+    f = view.findings
+    if f is None:
+        return '<p class="muted">No findings yet.</p>'
+
+    def items(values: list[str]) -> str:
+        return "<ul>" + "".join(f"<li>{e(v)}</li>" for v in values) + "</ul>" if values else \
+            '<p class="muted">none</p>'
+
+    facts = "".join(f"<h3>{e(a.area)}</h3>{items(a.facts)}" for a in f.facts)
+    return (f"<h3>Key areas</h3>{items(f.key_areas)}{facts}<h3>Misconceptions</h3>{items(f.misconceptions)}"
+            f"<h3>Sources</h3>{items(f.sources)}")
+
+
+def timeline_row(r: TimelineRow, view: RunView) -> str:
+    start = view.rows[0].recorded_at if view.rows else r.recorded_at
+    if r.reused_from:
+        answer = '<span class="badge reused">reused</span>'
+    elif r.live:
+        answer = '<span class="badge live">live</span>'
+    else:
+        answer = ""
+    if r.copied:
+        answer += ' <span class="badge copied" title="copied from the parent run">copied</span>'
+    detail = e(r.detail)
+    if r.link_run:
+        detail += f' &middot; {run_link(r.link_run, "open")}'
+    latency = f"{r.latency_ms:,.0f} ms" if r.latency_ms is not None else ""
+    tokens = number(r.tokens) if r.tokens is not None else ""
+    return (f'<tr class="event{" copied" if r.copied else ""}" data-seq="{r.seq}" data-type="{e(r.type)}">'
+            f'<td class="num">{r.seq}</td><td class="mono" title="{e(when(r.recorded_at))}">'
+            f'+{r.recorded_at - start:.3f}s</td><td>{e(r.type)}</td><td>{e(r.step)}</td><td>{e(r.agent)}</td>'
+            f'<td><code>{e(r.model)}</code></td><td class="num">{latency}</td><td class="num">{tokens}</td>'
+            f'<td class="answer">{answer}</td><td class="detail">{detail}</td></tr>')
+
+
+# --- compare page ------------------------------------------------------------------
+
+
+def compare_form(a: str, b: str, error: str = "") -> str:
+    err = f'<p class="error">{e(error)}</p>' if error else ""
+    return f"""<h1>Compare two runs</h1>{err}
+<form class="filters" method="get" action="/compare">
+<input type="search" name="a" value="{e(a)}" placeholder="run id (or prefix)" aria-label="run a">
+<input type="search" name="b" value="{e(b)}" placeholder="run id (or prefix)" aria-label="run b">
+<button type="submit">Compare</button></form>"""
+
+
+def compare_page(a: RunView, b: RunView) -> str:
+    sa, sb = a.summary, b.summary
+    relation = ""
+    if sb.parent_run_id == sa.run_id or sa.parent_run_id == sb.run_id:
+        child, parent = (sb, sa) if sb.parent_run_id == sa.run_id else (sa, sb)
+        how = f"was forked from {parent.run_id} at event {child.fork_seq}" if child.fork_seq \
+            else f"re-reviews the drafts of {parent.run_id}"
+        relation = f'<p class="relation">{e(child.run_id)} {e(how)}.</p>'
+    table = config_table(a, b)
+
+    def config_rows(cls: str, rows: list[tuple[str, str, str]]) -> str:
+        return "".join(f'<tr class="{cls}"><td><code>{e(k)}</code></td><td>{e(va)}</td><td>{e(vb)}</td></tr>'
+                       for k, va, vb in rows)
+
+    differs = config_rows("differs", [r for r in table if r[1] != r[2]]) or \
+        '<tr><td colspan="3" class="muted">The two runs are configured alike.</td></tr>'
+    same = [r for r in table if r[1] == r[2]]
+    iterations = sorted(set(a.scores) | set(b.scores))
+    score_rows = "".join(f'<tr><td class="num">{i}</td><td class="num">{a.scores.get(i, "")}</td>'
+                         f'<td class="num">{b.scores.get(i, "")}</td></tr>' for i in iterations) or \
+        '<tr><td colspan="3" class="muted">No scores.</td></tr>'
+    threshold = a.settings.get("threshold")
+    chart = score_chart([(f"A {sa.run_id[:8]}", a.scores), (f"B {sb.run_id[:8]}", b.scores)],
+                        threshold if threshold == b.settings.get("threshold") else None)
+    fa, fb = a.final_draft, b.final_draft
+    if fa and fb:
+        added, removed = diff_stats(fa.text, fb.text)
+        drafts = (f"<p>A's draft {fa.iteration} &rarr; B's draft {fb.iteration}: +{added} &minus;{removed} lines</p>"
+                  + diff_html(fa.text, fb.text, f"A {sa.run_id} draft {fa.iteration}",
+                              f"B {sb.run_id} draft {fb.iteration}"))
+    else:
+        drafts = '<p class="muted">One of the runs has no draft yet.</p>'
+    return f"""{compare_form(sa.run_id, sb.run_id)}
+{relation}
+<table class="pair"><thead><tr><th></th><th>run</th><th>task</th><th>pipeline</th><th>status</th>
+<th class="num">score</th><th class="num">iterations</th><th class="num">tokens</th></tr></thead><tbody>
+{_pair_row("A", sa)}{_pair_row("B", sb)}</tbody></table>
+<section id="config"><h2>Configuration</h2>
+<table><thead><tr><th>setting</th><th>A</th><th>B</th></tr></thead><tbody>{differs}</tbody></table>
+<details class="same"><summary>{len(same)} settings the same in both</summary>
+<table><tbody>{config_rows("same", same)}</tbody></table></details>
+<div class="cols"><div><h3>Changes recorded in A</h3>{_changes(a)}</div>
+<div><h3>Changes recorded in B</h3>{_changes(b)}</div></div></section>
+<section id="scores"><h2>Scores by iteration</h2><div class="cols"><div>
+<table class="scores"><thead><tr><th class="num">iteration</th><th class="num">A</th><th class="num">B</th></tr></thead>
+<tbody>{score_rows}</tbody></table></div><div>{chart}</div></div></section>
+<section id="final-drafts"><h2>Final drafts</h2>{drafts}</section>"""
+
+
+def _pair_row(label: str, s: RunSummary) -> str:
+    return (f"<tr><th>{label}</th><td>{run_link(s.run_id)}</td><td class=\"task-cell\">{e(s.task)}</td>"
+            f"<td>{e(s.pipeline)}</td><td>{badge(s.status)}</td><td class=\"num\">{number(s.score)}</td>"
+            f"<td class=\"num\">{s.iterations}</td><td class=\"num\">{number(s.tokens)}</td></tr>")
+
+
+def _changes(view: RunView) -> str:
+    if not view.changes:
+        return '<p class="muted">none</p>'
+    return "<ul>" + "".join(f"<li>event {c.seq}: {e(c.what)}</li>" for c in view.changes) + "</ul>"
+
+
+def error_page(message: str) -> str:
+    return f'<h1>Not found</h1><p class="error">{e(message)}</p><p><a href="/">All runs</a></p>'
