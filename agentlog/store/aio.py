@@ -28,9 +28,16 @@ class AsyncSQLiteStore:
     @classmethod
     async def open(
         cls, path: str | os.PathLike[str], *, create: bool = True, durability: str = "normal",
-        busy_timeout: float = 10.0,
+        busy_timeout: float = 10.0, read_only: bool = False,
     ) -> "AsyncSQLiteStore":
+        """Open (creating and migrating unless ``read_only``) the log at ``path``.
+
+        ``read_only`` never writes, not even a migration: a log of an older schema is read
+        as it is (migrations only add indexes and tables).
+        """
         path = str(path)
+        if read_only:
+            return await cls._open_read_only(path, busy_timeout)
         # Migrations run once, through the sync face, so the two can never disagree.
         if path != ":memory:" and (create or Path(path).exists()):
             SQLiteStore(path, create=create, durability=durability).close()
@@ -48,6 +55,23 @@ class AsyncSQLiteStore:
                 for pragma in schema.PRAGMAS:
                     await db.execute(pragma)
                 await db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[durability]}")
+            except BaseException:
+                await db.close()
+                raise
+        return cls(db, path)
+
+    @classmethod
+    async def _open_read_only(cls, path: str, busy_timeout: float) -> "AsyncSQLiteStore":
+        if not Path(path).is_file():
+            raise SchemaError(f"no agentlog database at {path}")
+        with translate_errors(path):
+            uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+            db = await aiosqlite.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+            try:
+                found = (await (await db.execute("PRAGMA user_version")).fetchone())[0]
+                check_schema_version(found, path)
+                if found == 0:
+                    raise SchemaError(f"{path} is not an agentlog database")
             except BaseException:
                 await db.close()
                 raise
@@ -128,6 +152,9 @@ class AsyncSQLiteStore:
             if parent is None or parent in chain:
                 return chain
             chain.append(parent)
+
+    async def children(self, run_id: str) -> list[RunSummary]:
+        return [RunSummary.from_row(r) for r in await self._fetch(schema.CHILDREN, (run_id,))]
 
     async def find_answers(self, request_hash: str) -> list[StoredEvent]:
         return [StoredEvent.from_row(r) for r in await self._fetch(schema.ANSWERS_BY_HASH, (request_hash,))]

@@ -45,6 +45,11 @@ MIGRATIONS: list[tuple[str, str]] = [
             WHERE type = 'LLMCallAnswered';
         """,
     ),
+    (
+        "m003_runs_by_parent",
+        # Lineage views list a run's forks and re-reviews.
+        "CREATE INDEX runs_by_parent ON runs (parent_run_id, created_at)",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -71,6 +76,7 @@ UPSERT_RUN = (
 )
 RUN_IDS_BY_PREFIX = "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY run_id LIMIT 2"
 PARENT_OF = "SELECT parent_run_id FROM runs WHERE run_id = ?"
+CHILDREN = f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ? ORDER BY created_at, run_id"
 # The expression and the WHERE clause repeat the partial index's, so SQLite uses it.
 ANSWERS_BY_HASH = (
     "SELECT run_id, seq, type, version, recorded_at, data FROM events "

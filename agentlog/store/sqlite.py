@@ -291,6 +291,10 @@ class SQLiteStore:
                 return chain
             chain.append(parent)
 
+    def children(self, run_id: str) -> list[RunSummary]:
+        """Runs forked from, or re-reviewing, this one; oldest first."""
+        return [RunSummary.from_row(r) for r in self._fetch(schema.CHILDREN, (run_id,))]
+
     def find_answers(self, request_hash: str) -> list[StoredEvent]:
         """Every recorded answer to a request with this hash, in any run."""
         return [StoredEvent.from_row(r) for r in self._fetch(schema.ANSWERS_BY_HASH, (request_hash,))]

@@ -56,7 +56,7 @@ def check_database_file(db_path: str) -> None:
 
 
 async def _check_opens(db_path: str) -> None:
-    store = await AsyncSQLiteStore.open(db_path, create=False)
+    store = await AsyncSQLiteStore.open(db_path, read_only=True)
     await store.close()
 
 
@@ -72,7 +72,7 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await AsyncSQLiteStore.open(db_path, create=False)
+        store = await AsyncSQLiteStore.open(db_path, read_only=True)
         app.state.store = store
         try:
             yield

@@ -51,10 +51,5 @@ async def ancestors(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:
 
 
 async def children(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:
-    """Runs forked from, or re-reviewing, this one, oldest first.
-
-    Temporary: the store has no query by parent, so this filters the whole index. It
-    should become ``store.children(run_id)`` over an index on ``runs.parent_run_id``.
-    """
-    return sorted((r for r in await store.list_runs() if r.parent_run_id == run_id),
-                  key=lambda r: (r.created_at, r.run_id))
+    """Runs forked from, or re-reviewing, this one, oldest first."""
+    return await store.children(run_id)

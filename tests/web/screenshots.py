@@ -1,0 +1,46 @@
+"""Take the screenshots in docs/img/ (``python -m tests.web.screenshots``); needs Playwright
+and /usr/bin/chromium, like the browser tests."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+from agentlog.web import create_app
+
+from .builders import build_database, serving
+from .conftest import CHROMIUM, CHROMIUM_ARGS
+
+OUT = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "log.db")
+        runs = build_database(db)
+        with serving(create_app(db)) as url, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            shots = {
+                "viewer-runs.png": ("/", None),
+                "viewer-run.png": (f"/runs/{runs.fork}", None),
+                "viewer-run-timeline.png": (f"/runs/{runs.fork}", "#timeline"),
+                "viewer-running.png": (f"/runs/{runs.running}", None),
+                "viewer-compare.png": (f"/compare?a={runs.finished}&b={runs.fork}", None),
+            }
+            for name, (path, selector) in shots.items():
+                page.goto(url + path)
+                if selector:
+                    page.locator(selector).screenshot(path=str(OUT / name))
+                else:
+                    page.screenshot(path=str(OUT / name), full_page=True)
+                print(OUT / name, file=sys.stderr)
+            browser.close()
+
+
+if __name__ == "__main__":
+    main()
