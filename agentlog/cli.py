@@ -24,7 +24,6 @@ from .actors import (
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_THRESHOLD,
     RunHandle,
-    agent_configs,
     start_run,
     validate_run_settings,
 )
@@ -201,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Context:
     def __init__(self, args: argparse.Namespace, config: Config):
         self.args, self.config = args, config
+        self.notes: list[str] = []
         self.db_path = Path(args.db).expanduser() if args.db else default_db_path(config)
 
     def store(self, *, create: bool = False) -> SQLiteStore:
@@ -304,8 +304,8 @@ def _resolve_models(ctx: Context, fallback: str | None = None) -> tuple[str, dic
 
             if local.local_available():
                 default = "local"
-                print("note: no API key or base URL configured; using the local model "
-                      "(SmolLM2-135M on llama.cpp, on this machine)", file=sys.stderr)
+                ctx.notes.append("note: no API key or base URL configured; using the local model "
+                                 "(SmolLM2-135M on llama.cpp, on this machine)")
             else:
                 raise UsageError(f"{NO_MODEL_HINT}; or {local.LOCAL_EXTRA_HINT}")
     return default, per_agent
@@ -330,17 +330,18 @@ def cmd_run(ctx: Context) -> int:
     roles = run_config.run_roles()
     default, per_agent = _resolve_models(ctx, fallback=run_config.model)
     temperatures = {n: a.temperature for n, a in ctx.config.agents.items() if a.temperature is not None}
+    flagged = [agent for agent, _ in (*args.model, *args.temperature) if agent]
+    if "counter_researcher" in flagged and "counter_researcher" not in roles:
+        raise UsageError("the counter_researcher runs only in parallel research: add --research parallel")
     _check_agents(per_agent, roles)
     _check_agents(dict(args.temperature), roles)
     # Flags win over the run config, which wins over the user's config file.
     flag_models = {agent: model for agent, model in args.model if agent is not None}
     file_models = {role: spec.model for role, spec in run_config.by_role().items() if spec.model}
-    temperatures = {k: v for k, v in temperatures.items() if k in roles}
+    file_temperatures = {r: s.temperature for r, s in run_config.by_role().items() if s.temperature is not None}
+    temperatures = {k: v for k, v in temperatures.items() if k in roles and k not in file_temperatures}
     agents = run_config.agent_configs(default, per_agent | file_models | flag_models,
                                       temperatures | dict(args.temperature), max_tokens=args.max_tokens)
-    if any(role not in run_config.by_role() or run_config.by_role()[role].temperature is None
-           for role in temperatures):
-        pass  # the user's config temperatures apply where the run config names none (merged above)
     max_iterations = args.max_iterations or run_config.max_iterations or DEFAULT_MAX_ITERATIONS
     threshold = args.threshold or run_config.threshold or DEFAULT_THRESHOLD
     gateway = ctx.gateway()
@@ -349,6 +350,8 @@ def cmd_run(ctx: Context) -> int:
     validate_run_settings(args.task, max_iterations, threshold)
     registry = ctx.tools(run_config)
     tools = run_config.tools(registry, list(agents))
+    for note in ctx.notes:  # only once the request is known to be valid
+        print(note, file=sys.stderr)
     _label_offline([a.model for a in agents.values()])
     store = ctx.store(create=True)
     try:
@@ -435,11 +438,17 @@ def _models_in_use(store: SQLiteStore, run_id: str, overrides: Overrides) -> lis
 def cmd_resume(ctx: Context) -> int:
     store = ctx.store()
     run_id = _run_id(store, ctx.args.run)
+    summary = store.get_run(run_id)
+    if summary.status == "finished":
+        print(f"run {run_id} already finished; nothing to resume (fork it to continue with other "
+              f"settings: agentlog fork {run_id} --at SEQ ...)", file=sys.stderr)
+        return 0
     overrides = _overrides(ctx)
     models = _models_in_use(store, run_id, overrides)
     _label_offline(models)
+    tools = ctx.tools()
     return _continue(ctx, lambda s, g: resume(s, run_id, overrides=overrides, gateway=g,
-                                              observer=_progress(ctx.args.quiet)), models)
+                                              observer=_progress(ctx.args.quiet), tools=tools), models)
 
 
 def cmd_fork(ctx: Context) -> int:
@@ -448,8 +457,11 @@ def cmd_fork(ctx: Context) -> int:
     overrides = _overrides(ctx)
     models = _models_in_use(store, run_id, overrides)
     _label_offline(models)
+    tools = ctx.tools()
+    if not ctx.args.quiet:
+        print(f"forking run {run_id} at event {ctx.args.at}", file=sys.stderr)
     return _continue(ctx, lambda s, g: fork(s, run_id, ctx.args.at, overrides=overrides, gateway=g,
-                                            observer=_progress(ctx.args.quiet)), models)
+                                            observer=_progress(ctx.args.quiet), tools=tools), models)
 
 
 def cmd_rereview(ctx: Context) -> int:

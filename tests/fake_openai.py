@@ -23,12 +23,13 @@ from agentlog.models import offline
 class Fault:
     """One scripted misbehaviour, used for the next matching request."""
 
-    def __init__(self, kind: str, value: Any = None, *, when: Callable[[dict], bool] | None = None):
-        self.kind, self.value, self.when = kind, value, when
+    def __init__(self, kind: str, value: Any = None, *, when: Callable[[dict], bool] | None = None,
+                 message: str | None = None):
+        self.kind, self.value, self.when, self.message = kind, value, when, message
 
     @classmethod
-    def status(cls, code: int, **kw: Any) -> "Fault":
-        return cls("status", code, **kw)
+    def status(cls, code: int, *, message: str | None = None, **kw: Any) -> "Fault":
+        return cls("status", code, message=message, **kw)
 
     @classmethod
     def hang(cls, seconds: float, **kw: Any) -> "Fault":
@@ -96,8 +97,12 @@ class FakeOpenAIServer:
         if self.responder is not None:
             return self.responder(body)
         completion = offline.complete(body)
-        return {"content": completion.content, "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens}
+        answer: dict[str, Any] = {"content": completion.content, "prompt_tokens": completion.prompt_tokens,
+                                  "completion_tokens": completion.completion_tokens}
+        if completion.tool_calls:
+            answer["tool_calls"] = [{"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+                                    for i, n, a in completion.tool_calls]
+        return answer
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -133,7 +138,8 @@ class FakeOpenAIServer:
                 if server.delay:
                     time.sleep(server.delay)
                 if fault is not None and fault.kind == "status":
-                    message = {"error": {"message": f"injected {fault.value}", "type": "injected", "code": None}}
+                    text = fault.message or f"injected {fault.value}"
+                    message = {"error": {"message": text, "type": "injected", "code": None}}
                     self._send(fault.value, json.dumps(message).encode())
                     return
                 if fault is not None and fault.kind == "hang":

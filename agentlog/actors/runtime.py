@@ -102,8 +102,8 @@ def drive(
     pipeline = get_pipeline(started.pipeline)
     owns_gateway = gateway is None
     gateway = gateway or Gateway()
-    names = dict.fromkeys([*pipeline.roles, *started.agents])
-    agents = {name: AgentActor.start(name, gateway) for name in names}
+    # One actor per agent the run has (a run's agents are fixed by its RunStarted).
+    agents = {name: AgentActor.start(name, gateway) for name in (started.agents or pipeline.roles)}
     done: pykka.Future = pykka.ThreadingFuture()
     orchestrator = Orchestrator.start(store, run_id, pipeline, agents, done, observer=observer, reuse=reuse,
                                       tools=tools)

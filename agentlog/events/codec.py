@@ -56,7 +56,7 @@ def decode(type_name: str, version: int, data: bytes | str) -> Event:
     if version == cls.VERSION:
         try:
             return _decoders[type_name].decode(data)
-        except msgspec.ValidationError as exc:
+        except msgspec.DecodeError as exc:  # malformed JSON too, not only invalid fields
             raise CodecError(f"{type_name} v{version}: {exc}") from exc
     if version > cls.VERSION:
         raise CodecError(

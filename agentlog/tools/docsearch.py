@@ -76,6 +76,8 @@ def passages(text: str) -> list[tuple[int, str]]:
             if not lines:
                 start = number
             lines.append(line)
+        elif lines:
+            lines.append("")  # kept so that line offsets within the passage stay true
     if lines:
         out.append((start, "\n".join(lines)))
     return out
@@ -179,7 +181,7 @@ class DocIndex:
                 (expression, limit),
             ).fetchall()
         words = {w.lower() for w in _WORD.findall(query)} - _STOPWORDS
-        return [Hit(path=path, line=_hit_line(int(line), text, words), score=round(-rank, 6),
+        return [Hit(path=path, line=_hit_line(int(line), text, words), score=-rank,
                     snippet=" ".join(snippet.split()))
                 for path, line, text, rank, snippet in rows]
 
