@@ -211,7 +211,7 @@ class Context:
         timeout = args.timeout if args.timeout is not None else self.config.timeout
         if timeout <= 0:
             raise UsageError(f"--timeout must be positive, got {timeout}")
-        base_url = args.base_url or self.config.base_url
+        base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or self.config.base_url
         return Gateway(Endpoint.from_env(base_url=base_url), retry=RetryPolicy(max_attempts=args.retries),
                        timeout=timeout)
 
@@ -294,7 +294,7 @@ def _resolve_models(ctx: Context, fallback: str | None = None) -> tuple[str, dic
             per_agent[agent] = model
     default = default or fallback or ctx.config.model
     if default is None:
-        endpoint = Endpoint.from_env(base_url=ctx.args.base_url or ctx.config.base_url)
+        endpoint = Endpoint.from_env(base_url=ctx.args.base_url or os.environ.get("OPENAI_BASE_URL") or ctx.config.base_url)
         if endpoint.base_url:
             raise UsageError(f"name the model served at {endpoint.base_url} with --model NAME")
         if endpoint.api_key:

@@ -62,12 +62,15 @@ def decode(type_name: str, version: int, data: bytes | str) -> Event:
         raise CodecError(
             f"{type_name} v{version} is newer than this agentlog understands (v{cls.VERSION}); upgrade agentlog"
         )
-    raw = _raw.decode(data)
-    for v in range(version, cls.VERSION):
-        upcast = UPCASTERS.get((type_name, v))
-        if upcast is None:
-            raise CodecError(f"no upcaster for {type_name} v{v} -> v{v + 1}")
-        raw = upcast(raw)
+    try:
+        raw = _raw.decode(data)
+        for v in range(version, cls.VERSION):
+            upcast = UPCASTERS.get((type_name, v))
+            if upcast is None:
+                raise CodecError(f"no upcaster for {type_name} v{v} -> v{v + 1}")
+            raw = upcast(raw)
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"{type_name} v{version}: cannot upcast stored data ({exc!r})") from exc
     raw["type"] = type_name
     try:
         return msgspec.convert(raw, cls)

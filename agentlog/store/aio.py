@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import time
@@ -24,6 +25,8 @@ class AsyncSQLiteStore:
 
     def __init__(self, db: aiosqlite.Connection, path: str):
         self._db, self.path = db, path
+        # One connection: tasks take turns at a write transaction, as threads do in the sync face.
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -80,6 +83,10 @@ class AsyncSQLiteStore:
     async def append(self, run_id: str, events: Sequence[Event], expected_seq: int) -> int:
         if not events:
             return expected_seq
+        async with self._write_lock:
+            return await self._append(run_id, events, expected_seq)
+
+    async def _append(self, run_id: str, events: Sequence[Event], expected_seq: int) -> int:
         with translate_errors(self.path):
             db = self._db
             await db.execute("BEGIN IMMEDIATE")

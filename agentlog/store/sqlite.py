@@ -100,24 +100,33 @@ class SQLiteStore:
                 raise
 
     def _open(self, durability: str) -> None:
-        found = self._db.execute("PRAGMA user_version").fetchone()[0]
+        found, foreign = self._inspect()
         check_schema_version(found, self.path)
+        if foreign:  # refused before anything, even the journal mode, is changed
+            raise SchemaError(f"{self.path} is an SQLite database, but not an agentlog one")
         for pragma in schema.PRAGMAS:
             self._db.execute(pragma)
         self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[durability]}")
         if found < schema.SCHEMA_VERSION:
-            if found == 0 and self._has_foreign_tables():
-                raise SchemaError(f"{self.path} is an SQLite database, but not an agentlog one")
-            self._migrate(found)
+            self._migrate()
 
-    def _has_foreign_tables(self) -> bool:
-        return self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+    def _inspect(self) -> tuple[int, bool]:
+        """``(user_version, holds another application's tables)``, read in one snapshot."""
+        self._db.execute("BEGIN")
+        try:
+            found = self._db.execute("PRAGMA user_version").fetchone()[0]
+            tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            self._db.execute("COMMIT")
+        return found, found == 0 and tables > 0
 
-    def _migrate(self, found: int) -> None:
+    def _migrate(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            # Re-read under the write lock: another process may have migrated meanwhile.
+            # Re-read under the write lock: another opener may have migrated meanwhile.
             found = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if found == 0 and self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise SchemaError(f"{self.path} is an SQLite database, but not an agentlog one")
             for number, (_name, sql) in enumerate(schema.MIGRATIONS[found:], start=found + 1):
                 for statement in _statements(sql):
                     self._db.execute(statement)
@@ -245,8 +254,11 @@ class SQLiteStore:
 
     def read(self, run_id: str, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
         """The run's events with ``after < seq <= upto``, in order."""
-        rows = self._fetch(schema.SELECT_EVENTS, (run_id, after, upto if upto is not None else 2**62))
-        return [StoredEvent.from_row(r) for r in rows]
+        params = (run_id, after, upto if upto is not None else 2**62)
+        # Decoded row by row: holding every raw row too would double the live objects,
+        # and the collector's passes over them made long streams read superlinearly.
+        with self._lock, translate_errors(self.path):
+            return [StoredEvent.from_row(r) for r in self._db.execute(schema.SELECT_EVENTS, params)]
 
     def events(self, run_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
         return [s.event for s in self.read(run_id, after, upto)]
