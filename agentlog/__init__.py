@@ -1,21 +1,50 @@
 """agentlog: multi-agent LLM pipelines as actors whose every step is an event in a durable log.
 
 The names here are the public API; the modules behind them are private to the package.
+They are imported on first use, so ``import agentlog.store`` does not pull in the model
+client and the actors.
 """
 
-from .actors import RunHandle, agent_configs, run, start_run
-from .events import AgentConfig, Event, Findings, Review
-from .models import Endpoint, Gateway, RetryPolicy
-from .replay import Overrides, RunView, VerifyResult, build_view, fork, resume, start_rereview, verify
-from .runconfig import RunConfig, load_run_config
-from .store import AsyncSQLiteStore, ConcurrencyError, RunNotFound, RunSummary, SQLiteStore, StoredEvent
-from .tools import Tool, ToolRegistry
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AgentConfig", "AsyncSQLiteStore", "ConcurrencyError", "Endpoint", "Event", "Findings", "Gateway",
-    "Overrides", "RetryPolicy", "Review", "RunConfig", "RunHandle", "RunNotFound", "RunSummary", "RunView",
-    "SQLiteStore", "StoredEvent", "Tool", "ToolRegistry", "VerifyResult", "agent_configs", "build_view",
-    "fork", "load_run_config", "resume", "run", "start_rereview", "start_run", "verify",
-]
+_EXPORTS = {
+    "agentlog.actors": ("RunHandle", "agent_configs", "run", "start_run"),
+    "agentlog.events": ("AgentConfig", "Event", "Findings", "Review"),
+    "agentlog.models": ("Endpoint", "Gateway", "RetryPolicy"),
+    "agentlog.replay": ("Overrides", "RunView", "VerifyResult", "build_view", "fork", "resume",
+                        "start_rereview", "verify"),
+    "agentlog.runconfig": ("RunConfig", "load_run_config"),
+    "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "RunNotFound", "RunSummary", "SQLiteStore",
+                       "StoredEvent"),
+    "agentlog.tools": ("Tool", "ToolRegistry"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentlog' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # for type checkers and editors
+    from .actors import RunHandle, agent_configs, run, start_run
+    from .events import AgentConfig, Event, Findings, Review
+    from .models import Endpoint, Gateway, RetryPolicy
+    from .replay import Overrides, RunView, VerifyResult, build_view, fork, resume, start_rereview, verify
+    from .runconfig import RunConfig, load_run_config
+    from .store import AsyncSQLiteStore, ConcurrencyError, RunNotFound, RunSummary, SQLiteStore, StoredEvent
+    from .tools import Tool, ToolRegistry
