@@ -39,6 +39,7 @@ from agentlog.events import (
     ToolReturned,
     ToolSpec,
     Usage,
+    apply_reconfiguration,
     decode,
     encode,
     request_hash,
@@ -242,6 +243,15 @@ def test_v1_run_started_in_a_real_log_reads_as_the_current_version(tmp_path):
     raw.close()
     assert version == 1
     assert json.loads(data) == V1_RUN_STARTED
+
+
+def test_reconfiguration_sets_what_it_names_and_keeps_the_rest():
+    config = AgentConfig(model="a", temperature=0.2, system_prompt="be brief", max_tokens=100)
+    assert apply_reconfiguration(config, AgentReconfigured(agent="writer", temperature=0.9)) == AgentConfig(
+        model="a", temperature=0.9, system_prompt="be brief", max_tokens=100)
+    assert apply_reconfiguration(config, AgentReconfigured(agent="writer")) == config
+    assert apply_reconfiguration(config, AgentReconfigured(agent="w", model="b", max_tokens=5)) == AgentConfig(
+        model="b", temperature=0.2, system_prompt="be brief", max_tokens=5)
 
 
 def test_unknown_type_is_a_codec_error():

@@ -238,6 +238,11 @@ def test_fork_before_the_result_reuses_the_parents_tool_result(store):
     assert returned.result == "a recorded fact about WAL"
     assert forked.status == "finished"
     assert verify(forked.run_id, store.read(forked.run_id)).ok
+    view = build_view(forked.run_id, store.read(forked.run_id))
+    (row,) = [r for r in view.timeline if r.type == "ToolReturned"]
+    assert row.reused and not row.live and row.link_run == original.run_id
+    assert f"reused from {original.run_id} event {parent_seq}" in row.description
+    assert all(r.copied == (r.seq <= at) for r in view.timeline)
 
 
 def test_a_tool_that_raises_gives_the_model_the_error_and_the_run_goes_on(store):

@@ -31,6 +31,7 @@ from .types import (
     ToolReturned,
     ToolSpec,
     Usage,
+    apply_reconfiguration,
 )
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "LLMCallFailed", "LLMCallRequested", "OutputRejected", "ResearchPartReady", "Review", "ReviewScored",
     "RunFailed",
     "RunFinished", "RunForked", "RunResumed", "RunStarted", "SettingsChanged", "ToolCall",
-    "ToolInvoked", "ToolReturned", "ToolSpec", "Usage", "decode", "encode", "request_hash", "to_builtins",
+    "ToolInvoked", "ToolReturned", "ToolSpec", "Usage", "apply_reconfiguration", "decode", "encode", "request_hash",
+    "to_builtins",
 ]

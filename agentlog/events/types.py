@@ -106,6 +106,12 @@ class AgentReconfigured(Event, frozen=True):
     max_tokens: int | None = None
 
 
+def apply_reconfiguration(config: AgentConfig, event: AgentReconfigured) -> AgentConfig:
+    """``config`` with the values ``event`` sets; every ``None`` in the event keeps the old value."""
+    changed = {name: getattr(event, name) for name in AgentConfig.__struct_fields__ if getattr(event, name) is not None}
+    return msgspec.structs.replace(config, **changed)
+
+
 class SettingsChanged(Event, frozen=True):
     max_iterations: int | None = None
     threshold: int | None = None

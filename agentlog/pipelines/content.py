@@ -42,6 +42,7 @@ from agentlog.events import (
     ToolInvoked,
     ToolReturned,
     ToolSpec,
+    apply_reconfiguration,
 )
 
 from . import prompts
@@ -142,13 +143,7 @@ class ContentPipeline:
             case ReviewScored():
                 state.reviews.append(event.review)
             case AgentReconfigured():
-                old = state.agents[event.agent]
-                state.agents[event.agent] = AgentConfig(
-                    model=event.model if event.model is not None else old.model,
-                    temperature=event.temperature if event.temperature is not None else old.temperature,
-                    system_prompt=event.system_prompt if event.system_prompt is not None else old.system_prompt,
-                    max_tokens=event.max_tokens if event.max_tokens is not None else old.max_tokens,
-                )
+                state.agents[event.agent] = apply_reconfiguration(state.agents[event.agent], event)
             case SettingsChanged():
                 if event.max_iterations is not None:
                     state.max_iterations = event.max_iterations

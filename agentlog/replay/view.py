@@ -1,6 +1,8 @@
 """A run rebuilt from its events for people and machines: timeline, outputs, outcome.
 
-Pure: reads stored events, needs no network, no key, no model.
+The one fold of a run's events for display: the CLI's ``show``, ``replay`` and ``--json``
+and the web viewer all read this view. Pure: reads stored events, needs no network, no
+key, no model.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from agentlog.events import (
     SettingsChanged,
     ToolInvoked,
     ToolReturned,
+    apply_reconfiguration,
 )
 from agentlog.store import StoredEvent
 
@@ -67,6 +70,9 @@ class ToolView(msgspec.Struct, kw_only=True):
 
 
 class TimelineRow(msgspec.Struct, kw_only=True):
+    """One event as a row. ``detail`` is short, for terminal tables; ``description`` says it all
+    (error messages, tool results, verdicts), for the viewer, which has the room."""
+
     seq: int
     recorded_at: float
     type: str
@@ -74,9 +80,13 @@ class TimelineRow(msgspec.Struct, kw_only=True):
     agent: str = ""
     model: str = ""
     detail: str = ""
+    description: str = ""
     tokens: int = 0
     latency_ms: float | None = None
-    reused: bool = False
+    reused: bool = False  # an answer or tool result that came from the log, not from a model or tool
+    live: bool = False  # an answer that came from a model
+    copied: bool = False  # a fork's copy of its parent's event
+    link_run: str | None = None  # a run the row refers to: parent, or where a reused answer was recorded
 
 
 class DraftView(msgspec.Struct, kw_only=True):
@@ -105,6 +115,7 @@ class RunView(msgspec.Struct, kw_only=True):
     status: str = "running"
     finish_reason: str | None = None
     failure: str | None = None
+    ended: RunFinished | RunFailed | None = None  # the event that ended the run, if it has ended
     findings: Findings | None = None
     research: str = "single"
     research_parts: dict[str, Findings] = {}
@@ -146,30 +157,32 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 view.parent_run_id = e.parent_run_id or view.parent_run_id
                 view.research = e.research
                 row.detail = f"{e.pipeline}: {e.task}" + (" (parallel research)" if e.research == "parallel" else "")
+                models = ", ".join(f"{name}: {c.model}" for name, c in e.agents.items())
+                row.description, row.link_run = f"{e.pipeline}: {e.task} [{models}]", e.parent_run_id
             case RunForked():
                 view.parent_run_id, view.fork_seq = e.parent_run_id, e.parent_seq
-                view.status, view.finish_reason, view.failure = "running", None, None
+                view.status, view.finish_reason, view.failure, view.ended = "running", None, None, None
                 # Tokens count what this run spent, not what it copied from its parent.
                 view.live_tokens = view.reused_tokens = 0
+                for copied in view.timeline:
+                    copied.copied = copied.seq <= e.parent_seq
                 row.detail = f"forked from {e.parent_run_id} at event {e.parent_seq}"
+                row.link_run = e.parent_run_id
             case RunResumed():
-                view.status, view.failure = "running", None
+                view.status, view.failure, view.ended = "running", None, None
                 row.detail = f"resumed after event {e.previous_seq}"
             case AgentReconfigured():
                 old = view.agents.get(e.agent, AgentConfig(model="", temperature=0.0))
-                view.agents[e.agent] = AgentConfig(
-                    model=e.model if e.model is not None else old.model,
-                    temperature=e.temperature if e.temperature is not None else old.temperature,
-                    system_prompt=e.system_prompt if e.system_prompt is not None else old.system_prompt,
-                    max_tokens=e.max_tokens if e.max_tokens is not None else old.max_tokens,
-                )
-                row.agent = e.agent
-                row.detail = ", ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(e).items()
-                                       if k != "agent" and v is not None)
+                view.agents[e.agent] = apply_reconfiguration(old, e)
+                row.agent, row.model = e.agent, e.model or ""
+                row.detail = _assignments(e, AgentConfig.__struct_fields__)
             case SettingsChanged():
-                view.max_iterations = e.max_iterations or view.max_iterations
-                view.threshold = e.threshold or view.threshold
+                if e.max_iterations is not None:
+                    view.max_iterations = e.max_iterations
+                if e.threshold is not None:
+                    view.threshold = e.threshold
                 row.detail = f"max_iterations={e.max_iterations} threshold={e.threshold}"
+                row.description = _assignments(e, ("max_iterations", "threshold"))
             case LLMCallRequested():
                 call = CallView(seq=s.seq, call_id=e.call_id, step=e.step, agent=e.agent,
                                 model=str(e.request.get("model", "")), attempt=e.attempt)
@@ -177,6 +190,7 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 view.calls.append(call)
                 row.step, row.agent, row.model = e.step, e.agent, call.model
                 row.detail = f"call {e.call_id}"
+                row.description = f"call {e.call_id}, attempt {e.attempt}"
             case LLMCallAnswered():
                 call = calls.get(e.call_id)
                 reused = e.reused_from is not None
@@ -184,14 +198,21 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                     call.status = "reused" if reused else "answered"
                     call.prompt_tokens, call.completion_tokens = e.usage.prompt_tokens, e.usage.completion_tokens
                     call.latency_ms, call.reused_from = e.latency_ms, e.reused_from
-                    row.step, row.model = call.step, call.model
-                if reused:
+                    row.step = call.step
+                # The model that answered, as the provider names it; else the one asked for.
+                row.model = e.model or (call.model if call else "")
+                tool_calls = f", {len(e.tool_calls)} tool call(s)" if e.tool_calls else ""
+                if e.reused_from is not None:
                     view.reused_tokens += e.usage.total_tokens
                     row.detail = f"reused from {e.reused_from.run_id}#{e.reused_from.seq}"
+                    row.description = f"reused from {e.reused_from.run_id} event {e.reused_from.seq}{tool_calls}"
+                    row.link_run = e.reused_from.run_id
                 else:
                     view.live_tokens += e.usage.total_tokens
                     row.detail = f"{len(e.content)} chars" + (f", {len(e.tool_calls)} tool calls" if e.tool_calls else "")
-                row.agent, row.tokens, row.latency_ms, row.reused = e.agent, e.usage.total_tokens, e.latency_ms, reused
+                    row.description = f"call {e.call_id}{tool_calls}"
+                row.agent, row.tokens, row.latency_ms = e.agent, e.usage.total_tokens, e.latency_ms
+                row.reused, row.live = reused, not reused
             case LLMCallFailed():
                 call = calls.get(e.call_id)
                 if call is not None:
@@ -201,6 +222,8 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                     row.step, row.model = call.step, call.model
                 row.agent = e.agent
                 row.detail = f"attempt {e.attempt}: {e.error_kind}" + (" (gave up)" if e.gave_up else " (retrying)")
+                row.description = f"attempt {e.attempt}: {e.error_kind}: {e.message}" + (
+                    " (gave up)" if e.gave_up else " (will retry)" if e.retryable else "")
             case OutputRejected():
                 row.step, row.agent, row.detail = e.step, e.agent, e.reason
             case ToolInvoked():
@@ -220,6 +243,9 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 row.reused = e.reused_from is not None
                 row.detail = f"{e.name} -> {len(e.result)} chars" + (" (error)" if e.is_error else "") + (
                     f", reused from {e.reused_from.run_id}#{e.reused_from.seq}" if e.reused_from else "")
+                row.description = f"{e.name} -> " + ("error: " if e.is_error else "") + e.result + (
+                    f" (reused from {e.reused_from.run_id} event {e.reused_from.seq})" if e.reused_from else "")
+                row.link_run = e.reused_from.run_id if e.reused_from else None
             case ResearchPartReady():
                 view.research_parts[e.part] = e.findings
                 row.step = "research-facts" if e.part == "facts" else "research-counter"
@@ -234,18 +260,32 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 view.drafts.append(DraftView(iteration=e.iteration, seq=s.seq, draft=e.draft, source=e.source))
                 row.step, row.agent = f"write-{e.iteration}", "writer"
                 row.detail = f"draft {e.iteration}: {len(e.draft)} chars"
+                row.description = f"draft {e.iteration}: {len(e.draft)} characters" + (
+                    f", copied from {e.source.run_id} event {e.source.seq}" if e.source else "")
+                row.link_run = e.source.run_id if e.source else None
             case ReviewScored():
                 call = calls.get(e.call_id)
                 view.reviews.append(ReviewView(iteration=e.iteration, seq=s.seq, review=e.review,
                                                model=call.model if call else ""))
                 row.step, row.agent = f"review-{e.iteration}", "reviewer"
                 row.detail = f"score {e.review.score}/10"
+                row.description = (f"draft {e.iteration}: score {e.review.score}, "
+                                   + ("approved" if e.review.approved else "not approved"))
             case RunFinished():
-                view.status, view.finish_reason = "finished", e.reason
+                view.status, view.finish_reason, view.ended = "finished", e.reason, e
                 row.detail = f"{e.reason} after {e.iterations} iteration(s)" + (f", score {e.score}" if e.score else "")
+                row.description = f"{e.reason.replace('_', ' ')}, {e.iterations} iteration(s)" + (
+                    f", score {e.score}" if e.score is not None else "")
             case RunFailed():
-                view.status, view.failure = "failed", e.reason
+                view.status, view.failure, view.ended = "failed", e.reason, e
                 row.step, row.detail = e.step or "", e.reason
+                row.description = e.reason + (" (retryable)" if e.retryable else "")
+        row.description = row.description or row.detail
         view.timeline.append(row)
         view.last_seq = s.seq
     return view
+
+
+def _assignments(event: AgentReconfigured | SettingsChanged, names: tuple[str, ...]) -> str:
+    """``name=value`` for each of ``names`` the event sets (``None`` leaves a value alone)."""
+    return ", ".join(f"{k}={getattr(event, k)}" for k in names if getattr(event, k) is not None)

@@ -101,27 +101,27 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
             run_id = await resolve(store, request.path_params["run_id"])
         except (RunNotFound, AmbiguousRunId) as exc:
             return page("Not found", render.error_page(str(exc)), 404)
-        view = await queries.load_run(store, run_id)
+        shown = await queries.load_run(store, run_id)
         return page(f"Run {run_id}", render.run_page(
-            view, await queries.ancestors(store, run_id), await queries.children(store, run_id)))
+            shown, await queries.ancestors(store, run_id), await queries.children(store, run_id)))
 
     async def run_events(request: Request) -> Response:
         """What a live run page needs after the events it shows: new timeline rows and fresh sections."""
         store = request.app.state.store
         try:
             after = max(0, int(request.query_params.get("after", "0")))
-            view = await queries.load_run(store, request.path_params["run_id"])
+            shown = await queries.load_run(store, request.path_params["run_id"])
         except ValueError:
             return JSONResponse({"error": "after must be an event number"}, status_code=400)
         except RunNotFound as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
-        new = [r for r in view.rows if r.seq > after]
+        new = [r for r in shown.view.timeline if r.seq > after]
         return JSONResponse({
-            "status": view.summary.status,
-            "last_seq": view.rows[-1].seq if view.rows else 0,
-            "rows": "".join(render.timeline_row(r, view) for r in new),
-            "summary": render.summary_items(view),
-            "sections": render.sections(view) if new else {},
+            "status": shown.summary.status,
+            "last_seq": shown.view.last_seq,
+            "rows": "".join(render.timeline_row(r, shown) for r in new),
+            "summary": render.summary_items(shown),
+            "sections": render.sections(shown) if new else {},
         })
 
     async def compare(request: Request) -> Response:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agentlog.replay import build_view
 from agentlog.store import AsyncSQLiteStore, RunNotFound, RunSummary
 
-from .views import RunView, build_view
+from .views import RunPage
 
 PAGE_SIZE = 50
 STATUSES = ("running", "finished", "failed")
@@ -33,10 +34,10 @@ async def runs_page(store: AsyncSQLiteStore, *, status: str, text: str, page: in
     return RunsPage(runs, total, page, pages, status, text)
 
 
-async def load_run(store: AsyncSQLiteStore, run_id: str) -> RunView:
+async def load_run(store: AsyncSQLiteStore, run_id: str) -> RunPage:
     """The run folded for display. The summary is read first, so the events are never behind it."""
     summary = await store.get_run(run_id)
-    return build_view(summary, await store.read(run_id))
+    return RunPage(summary, build_view(run_id, await store.read(run_id)))
 
 
 async def ancestors(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:

@@ -12,7 +12,9 @@ from agentlog.store import RunSummary
 from .chart import score_chart
 from .diff import diff_html, diff_stats
 from .queries import STATUSES, RunsPage
-from .views import RunView, TimelineRow, config_table
+from agentlog.replay.view import RunView, TimelineRow
+
+from .views import RunPage, config_table
 
 
 def e(value: object) -> str:
@@ -104,24 +106,23 @@ def _run_row(r: RunSummary) -> str:
 # --- run page ----------------------------------------------------------------------
 
 
-def run_page(view: RunView, ancestors: list[RunSummary], children: list[RunSummary]) -> str:
-    s = view.summary
+def run_page(run: RunPage, ancestors: list[RunSummary], children: list[RunSummary]) -> str:
+    s = run.summary
     live = ""
     if s.status == "running":
-        shown = view.rows[-1].seq if view.rows else 0
-        live = f' data-live-url="{e(run_url(s.run_id) + "/events")}" data-last-seq="{shown}"'
+        live = f' data-live-url="{e(run_url(s.run_id) + "/events")}" data-last-seq="{run.view.last_seq}"'
     note = '<p id="livenote" class="livenote">running: new events appear here as they are recorded</p>' \
         if s.status == "running" else ""
-    rows = "".join(timeline_row(r, view) for r in view.rows)
-    part = sections(view)
+    rows = "".join(timeline_row(r, run) for r in run.view.timeline)
+    part = sections(run)
     return f"""<div class="run-page"{live}>
 <h1>Run <code>{e(s.run_id)}</code></h1>
 <p class="task">{e(s.task)}</p>
 {note}
-<dl id="summary" class="summary">{summary_items(view)}</dl>
+<dl id="summary" class="summary">{summary_items(run)}</dl>
 <div class="cols">
-<section id="lineage"><h2>Lineage</h2>{_lineage(view, ancestors, children)}</section>
-<section id="agents"><h2>Agents</h2>{_agents(view)}</section>
+<section id="lineage"><h2>Lineage</h2>{_lineage(run, ancestors, children)}</section>
+<section id="agents"><h2>Agents</h2>{_agents(run)}</section>
 <section id="scores">{part["scores"]}</section>
 </div>
 <section id="timeline"><h2>Timeline</h2>
@@ -134,18 +135,18 @@ def run_page(view: RunView, ancestors: list[RunSummary], children: list[RunSumma
 </div>"""
 
 
-def summary_items(view: RunView) -> str:
-    s = view.summary
+def summary_items(run: RunPage) -> str:
+    s = run.summary
     items = [("status", badge(s.status)), ("pipeline", e(s.pipeline)), ("score", number(s.score) or "-"),
              ("iterations", str(s.iterations)), ("tokens", number(s.tokens)), ("events", str(s.last_seq)),
              ("started", e(when(s.created_at))), ("updated", e(when(s.updated_at)))]
-    if view.outcome:
-        items.append(("outcome", e(view.outcome)))
+    if run.outcome:
+        items.append(("outcome", e(run.outcome)))
     return "".join(f'<div class="item-{k}"><dt>{k}</dt><dd>{v}</dd></div>' for k, v in items)
 
 
-def _lineage(view: RunView, ancestors: list[RunSummary], children: list[RunSummary]) -> str:
-    s = view.summary
+def _lineage(run: RunPage, ancestors: list[RunSummary], children: list[RunSummary]) -> str:
+    s = run.summary
     parts = []
     if s.parent_run_id:
         how = f"forked at event {s.fork_seq}" if s.fork_seq else "re-reviews the drafts of"
@@ -164,23 +165,24 @@ def _lineage(view: RunView, ancestors: list[RunSummary], children: list[RunSumma
     return "".join(parts) or '<p class="muted">No parent, no forks.</p>'
 
 
-def _agents(view: RunView) -> str:
+def _agents(run: RunPage) -> str:
+    view = run.view
     if not view.agents:
         return '<p class="muted">No agents recorded.</p>'
     rows = "".join(f"<tr><td>{e(name)}</td><td><code>{e(c.model)}</code></td><td class=\"num\">{c.temperature}</td>"
                    f"<td>{e('default' if c.system_prompt is None else 'custom')}</td></tr>"
                    for name, c in view.agents.items())
-    settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in view.settings.items())
-    changes = "".join(f"<li>event {c.seq}: {e(c.what)}</li>" for c in view.changes)
+    settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in run.settings.items())
+    changes = "".join(f"<li>event {seq}: {e(what)}</li>" for seq, what in run.changes)
     return (f"<table><thead><tr><th>agent</th><th>model</th><th class=\"num\">temperature</th><th>prompt</th></tr>"
             f"</thead><tbody>{rows}</tbody></table><p class=\"muted\">{e(settings)}</p>"
             + (f"<p>Changed during the run:</p><ul class=\"changes\">{changes}</ul>" if changes else ""))
 
 
-def sections(view: RunView) -> dict[str, str]:
+def sections(run: RunPage) -> dict[str, str]:
     """The parts of a run page that change as a run goes on, by element id (live updates replace them)."""
-    threshold = view.settings.get("threshold")
-    chart = score_chart([(view.summary.run_id[:8], view.scores)], threshold)
+    view = run.view
+    chart = score_chart([(run.summary.run_id[:8], run.scores)], view.threshold)
     return {"scores": f"<h2>Score by iteration</h2>{chart}", "drafts": f"<h2>Drafts</h2>{_drafts(view)}",
             "reviews": f"<h2>Reviews</h2>{_reviews(view)}", "findings": f"<h2>Findings</h2>{_findings(view)}"}
 
@@ -196,14 +198,14 @@ def _drafts(view: RunView) -> str:
         diff = ""
         if n:
             prev = view.drafts[n - 1]
-            added, removed = diff_stats(prev.text, d.text)
+            added, removed = diff_stats(prev.draft, d.draft)
             diff = (f'<details class="diff" open><summary>Changes since draft {prev.iteration}: '
                     f'+{added} &minus;{removed} lines</summary>'
-                    f'{diff_html(prev.text, d.text, f"draft {prev.iteration}", f"draft {d.iteration}")}</details>')
+                    f'{diff_html(prev.draft, d.draft, f"draft {prev.iteration}", f"draft {d.iteration}")}</details>')
         out.append(f'<article class="draft" id="draft-{d.iteration}" data-iteration="{d.iteration}">'
                    f'<h3>Draft {d.iteration} <span class="muted">(event {d.seq})</span>{source}</h3>{diff}'
                    f'<details class="text"{" open" if last else ""}><summary>Full text '
-                   f'({len(d.text):,} characters)</summary><pre class="draft">{e(d.text)}</pre></details></article>')
+                   f'({len(d.draft):,} characters)</summary><pre class="draft">{e(d.draft)}</pre></details></article>')
     return "".join(out)
 
 
@@ -238,9 +240,9 @@ def _findings(view: RunView) -> str:
             f"<h3>Sources</h3>{items(f.sources)}")
 
 
-def timeline_row(r: TimelineRow, view: RunView) -> str:
-    start = view.rows[0].recorded_at if view.rows else r.recorded_at
-    if r.reused_from:
+def timeline_row(r: TimelineRow, run: RunPage) -> str:
+    start = run.view.timeline[0].recorded_at if run.view.timeline else r.recorded_at
+    if r.reused:
         answer = '<span class="badge reused">reused</span>'
     elif r.live:
         answer = '<span class="badge live">live</span>'
@@ -248,11 +250,11 @@ def timeline_row(r: TimelineRow, view: RunView) -> str:
         answer = ""
     if r.copied:
         answer += ' <span class="badge copied" title="copied from the parent run">copied</span>'
-    detail = e(r.detail)
+    detail = e(r.description)
     if r.link_run:
         detail += f' &middot; {run_link(r.link_run, "open")}'
     latency = f"{r.latency_ms:,.0f} ms" if r.latency_ms is not None else ""
-    tokens = number(r.tokens) if r.tokens is not None else ""
+    tokens = number(r.tokens) if r.type == "LLMCallAnswered" else ""
     return (f'<tr class="event{" copied" if r.copied else ""}" data-seq="{r.seq}" data-type="{e(r.type)}">'
             f'<td class="num">{r.seq}</td><td class="mono" title="{e(when(r.recorded_at))}">'
             f'+{r.recorded_at - start:.3f}s</td><td>{e(r.type)}</td><td>{e(r.step)}</td><td>{e(r.agent)}</td>'
@@ -272,7 +274,7 @@ def compare_form(a: str, b: str, error: str = "") -> str:
 <button type="submit">Compare</button></form>"""
 
 
-def compare_page(a: RunView, b: RunView) -> str:
+def compare_page(a: RunPage, b: RunPage) -> str:
     sa, sb = a.summary, b.summary
     relation = ""
     if sb.parent_run_id == sa.run_id or sa.parent_run_id == sb.run_id:
@@ -293,14 +295,14 @@ def compare_page(a: RunView, b: RunView) -> str:
     score_rows = "".join(f'<tr><td class="num">{i}</td><td class="num">{a.scores.get(i, "")}</td>'
                          f'<td class="num">{b.scores.get(i, "")}</td></tr>' for i in iterations) or \
         '<tr><td colspan="3" class="muted">No scores.</td></tr>'
-    threshold = a.settings.get("threshold")
+    threshold = a.view.threshold
     chart = score_chart([(f"A {sa.run_id[:8]}", a.scores), (f"B {sb.run_id[:8]}", b.scores)],
-                        threshold if threshold == b.settings.get("threshold") else None)
-    fa, fb = a.final_draft, b.final_draft
-    if fa and fb:
-        added, removed = diff_stats(fa.text, fb.text)
+                        threshold if threshold == b.view.threshold else None)
+    if a.view.drafts and b.view.drafts:
+        fa, fb = a.view.drafts[-1], b.view.drafts[-1]
+        added, removed = diff_stats(fa.draft, fb.draft)
         drafts = (f"<p>A's draft {fa.iteration} &rarr; B's draft {fb.iteration}: +{added} &minus;{removed} lines</p>"
-                  + diff_html(fa.text, fb.text, f"A {sa.run_id} draft {fa.iteration}",
+                  + diff_html(fa.draft, fb.draft, f"A {sa.run_id} draft {fa.iteration}",
                               f"B {sb.run_id} draft {fb.iteration}"))
     else:
         drafts = '<p class="muted">One of the runs has no draft yet.</p>'
@@ -327,10 +329,10 @@ def _pair_row(label: str, s: RunSummary) -> str:
             f"<td class=\"num\">{s.iterations}</td><td class=\"num\">{number(s.tokens)}</td></tr>")
 
 
-def _changes(view: RunView) -> str:
-    if not view.changes:
+def _changes(run: RunPage) -> str:
+    if not run.changes:
         return '<p class="muted">none</p>'
-    return "<ul>" + "".join(f"<li>event {c.seq}: {e(c.what)}</li>" for c in view.changes) + "</ul>"
+    return "<ul>" + "".join(f"<li>event {seq}: {e(what)}</li>" for seq, what in run.changes) + "</ul>"
 
 
 def error_page(message: str) -> str:
