@@ -5,15 +5,16 @@ one ``BEGIN IMMEDIATE`` transaction: the batch, the concurrency check and the ru
 row commit together or not at all.
 
 Appends from many threads are group-committed: while one thread commits, the others
-queue their batches, and the next thread to get the lock commits every queued batch in
-one transaction, each under its own savepoint. A stale batch is rolled back alone and
-its writer alone gets the ``ConcurrencyError``; every writer returns only after the
-transaction holding its batch has committed.
+queue their batches, and the next thread to commit takes every queued batch into one
+transaction, checked in queue order as if appended one after another. A stale batch is
+left out and its writer alone gets the ``ConcurrencyError``; every writer returns only
+after the transaction holding its batch has committed.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sqlite3
 import threading
@@ -46,6 +47,13 @@ UPSERT_RUN = (
     "score = excluded.score, iterations = excluded.iterations, tokens = excluded.tokens, "
     "last_seq = excluded.last_seq"
 )
+
+# A group's checks in one statement each: the last seq (by the primary key's max
+# optimisation) and the index row of every run in the group, ids given as a JSON array.
+LAST_SEQS = (
+    "SELECT value, (SELECT coalesce(max(seq), 0) FROM events WHERE run_id = value) FROM json_each(?)"
+)
+SELECT_RUNS = f"SELECT {schema.RUN_COLUMNS} FROM runs WHERE run_id IN (SELECT value FROM json_each(?))"
 
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}
 
@@ -87,7 +95,7 @@ class SQLiteStore:
                 p.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._queued: list[_Append] = []  # appends waiting for a group commit
-        self._group = threading.Condition(threading.Lock())  # guards the queue and the leader flag
+        self._group = threading.Lock()  # guards the queue and the leader flag
         self._leading = False
         with translate_errors(self.path):
             self._db = sqlite3.connect(
@@ -147,23 +155,29 @@ class SQLiteStore:
         if not events:
             return expected_seq
         mine = _Append(run_id, events, expected_seq)
-        group = None
         with self._group:
             self._queued.append(mine)
-            # While a leader commits, batches queue up; the next leader takes them all.
-            while self._leading and not mine.done:
-                self._group.wait()
-            if not mine.done:
-                self._leading = True
+            leading = not self._leading
+            self._leading = True
+        # While a leader commits, batches queue up; it then wakes their writers and hands
+        # the lead to the first batch queued meanwhile, which commits them all.
+        if not leading:
+            mine.wake.wait()
+        if not mine.done:
+            with self._group:
                 group, self._queued = self._queued, []
-        if group is not None:
             try:
                 with self._lock:
                     self._commit_group(group, mine)
             finally:
                 with self._group:
-                    self._leading = False
-                    self._group.notify_all()
+                    successor = self._queued[0] if self._queued else None
+                    self._leading = successor is not None
+                for item in group:
+                    if item.done and item is not mine:
+                        item.wake.set()
+                if successor is not None:
+                    successor.wake.set()
         if mine.error is not None:
             raise mine.error
         return mine.result
@@ -175,8 +189,13 @@ class SQLiteStore:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     now = time.time()
-                    for item in group:
-                        self._apply(db, item, now)
+                    try:
+                        self._apply_group(db, group, now)
+                    except sqlite3.IntegrityError:  # not foreseen by the checks: find whose it is
+                        db.execute("ROLLBACK")
+                        db.execute("BEGIN IMMEDIATE")
+                        for item in group:
+                            self._apply(db, item, now)
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
@@ -190,6 +209,39 @@ class SQLiteStore:
             raise
         for item in group:
             item.done = True
+
+    @staticmethod
+    def _apply_group(db: sqlite3.Connection, group: list["_Append"], now: float) -> None:
+        """Every batch of the group, checked in order as if appended one after another."""
+        if len(group) == 1:
+            run_id = group[0].run_id
+            last = {run_id: db.execute(schema.LAST_SEQ, (run_id,)).fetchone()[0]}
+            found = db.execute(schema.SELECT_RUN, (run_id,)).fetchall()
+        else:
+            ids = json.dumps(list(dict.fromkeys(item.run_id for item in group)))
+            last = dict(db.execute(LAST_SEQS, (ids,)).fetchall())
+            found = db.execute(SELECT_RUNS, (ids,)).fetchall()
+        summaries = {row[0]: RunSummary.from_row(row) for row in found}
+        rows: list[tuple] = []
+        touched: dict[str, None] = {}
+        for item in group:
+            run_id, expected_seq = item.run_id, item.expected_seq
+            item.error = None
+            if last[run_id] != expected_seq:
+                item.error = ConcurrencyError(run_id, expected_seq, last[run_id])
+                continue
+            try:
+                batch, summary = encode_batch(run_id, item.events, expected_seq, now, summaries.get(run_id))
+            except Exception as exc:  # noqa: BLE001 - an event that does not encode: this writer's error
+                item.error = exc
+                continue
+            rows += batch
+            summaries[run_id] = summary
+            touched[run_id] = None
+            last[run_id] = item.result = expected_seq + len(item.events)
+        if rows:
+            db.executemany(schema.INSERT_EVENT, rows)
+            db.executemany(UPSERT_RUN, [summaries[run_id].as_row() for run_id in touched])
 
     @staticmethod
     def _apply(db: sqlite3.Connection, item: "_Append", now: float) -> None:
@@ -325,13 +377,14 @@ class SQLiteStore:
 class _Append:
     """One writer's batch, waiting in the queue for a group commit."""
 
-    __slots__ = ("run_id", "events", "expected_seq", "result", "error", "done")
+    __slots__ = ("run_id", "events", "expected_seq", "result", "error", "done", "wake")
 
     def __init__(self, run_id: str, events: Sequence[Event], expected_seq: int):
         self.run_id, self.events, self.expected_seq = run_id, events, expected_seq
         self.result = expected_seq
         self.error: BaseException | None = None
         self.done = False
+        self.wake = threading.Event()  # set when done, or when this batch's writer must lead
 
 
 def _copy_error(exc: Exception) -> Exception:

@@ -1,0 +1,89 @@
+"""Group commit: concurrent appends share transactions but keep every per-run promise."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from agentlog.events import LLMCallFailed, RunStarted
+from agentlog.actors import agent_configs
+from agentlog.store import ConcurrencyError, SQLiteStore
+
+
+def _started(task: str) -> RunStarted:
+    return RunStarted(task=task, pipeline="content", agents=agent_configs("offline"), max_iterations=2, threshold=8)
+
+
+def _failed(n: int) -> LLMCallFailed:
+    return LLMCallFailed(call_id="research/1", agent="researcher", attempt=n, error_kind="timeout",
+                         message="slow", retryable=True)
+
+
+def test_concurrent_runs_each_get_a_gapless_stream_and_index_row(tmp_path):
+    store = SQLiteStore(tmp_path / "log.db")
+    runs, per_run = 24, 30
+    barrier = threading.Barrier(runs)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        run_id = f"run-{n:02d}"
+        try:
+            barrier.wait()
+            seq = store.append(run_id, [_started(f"task {n}")], 0)
+            for i in range(per_run):
+                seq = store.append(run_id, [_failed(i + 1)] * (1 + i % 3), seq)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    expected = 1 + sum(1 + i % 3 for i in range(per_run))
+    for n in range(runs):
+        stored = store.read(f"run-{n:02d}")
+        assert [s.seq for s in stored] == list(range(1, expected + 1))
+        assert stored[0].event.task == f"task {n}"
+        assert store.get_run(f"run-{n:02d}").last_seq == expected
+    store.close()
+
+
+def test_racing_writers_on_one_run_exactly_one_wins(tmp_path):
+    store = SQLiteStore(tmp_path / "log.db")
+    store.append("r", [_started("t")], 0)
+    writers = 16
+    barrier = threading.Barrier(writers)
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def racer(n: int) -> None:
+        barrier.wait()
+        try:
+            result: object = store.append("r", [_failed(n + 1)], 1)
+        except ConcurrencyError as exc:
+            result = exc
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=racer, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count(2) == 1
+    stale = [o for o in outcomes if isinstance(o, ConcurrencyError)]
+    assert len(stale) == writers - 1 and all(e.expected_seq == 1 for e in stale)
+    assert store.last_seq("r") == 2
+    store.close()
+
+
+def test_a_batch_that_does_not_encode_fails_alone(tmp_path):
+    store = SQLiteStore(tmp_path / "log.db")
+    with pytest.raises(Exception):
+        store.append("bad", [object()], 0)  # type: ignore[list-item]
+    assert store.append("good", [_started("t")], 0) == 1
+    assert store.last_seq("bad") == 0
+    store.close()
