@@ -1,7 +1,7 @@
 """4. Concurrency: 100 runs at once against an OpenAI-compatible server answering in 50 ms.
 
 The server is tests/fake_openai.py in a child process (as a real model server would be,
-with TCP_NODELAY as they set it: see bench/fake_server.py),
+with TCP_NODELAY, as real servers set it),
 answering like the offline model: a run is research -> write -> review -> write -> review
 (max_iterations=2), so its critical path is 5 calls. The ideal wall time of N runs at
 once is one run's own wall time, measured alone first; efficiency = ideal / actual.
@@ -30,12 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Server:
-    def __init__(self, delay: float, nagle: bool = False):
+    def __init__(self, delay: float):
         self._dir = tempfile.mkdtemp(prefix="agentlog-bench-")
         port_file = os.path.join(self._dir, "url")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.fake_server", "--delay", str(delay), "--port-file", port_file,
-             *(["--nagle"] if nagle else [])],
+            [sys.executable, "-m", "tests.fake_openai", "--delay", str(delay), "--port-file", port_file],
             cwd=ROOT, stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30

@@ -286,12 +286,6 @@ def test_an_opener_that_loses_the_race_to_migrate_a_new_file_still_opens_it(tmp_
     assert pragma(path, "user_version") == SCHEMA_VERSION
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="bug: PRAGMA journal_mode = WAL in SQLiteStore._open gets SQLITE_BUSY at once, without the "
-           "busy handler, while another connection holds the write lock on a file not yet in WAL "
-           "(SQLite's deadlock avoidance); two processes creating a log at once hit it in ~2% of openers",
-)
 def test_opening_while_another_connection_writes_waits_out_the_busy_timeout(tmp_path):
     path = tmp_path / "log.db"
     other = sqlite3.connect(path, isolation_level=None)

@@ -1,8 +1,10 @@
 """The orchestrator: one actor per run, the only writer of that run's stream.
 
-On every message it appends the resulting events, folds them into its state and asks the
-pipeline's pure ``decide`` what to do next. The intent of a model call is appended
-before the call is handed to an agent; before that, the run's lineage is searched for a
+On every message it folds the resulting events into its state and asks the pipeline's
+pure ``decide`` what to do next, until the run waits for an agent or ends. What one such
+round produces (an answer, its outcome, the next call's intent) is appended in one
+transaction, before anything leaves the actor: the intent of a model call is in the log
+before the call is handed to an agent. Before that, the run's lineage is searched for a
 recorded answer to the same request, which is reused instead of calling again.
 
 Tools go the same way: ``ToolInvoked`` is appended before the agent runs the tool, its
@@ -66,6 +68,7 @@ class Orchestrator(pykka.ThreadingActor):
         self.seq = 0
         self.lineage: list[str] = []
         self.in_flight: set[str] = set()
+        self.pending: list[Event] = []  # folded, not yet in the log
         self.tools_in_flight: set[tuple[str, str]] = set()
         self._ancestor_results: dict[tuple[str, str], tuple[CallRef, ToolReturned]] | None = None
 
@@ -156,6 +159,7 @@ class Orchestrator(pykka.ThreadingActor):
                     progressed |= self._invoke(command)
             if not progressed:
                 break
+        self._flush()
         if self.state.done:
             self.done.set(self.seq)
             self.stop()
@@ -183,6 +187,7 @@ class Orchestrator(pykka.ThreadingActor):
         agent = self.agents.get(command.agent)
         if agent is None:
             raise KeyError(f"run {self.run_id} has no agent {command.agent!r}")
+        self._flush()
         self.in_flight.add(command.call_id)
         agent.tell(CallRequest(command.call_id, command.request, self.actor_ref))
         return False
@@ -223,6 +228,7 @@ class Orchestrator(pykka.ThreadingActor):
             raise KeyError(f"run {self.run_id} has no agent {command.agent!r}")
         if pending:
             self._append(pending)
+        self._flush()
         self.tools_in_flight.add(key)
         agent.tell(ToolRequest(command.call_id, command.tool_call_id, tool, command.arguments, self.actor_ref))
         return False
@@ -245,11 +251,24 @@ class Orchestrator(pykka.ThreadingActor):
         return self._ancestor_results.get((name, _canonical_arguments(arguments)))
 
     def _append(self, events: Sequence[Event]) -> None:
-        self.seq = self.store.append(self.run_id, events, self.seq)
-        first = self.seq - len(events) + 1
-        for offset, event in enumerate(events):
+        """Fold ``events`` now; they reach the log at the next ``_flush``."""
+        for event in events:
             self.state = self.pipeline.evolve(self.state, event)
-            if self.observer is not None:
+        self.pending.extend(events)
+
+    def _flush(self) -> None:
+        """Append what this decision round produced, in one transaction.
+
+        Called before anything leaves the actor (a call or a tool handed to an agent, the
+        run's outcome), so the log holds a call's intent before the request is sent.
+        """
+        if not self.pending:
+            return
+        events, self.pending = self.pending, []
+        first = self.seq + 1
+        self.seq = self.store.append(self.run_id, events, self.seq)
+        if self.observer is not None:
+            for offset, event in enumerate(events):
                 self._notify(StoredEvent(self.run_id, first + offset, type(event).__name__,
                                          type(event).VERSION, 0.0, event))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -65,7 +66,9 @@ class RunHandle:
             self._done.get(timeout=timeout)
         finally:
             if self._done_or_failed():
-                self.stop()
+                # Idle agents stop at once; one still in a call (a failed parallel step) is
+                # given a moment, then left to finish on its own.
+                self.stop(grace=5.0)
         return self.store.get_run(self.run_id)
 
     def _done_or_failed(self) -> bool:
@@ -77,12 +80,18 @@ class RunHandle:
             return True
         return True
 
-    def stop(self) -> None:
-        """Stop the run's actors. The log stays consistent; ``resume`` continues the run."""
-        self._orchestrator.stop(block=False)
-        for ref in self._agents.values():
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop the run's actors, waiting up to ``grace`` seconds for them to end.
+
+        The log stays consistent; ``resume`` continues the run. An agent inside an HTTP
+        call stops after it, and its answer is not recorded.
+        """
+        refs = [self._orchestrator, *self._agents.values()]
+        for ref in refs:
             ref.stop(block=False)
-        # Agents may be inside an HTTP call; they stop after it, discarding the answer.
+        deadline = time.monotonic() + grace
+        for ref in refs:
+            ref.actor_stopped.wait(max(0.0, deadline - time.monotonic()))
         if self._owns_gateway:
             self._gateway.close()
 

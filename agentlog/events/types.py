@@ -14,7 +14,9 @@ import msgspec
 from .payloads import Findings, Review
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True):
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True, gc=False):
+    # gc=False: events are immutable trees decoded from JSON and cannot form cycles; keeping
+    # them out of the cycle collector makes folding a 100,000-event run linear.
     VERSION: ClassVar[int] = 1
 
 

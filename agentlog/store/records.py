@@ -7,7 +7,7 @@ import msgspec
 from agentlog.events import Event, decode
 
 
-class StoredEvent(msgspec.Struct, frozen=True):
+class StoredEvent(msgspec.Struct, frozen=True, gc=False):
     run_id: str
     seq: int
     type: str

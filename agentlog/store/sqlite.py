@@ -102,18 +102,35 @@ class SQLiteStore:
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             try:
-                self._open(durability)
+                self._open(durability, busy_timeout)
             except BaseException:
                 self._db.close()
                 raise
 
-    def _open(self, durability: str) -> None:
+    def _execute_waiting(self, sql: str, timeout: float) -> None:
+        """Execute ``sql``, retrying while the database is busy, up to ``timeout`` seconds.
+
+        Switching a new file to WAL while another connection writes it fails at once with
+        SQLITE_BUSY (SQLite skips its busy handler there to avoid a deadlock).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._db.execute(sql)
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
+
+    def _open(self, durability: str, busy_timeout: float) -> None:
         found, foreign = self._inspect()
         check_schema_version(found, self.path)
         if foreign:  # refused before anything, even the journal mode, is changed
             raise SchemaError(f"{self.path} is an SQLite database, but not an agentlog one")
         for pragma in schema.PRAGMAS:
-            self._db.execute(pragma)
+            self._execute_waiting(pragma, busy_timeout)
         self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[durability]}")
         if found < schema.SCHEMA_VERSION:
             self._migrate()
