@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import subprocess
 from contextlib import closing
 
 import pytest
 
-from tests.conftest import PYTHON, SECRET, cli_env
+from tests.conftest import SECRET, cli_env
 from tests.fake_openai import FakeOpenAIServer
 from tests.test_crash import TASK, kill_when, log_rows, start
 

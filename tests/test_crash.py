@@ -8,7 +8,6 @@ the call in flight at the kill is repeated.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess

@@ -82,7 +82,7 @@ def test_racing_writers_on_one_run_exactly_one_wins(tmp_path):
 
 def test_a_batch_that_does_not_encode_fails_alone(tmp_path):
     store = SQLiteStore(tmp_path / "log.db")
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError, match="not an agentlog event"):
         store.append("bad", [object()], 0)  # type: ignore[list-item]
     assert store.append("good", [_started("t")], 0) == 1
     assert store.last_seq("bad") == 0

@@ -45,6 +45,8 @@ _raw = msgspec.json.Decoder(dict[str, Any])
 
 def encode(event: Event) -> tuple[str, int, bytes]:
     """Return ``(type, version, data)`` for storage."""
+    if not isinstance(event, Event):
+        raise TypeError(f"not an agentlog event: {event!r}")
     cls = type(event)
     return cls.__name__, cls.VERSION, _encoder.encode(event)
 
