@@ -123,3 +123,19 @@ def test_whole_run_over_http_records_every_attempt_and_never_the_key(tmp_path, s
         "key_areas", "facts", "misconceptions", "sources"]
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert SECRET.encode() not in raw and b"Bearer" not in raw
+
+
+def test_gateways_of_one_endpoint_share_a_client_until_the_last_closes(server):
+    first = Gateway(Endpoint(base_url=server.base_url, api_key=SECRET))
+    second = Gateway(Endpoint(base_url=server.base_url, api_key=SECRET))
+    other = Gateway(Endpoint(base_url=server.base_url, api_key=SECRET + "-other"))
+    spec = first.check("gpt-4o")
+    shared, _ = first._client(spec)
+    assert second._client(spec)[0] is shared
+    assert other._client(spec)[0] is not shared  # another key, another client
+    first.close()
+    assert not shared.is_closed()
+    assert second.complete(REQUEST).content  # still usable by the gateway that holds it
+    second.close()
+    assert shared.is_closed()
+    other.close()

@@ -83,6 +83,41 @@ def classify(exc: BaseException) -> tuple[str, bool]:
             return "bad_response", True
 
 
+class _SharedClients:
+    """``openai`` clients shared by every gateway of the process, one per endpoint.
+
+    A new client costs ~36 ms of CPU on its first call and has its own connection pool;
+    gateways of concurrent runs share one instead (docs/benchmarks.md, benchmark 4). A
+    client is closed when the last gateway using it closes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str | None, str, float], tuple[openai.OpenAI, int]] = {}
+
+    def acquire(self, base_url: str | None, api_key: str, timeout: float) -> openai.OpenAI:
+        key = (base_url, api_key, timeout)
+        with self._lock:
+            client, users = self._clients.get(key) or (
+                openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout), 0)
+            self._clients[key] = (client, users + 1)
+            return client
+
+    def release(self, client: openai.OpenAI) -> None:
+        with self._lock:
+            for key, (held, users) in list(self._clients.items()):
+                if held is client:
+                    if users > 1:
+                        self._clients[key] = (held, users - 1)
+                    else:
+                        del self._clients[key]
+                        held.close()
+                    return
+
+
+_SHARED = _SharedClients()
+
+
 class Gateway:
     """Completes requests for every model a run uses. Thread-safe; one per run or process."""
 
@@ -135,14 +170,14 @@ class Gateway:
                     raise ModelNotConfigured(NO_MODEL_HINT)
                 base_url, key, wire = self.endpoint.base_url, self.endpoint.api_key or "unused", spec.name
                 timeout = self.timeout
-            client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+            client = _SHARED.acquire(base_url, key, timeout)
             self._clients[spec.text] = (client, wire)
             return client, wire
 
     def close(self) -> None:
         with self._lock:
             for client, _ in self._clients.values():
-                client.close()
+                _SHARED.release(client)
             self._clients.clear()
             for server in self._local.values():
                 server.close()
