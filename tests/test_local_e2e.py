@@ -73,3 +73,32 @@ def test_pipeline_on_the_local_model_then_replay_asks_nothing_again(tmp_path, mo
         replayed = build_view(again.run_id, store.read(again.run_id))
         assert replayed.status == "finished" and all(c.status == "reused" for c in replayed.calls)
         assert replayed.drafts[0].draft == view.drafts[0].draft and again.tokens == 0
+
+
+def test_ctrl_c_during_a_local_run_stops_its_server_and_leaves_a_resumable_log(tmp_path):
+    import signal
+    import time
+
+    db = str(tmp_path / "log.db")
+    before = set(server_processes())
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "agentlog.cli", "run", TASK, "--db", db, "--max-iterations", "1", "--max-tokens", "400"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    deadline = time.monotonic() + 120
+    while not set(server_processes()) - before:
+        assert proc.poll() is None and time.monotonic() < deadline, "the local server never started"
+        time.sleep(0.05)
+    started = set(server_processes()) - before
+    time.sleep(1.0)  # into the research call
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; the log is consistent" in err and "agentlog resume" in err
+    deadline = time.monotonic() + 10
+    while started & set(server_processes()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not started & set(server_processes())  # the server went with the run
+    with SQLiteStore(db, create=False) as store:
+        [summary] = store.list_runs()
+        assert summary.status == "running" and summary.last_seq >= 2  # the call's intent is logged
