@@ -97,18 +97,9 @@ class Orchestrator(pykka.ThreadingActor):
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
-        if not self._settled():
+        if not settled(self.done):
             self.done.set_exception((type(exc), exc, exc.__traceback__))
         self.stop()
-
-    def _settled(self) -> bool:
-        try:
-            self.done.get(timeout=0)
-            return True
-        except pykka.Timeout:
-            return False
-        except Exception:
-            return True
 
     # --- messages from agents ----------------------------------------------------
 
@@ -285,6 +276,17 @@ def _canonical_arguments(arguments: str) -> str:
         return json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
     except ValueError:
         return arguments
+
+
+def settled(future: pykka.Future) -> bool:
+    """Whether ``future`` holds a value or an exception yet (without waiting)."""
+    try:
+        future.get(timeout=0)
+    except pykka.Timeout:
+        return False
+    except Exception:  # noqa: BLE001 - it holds an exception: settled
+        return True
+    return True
 
 
 def is_terminal(event: Event) -> bool:

@@ -16,7 +16,7 @@ from agentlog.store import RunSummary, SQLiteStore
 from agentlog.tools import Tool, ToolRegistry, default_registry
 
 from .agent import AgentActor
-from .orchestrator import Observer, Orchestrator
+from .orchestrator import Observer, Orchestrator, settled
 
 # The counter researcher extracts and organises like the researcher: the same low temperature.
 DEFAULT_TEMPERATURES = {"researcher": 0.2, "counter_researcher": 0.2, "writer": 0.6, "reviewer": 0.1}
@@ -65,20 +65,11 @@ class RunHandle:
         try:
             self._done.get(timeout=timeout)
         finally:
-            if self._done_or_failed():
+            if settled(self._done):
                 # Idle agents stop at once; one still in a call (a failed parallel step) is
                 # given a moment, then left to finish on its own.
                 self.stop(grace=5.0)
         return self.store.get_run(self.run_id)
-
-    def _done_or_failed(self) -> bool:
-        try:
-            self._done.get(timeout=0)
-        except pykka.Timeout:
-            return False
-        except Exception:
-            return True
-        return True
 
     def stop(self, grace: float = 0.0) -> None:
         """Stop the run's actors, waiting up to ``grace`` seconds for them to end.

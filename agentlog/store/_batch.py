@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from agentlog.events import Event, encode
 
 from . import index, schema
-from .errors import SchemaError
+from .errors import AmbiguousRunId, RunNotFound, SchemaError
 from .records import RunSummary
 
 
@@ -33,4 +33,25 @@ def check_schema_version(found: int, path: str) -> None:
 
 
 def prefix_bounds(prefix: str) -> tuple[str, str]:
+    if not prefix:
+        raise RunNotFound(prefix)
     return prefix, prefix + "\U0010ffff"
+
+
+def pick_run_id(prefix: str, rows: list[tuple]) -> str:
+    """The run a prefix names, from at most two ids that start with it (RUN_IDS_BY_PREFIX)."""
+    if not rows:
+        raise RunNotFound(prefix, hint=" (see `agentlog runs`)")
+    if len(rows) > 1 and rows[0][0] != prefix:
+        raise AmbiguousRunId(f"run id prefix {prefix!r} matches more than one run; give more of it")
+    return rows[0][0]
+
+
+def lineage_of(rows: list[tuple]) -> list[str]:
+    """LINEAGE's rows as run ids, cut where a parent repeats."""
+    chain: list[str] = []
+    for (run_id,) in rows:
+        if run_id in chain:
+            break
+        chain.append(run_id)
+    return chain

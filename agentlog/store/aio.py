@@ -14,8 +14,8 @@ import aiosqlite
 from agentlog.events import Event
 
 from . import schema
-from ._batch import check_schema_version, encode_batch, prefix_bounds
-from .errors import AmbiguousRunId, ConcurrencyError, RunNotFound, SchemaError
+from ._batch import check_schema_version, encode_batch, lineage_of, pick_run_id, prefix_bounds
+from .errors import ConcurrencyError, RunNotFound, SchemaError
 from .records import RunSummary, StoredEvent
 from .sqlite import SYNCHRONOUS, SQLiteStore, translate_errors
 
@@ -132,14 +132,7 @@ class AsyncSQLiteStore:
         return RunSummary.from_row(rows[0])
 
     async def resolve_run_id(self, prefix: str) -> str:
-        if not prefix:
-            raise RunNotFound(prefix)
-        rows = await self._fetch(schema.RUN_IDS_BY_PREFIX, prefix_bounds(prefix))
-        if not rows:
-            raise RunNotFound(prefix, hint=" (see `agentlog runs`)")
-        if len(rows) > 1 and rows[0][0] != prefix:
-            raise AmbiguousRunId(f"run id prefix {prefix!r} matches more than one run; give more of it")
-        return rows[0][0]
+        return pick_run_id(prefix, await self._fetch(schema.RUN_IDS_BY_PREFIX, prefix_bounds(prefix)))
 
     async def list_runs(
         self, *, status: str | None = None, text: str | None = None, limit: int | None = None, offset: int = 0
@@ -152,13 +145,7 @@ class AsyncSQLiteStore:
         return (await self._fetch(sql, params))[0][0]
 
     async def lineage(self, run_id: str) -> list[str]:
-        chain = [run_id]
-        while True:
-            rows = await self._fetch(schema.PARENT_OF, (chain[-1],))
-            parent = rows[0][0] if rows else None
-            if parent is None or parent in chain:
-                return chain
-            chain.append(parent)
+        return lineage_of(await self._fetch(schema.LINEAGE, (run_id,)))
 
     async def children(self, run_id: str) -> list[RunSummary]:
         return [RunSummary.from_row(r) for r in await self._fetch(schema.CHILDREN, (run_id,))]

@@ -75,7 +75,17 @@ UPSERT_RUN = (
     f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 RUN_IDS_BY_PREFIX = "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY run_id LIMIT 2"
-PARENT_OF = "SELECT parent_run_id FROM runs WHERE run_id = ?"
+# The run, its parent, its parent's parent, ... in one statement; the depth bound stops a
+# (corrupt) cycle, which lineage_of() then cuts at the first repeat.
+LINEAGE = """
+    WITH RECURSIVE chain(run_id, depth) AS (
+        SELECT ?, 0
+        UNION ALL
+        SELECT runs.parent_run_id, chain.depth + 1 FROM runs JOIN chain ON runs.run_id = chain.run_id
+        WHERE runs.parent_run_id IS NOT NULL AND chain.depth < 1000
+    )
+    SELECT run_id FROM chain ORDER BY depth
+"""
 CHILDREN = f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ? ORDER BY created_at, run_id"
 # The expression and the WHERE clause repeat the partial index's, so SQLite uses it.
 ANSWERS_BY_HASH = (

@@ -26,9 +26,8 @@ from pathlib import Path
 from agentlog.events import Event
 
 from . import index, schema
-from ._batch import check_schema_version, encode_batch, prefix_bounds
+from ._batch import check_schema_version, encode_batch, lineage_of, pick_run_id, prefix_bounds
 from .errors import (
-    AmbiguousRunId,
     ConcurrencyError,
     RunNotFound,
     SchemaError,
@@ -343,14 +342,7 @@ class SQLiteStore:
 
     def resolve_run_id(self, prefix: str) -> str:
         """A full run id from a unique prefix of it (as git does with commits)."""
-        if not prefix:
-            raise RunNotFound(prefix)
-        rows = self._fetch(schema.RUN_IDS_BY_PREFIX, prefix_bounds(prefix))
-        if not rows:
-            raise RunNotFound(prefix, hint=" (see `agentlog runs`)")
-        if len(rows) > 1 and rows[0][0] != prefix:
-            raise AmbiguousRunId(f"run id prefix {prefix!r} matches more than one run; give more of it")
-        return rows[0][0]
+        return pick_run_id(prefix, self._fetch(schema.RUN_IDS_BY_PREFIX, prefix_bounds(prefix)))
 
     def list_runs(
         self, *, status: str | None = None, text: str | None = None, limit: int | None = None, offset: int = 0
@@ -364,13 +356,7 @@ class SQLiteStore:
 
     def lineage(self, run_id: str) -> list[str]:
         """The run, its parent, its parent's parent, ...: where recorded answers may be reused."""
-        chain = [run_id]
-        while True:
-            rows = self._fetch(schema.PARENT_OF, (chain[-1],))
-            parent = rows[0][0] if rows else None
-            if parent is None or parent in chain:
-                return chain
-            chain.append(parent)
+        return lineage_of(self._fetch(schema.LINEAGE, (run_id,)))
 
     def children(self, run_id: str) -> list[RunSummary]:
         """Runs forked from, or re-reviewing, this one; oldest first."""
