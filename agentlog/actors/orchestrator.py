@@ -1,7 +1,7 @@
 """The orchestrator: one actor per run, the only writer of that run's stream.
 
 On every message it folds the resulting events into its state and asks the pipeline's
-pure ``decide`` what to do next, until the run waits for an agent or ends. What one such
+pure ``decide`` what to do next, until the run waits for an agent or a person, or ends. What one such
 round produces (an answer, its outcome, the next call's intent) is appended in one
 transaction, before anything leaves the actor: the intent of a model call is in the log
 before the call is handed to an agent. Before that, the run's lineage is searched for a
@@ -151,9 +151,15 @@ class Orchestrator(pykka.ThreadingActor):
             if not progressed:
                 break
         self._flush()
-        if self.state.done:
+        if self.state.done or self._waiting_for_person():
+            # Waiting for a person is settled too: their decision is a new event, and whichever
+            # process records it continues the run; nothing here needs to stay alive for it.
             self.done.set(self.seq)
             self.stop()
+
+    def _waiting_for_person(self) -> bool:
+        return (getattr(self.state, "waiting", None) is not None and not self.in_flight
+                and not self.tools_in_flight)
 
     def _call(self, command: CallModel) -> bool:
         """Log the intent, then reuse a recorded answer or hand the call to its agent."""

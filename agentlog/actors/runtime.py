@@ -53,7 +53,8 @@ def agent_configs(
 
 
 class RunHandle:
-    """A run in progress. ``wait()`` returns its index row, or raises what stopped it."""
+    """A run in progress. ``wait()`` returns its index row (status ``finished``, ``failed``, or
+    ``waiting`` for a person's decision), or raises what stopped it."""
 
     def __init__(self, store: SQLiteStore, run_id: str, orchestrator: pykka.ActorRef,
                  agents: dict[str, pykka.ActorRef], done: pykka.Future, gateway: Gateway, owns_gateway: bool):
@@ -124,19 +125,23 @@ def start_run(
     research: Literal["single", "parallel"] = "single",
     tools: Mapping[str, Sequence[str | Tool]] | None = None,
     registry: ToolRegistry | None = None,
+    approval: Literal["never", "final", "each-review"] = "never",
     **options: Any,
 ) -> RunHandle:
     """Record a new run's ``RunStarted`` and start driving it.
 
     ``research="parallel"`` runs a facts and a counter-arguments researcher at once (a
     ``counter_researcher`` agent is added with the researcher's model if ``agents`` has
-    none). ``tools`` maps an agent to the tools it is offered: names in ``registry``
+    none). ``approval`` says where a person decides on the draft (``final``, ``each-review``,
+    or ``never``); a run that reaches such a point is left waiting. ``tools`` maps an agent to the tools it is offered: names in ``registry``
     (default: ``default_registry``) or ``Tool`` objects, which are added to the run's registry.
     """
     validate_run_settings(task, max_iterations, threshold)
     get_pipeline(pipeline)
     if research not in ("single", "parallel"):
         raise ValueError(f"research is 'single' or 'parallel', not {research!r}")
+    if approval not in ("never", "final", "each-review"):
+        raise ValueError(f"approval is 'never', 'final' or 'each-review', not {approval!r}")
     agents = dict(agents)
     if research == "parallel" and "counter_researcher" not in agents and "researcher" in agents:
         base = agents["researcher"]
@@ -145,7 +150,8 @@ def start_run(
     specs, registry = resolve_tools(tools or {}, registry, agents)
     run_id = run_id or new_run_id()
     store.append(run_id, [RunStarted(task=task, pipeline=pipeline, agents=agents, max_iterations=max_iterations,
-                                     threshold=threshold, research=research, tools=specs, **options)], 0)
+                                     threshold=threshold, research=research, tools=specs, approval=approval,
+                                     **options)], 0)
     return drive(store, run_id, gateway=gateway, observer=observer, tools=registry)
 
 

@@ -10,6 +10,8 @@ from .types import (
     TERMINAL_TYPES,
     AgentConfig,
     AgentReconfigured,
+    ApprovalDecided,
+    ApprovalRequested,
     CallRef,
     DraftReady,
     Event,
@@ -35,7 +37,8 @@ from .types import (
 )
 
 __all__ = [
-    "EVENT_TYPES", "TERMINAL_TYPES", "AgentConfig", "AgentReconfigured", "AreaFacts", "CallRef",
+    "EVENT_TYPES", "TERMINAL_TYPES", "AgentConfig", "AgentReconfigured", "ApprovalDecided", "ApprovalRequested",
+    "AreaFacts", "CallRef",
     "CodecError", "DraftReady", "Event", "Findings", "FindingsReady", "LLMCallAnswered",
     "LLMCallFailed", "LLMCallRequested", "OutputRejected", "ResearchPartReady", "Review", "ReviewScored",
     "RunFailed",

@@ -83,6 +83,8 @@ class RunStarted(Event, frozen=True):
     research: Literal["single", "parallel"] = "single"
     # The tools offered to each agent, by agent name.
     tools: dict[str, list[ToolSpec]] = {}
+    # Where a person decides on the draft: never, before the run finishes, or after each review.
+    approval: Literal["never", "final", "each-review"] = "never"
 
 
 class RunForked(Event, frozen=True):
@@ -117,6 +119,7 @@ def apply_reconfiguration(config: AgentConfig, event: AgentReconfigured) -> Agen
 class SettingsChanged(Event, frozen=True):
     max_iterations: int | None = None
     threshold: int | None = None
+    approval: Literal["never", "final", "each-review"] | None = None
 
 
 class RunFinished(Event, frozen=True):
@@ -239,6 +242,35 @@ class ReviewScored(Event, frozen=True):
     call_id: str
 
 
+# --- a person in the loop ------------------------------------------------------------
+
+
+class ApprovalRequested(Event, frozen=True):
+    """The run waits for a person to decide on draft ``iteration``; nothing happens until they do.
+
+    ``point`` is ``final`` when the loop would finish with this draft, ``review`` when it would
+    go on (asked only with ``approval = "each-review"``).
+    """
+
+    iteration: int
+    point: Literal["final", "review"]
+
+
+class ApprovalDecided(Event, frozen=True):
+    """A person's decision on draft ``iteration``: an input to the run, like a model's answer.
+
+    ``approve`` ends the run with the draft; ``edit`` makes ``draft`` (the person's version)
+    the next draft; ``reject`` has the writer revise with ``note`` as the first point to address.
+    ``by`` names who decided; when is the store's ``recorded_at``.
+    """
+
+    iteration: int
+    decision: Literal["approve", "edit", "reject"]
+    by: str
+    note: str = ""
+    draft: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -259,6 +291,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FindingsReady,
         DraftReady,
         ReviewScored,
+        ApprovalRequested,
+        ApprovalDecided,
     )
 }
 

@@ -12,6 +12,14 @@ merged ``FindingsReady``. The tool loop: an answer with tool calls yields an
 ``InvokeTool`` per call without a ``ToolReturned``; once all of a round's results are in,
 the step's next call carries them (``{step}/{attempt}.{round}``), for at most
 ``MAX_TOOL_ROUNDS`` rounds.
+
+A person in the loop (``RunStarted.approval``): at an approval point (the final draft, or
+every reviewed draft with ``each-review``) the decider records ``ApprovalRequested`` and
+then asks for nothing until an ``ApprovalDecided`` is folded in: the run is *waiting*, and
+no process needs to stay alive for it. ``approve`` finishes the run; ``edit`` records the
+person's version as the next draft (final at the final point, reviewed like any draft
+otherwise); ``reject`` has the writer revise with the person's note first. A rejection at
+the iteration limit still gets its revision; the limit then ends the loop again.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from typing import Any
 from agentlog.events import (
     AgentConfig,
     AgentReconfigured,
+    ApprovalDecided,
+    ApprovalRequested,
     AreaFacts,
     DraftReady,
     Event,
@@ -75,7 +85,7 @@ class ContentState:
     __slots__ = (
         "pipeline", "task", "agents", "max_iterations", "threshold", "findings", "drafts",
         "reviews", "calls", "step_calls", "finished", "failed", "source_run", "research", "research_parts",
-        "tools",
+        "tools", "approval", "asked", "decided",
     )
 
     def __init__(self) -> None:
@@ -95,10 +105,21 @@ class ContentState:
         self.research = "single"
         self.research_parts: dict[str, ResearchPartReady] = {}
         self.tools: dict[str, list[ToolSpec]] = {}
+        self.approval = "never"
+        self.asked: dict[int, str] = {}  # draft iteration -> approval point ("final" or "review")
+        self.decided: dict[int, ApprovalDecided] = {}  # draft iteration -> the person's decision
 
     @property
     def done(self) -> bool:
         return self.finished is not None or self.failed is not None
+
+    @property
+    def waiting(self) -> int | None:
+        """The draft a person was asked about and has not decided on yet (the run waits), else ``None``."""
+        n = len(self.drafts)
+        if self.done or n not in self.asked or n in self.decided or len(self.reviews) < n:
+            return None
+        return n if approval_point(self) is not None else None
 
 
 class ContentPipeline:
@@ -120,6 +141,7 @@ class ContentPipeline:
                 state.max_iterations, state.threshold = event.max_iterations, event.threshold
                 state.source_run = event.parent_run_id
                 state.research, state.tools = event.research, dict(event.tools)
+                state.approval = event.approval
             case LLMCallRequested():
                 state.calls[event.call_id] = Call(event)
                 state.step_calls.setdefault(event.step, []).append(event.call_id)
@@ -149,6 +171,12 @@ class ContentPipeline:
                     state.max_iterations = event.max_iterations
                 if event.threshold is not None:
                     state.threshold = event.threshold
+                if event.approval is not None:
+                    state.approval = event.approval
+            case ApprovalRequested():
+                state.asked[event.iteration] = event.point
+            case ApprovalDecided():
+                state.decided[event.iteration] = event
             case RunForked():
                 # A fork goes on from the copied state; whether it is done is decided anew.
                 state.finished = state.failed = None
@@ -172,18 +200,39 @@ class ContentPipeline:
                 return self._parallel_research(state)
             return self._step(state, "research", "researcher", prompts.researcher_messages(state.task))
         drafts, reviews = len(state.drafts), len(state.reviews)
+        score = state.reviews[-1].score if state.reviews else None
         if reviews < drafts:
+            edit = state.decided.get(drafts - 1)
+            if edit is not None and edit.decision == "edit" and state.asked.get(drafts - 1) == "final":
+                # The person's version of the final draft is the final draft.
+                return [Record(RunFinished(reason="approved", iterations=drafts, score=score))]
             messages = prompts.reviewer_messages(
                 state.task, state.findings, state.drafts[reviews], state.reviews[:reviews]
             )
             return self._step(state, f"review-{reviews + 1}", "reviewer", messages)
-        finish = self._finish_reason(state)
+        point = approval_point(state)
+        if point is not None:
+            decision = state.decided.get(drafts)
+            if decision is None:
+                if drafts in state.asked:
+                    return []  # waiting for a person: nothing to do until their decision is in the log
+                return [Record(ApprovalRequested(iteration=drafts, point=point))]
+            if decision.decision == "approve":
+                return [Record(RunFinished(reason="approved", iterations=drafts, score=score))]
+            if decision.decision == "edit":
+                return [Record(DraftReady(iteration=drafts + 1, draft=decision.draft or "",
+                                          call_id=f"person-{drafts}"))]
+            return self._write(state, note=decision.note)
+        finish = finish_reason(state)
         if finish is not None:
-            score = state.reviews[-1].score if state.reviews else None
             return [Record(RunFinished(reason=finish, iterations=drafts, score=score))]
+        return self._write(state)
+
+    def _write(self, state: ContentState, note: str | None = None) -> list[Command]:
+        drafts = len(state.drafts)
         previous = state.drafts[-1] if drafts else None
-        review = state.reviews[-1] if reviews else None
-        messages = prompts.writer_messages(state.task, state.findings, previous, review)
+        review = state.reviews[-1] if state.reviews else None
+        messages = prompts.writer_messages(state.task, state.findings, previous, review, note)
         return self._step(state, f"write-{drafts + 1}", "writer", messages)
 
     def _parallel_research(self, state: ContentState) -> list[Command]:
@@ -203,20 +252,6 @@ class ContentPipeline:
         facts, counter = state.research_parts["facts"], state.research_parts["counter"]
         return [Record(FindingsReady(findings=merge_findings(facts.findings, counter.findings),
                                      call_id=facts.call_id))]
-
-    def _finish_reason(self, state: ContentState) -> str | None:
-        if state.pipeline == "rereview":
-            return "reviewed"
-        if not state.reviews:
-            return None
-        last = state.reviews[-1].score
-        if last >= state.threshold:
-            return "approved"
-        if len(state.reviews) >= state.max_iterations:
-            return "max_iterations"
-        if len(state.reviews) >= 2 and last <= state.reviews[-2].score:
-            return "score_plateau"
-        return None
 
     def _step(self, state: ContentState, step: str, agent: str, messages: list[dict[str, Any]]) -> list[Command]:
         """Ask for ``step``, re-ask after a rejected answer, or turn a valid answer into its outcome."""
@@ -306,6 +341,35 @@ class ContentPipeline:
             request["tools"] = prompts.tools_param(state.tools[agent])
         call_id = f"{step}/{attempt}" if round == 0 else f"{step}/{attempt}.{round}"
         return CallModel(call_id=call_id, agent=agent, step=step, attempt=attempt, request=request, round=round)
+
+
+def finish_reason(state: ContentState) -> str | None:
+    """Why the loop would end now, with every draft reviewed; ``None`` while it goes on."""
+    if state.pipeline == "rereview":
+        return "reviewed"
+    if not state.reviews:
+        return None
+    last = state.reviews[-1].score
+    if last >= state.threshold:
+        return "approved"
+    if len(state.reviews) >= state.max_iterations:
+        return "max_iterations"
+    if len(state.reviews) >= 2 and last <= state.reviews[-2].score:
+        return "score_plateau"
+    return None
+
+
+def approval_point(state: ContentState) -> str | None:
+    """Whether a person decides on the current, reviewed draft: ``final``, ``review``, or ``None``."""
+    if state.approval == "never" or state.pipeline == "rereview" or not state.drafts:
+        return None
+    if len(state.reviews) < len(state.drafts):
+        return None
+    point = "final" if finish_reason(state) is not None else "review"
+    if point == "review" and state.approval != "each-review":
+        return None
+    # A decision already taken at a point keeps its point (a later setting change does not reopen it).
+    return state.asked.get(len(state.drafts), point)
 
 
 def merge_findings(facts: Findings, counter: Findings) -> Findings:

@@ -101,9 +101,17 @@ def tool_round_messages(answer_content: str, tool_calls: list[ToolCall],
     return [assistant, *({"role": "tool", "tool_call_id": r.tool_call_id, "content": r.result} for r in results)]
 
 
-def writer_messages(task: str, findings: Findings, previous: str | None, review: Review | None) -> list[dict[str, str]]:
+def writer_messages(task: str, findings: Findings, previous: str | None, review: Review | None,
+                    note: str | None = None) -> list[dict[str, str]]:
+    """The writer's request; ``note`` is a person's reason for sending the draft back, which comes first."""
     parts = [f"Task: {task}", "", "## Research findings", "```json", findings_json(findings), "```"]
-    if previous is not None and review is not None:
+    if previous is not None and note is not None:
+        parts += ["", "## Your previous draft", previous, "",
+                  "## A person sent this draft back: address this first, it matters most", note]
+        if review is not None:
+            parts += ["", "## Review to address", _review_text(review)]
+        parts += ["", "Revise the draft: first the person's note, then the review."]
+    elif previous is not None and review is not None:
         parts += ["", "## Your previous draft", previous, "", "## Review to address", _review_text(review)]
         parts += ["", "Revise the draft to address the review."]
     else:

@@ -1,10 +1,11 @@
 """The replay family: replay (view), resume, fork, re-review, verify."""
 
-from .continuation import Overrides, ReplayError, fork, resume, start_rereview
+from .approval import NotWaiting, Waiting, decide_run, waiting
+from .continuation import APPROVALS, Overrides, ReplayError, fork, resume, start_rereview
 from .verify import Divergence, VerifyResult, verify
 from .view import RunView, ToolView, build_view
 
 __all__ = [
-    "Divergence", "Overrides", "ReplayError", "RunView", "ToolView", "VerifyResult", "build_view", "fork", "resume",
+    "APPROVALS", "NotWaiting", "Waiting", "decide_run", "waiting", "Divergence", "Overrides", "ReplayError", "RunView", "ToolView", "VerifyResult", "build_view", "fork", "resume",
     "start_rereview", "verify",
 ]

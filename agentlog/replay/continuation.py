@@ -8,6 +8,7 @@ resumers: exactly one gets its ``RunResumed`` in after the last event, the other
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import msgspec
 
@@ -31,6 +32,9 @@ from agentlog.store import ConcurrencyError, SQLiteStore
 from agentlog.tools import ToolRegistry
 
 
+APPROVALS = ("never", "final", "each-review")
+
+
 class ReplayError(ValueError):
     """A replay-family request that cannot be done as asked (a user's mistake)."""
 
@@ -40,6 +44,7 @@ class Overrides(msgspec.Struct, frozen=True, kw_only=True):
     temperatures: dict[str, float] = {}
     max_iterations: int | None = None
     threshold: int | None = None
+    approval: Literal["never", "final", "each-review"] | None = None
 
     def events(self, agents: Mapping[str, AgentConfig]) -> list[Event]:
         """The events that apply these overrides to a run whose agents are ``agents``."""
@@ -55,8 +60,11 @@ class Overrides(msgspec.Struct, frozen=True, kw_only=True):
             for agent in agents
             if agent in self.models or agent in self.temperatures
         ]
-        if self.max_iterations is not None or self.threshold is not None:
-            events.append(SettingsChanged(max_iterations=self.max_iterations, threshold=self.threshold))
+        if self.approval is not None and self.approval not in APPROVALS:
+            raise ReplayError(f"approval is one of {', '.join(APPROVALS)}, not {self.approval!r}")
+        if self.max_iterations is not None or self.threshold is not None or self.approval is not None:
+            events.append(SettingsChanged(max_iterations=self.max_iterations, threshold=self.threshold,
+                                          approval=self.approval))
         return events
 
 

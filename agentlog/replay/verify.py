@@ -3,7 +3,7 @@
 The recorded events are folded one by one; before each event that a decider produces
 (a call's intent, an outcome, the run's end), today's ``decide`` is asked what it would
 do in that state. The first recorded decision it would not make is reported. Inputs
-from outside the decider (answers, failures, overrides) are folded as recorded.
+from outside the decider (answers, failures, overrides, a person's decisions) are folded as recorded.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from agentlog.events import (
+    ApprovalRequested,
     DraftReady,
     Event,
     FindingsReady,
@@ -27,8 +28,9 @@ from agentlog.events import (
 from agentlog.pipelines import CallModel, InvokeTool, Pipeline, Record, get_pipeline
 from agentlog.store import StoredEvent
 
+# What the decider produces. A person's ApprovalDecided is an input, folded as recorded like an answer.
 DECISIONS = (LLMCallRequested, ToolInvoked, OutputRejected, ResearchPartReady, FindingsReady, DraftReady,
-             ReviewScored, RunFinished, RunFailed)
+             ReviewScored, RunFinished, RunFailed, ApprovalRequested)
 
 
 class Divergence(msgspec.Struct, frozen=True):

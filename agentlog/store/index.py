@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from agentlog.events import (
+    AgentReconfigured,
+    ApprovalDecided,
+    ApprovalRequested,
     DraftReady,
     Event,
     LLMCallAnswered,
@@ -12,7 +15,12 @@ from agentlog.events import (
     RunForked,
     RunResumed,
     RunStarted,
+    SettingsChanged,
 )
+
+# Events that do not move a run waiting for a person: only a decision (or the decider going on
+# after a setting change) does.
+_KEEPS_WAITING = (RunForked, RunResumed, AgentReconfigured, SettingsChanged, ApprovalRequested)
 
 from .records import RunSummary
 
@@ -21,6 +29,8 @@ def apply(row: RunSummary | None, run_id: str, seq: int, recorded_at: float, eve
     if row is None:
         row = RunSummary(run_id, None, None, "", "", "running", recorded_at, recorded_at, None, 0, 0, 0)
     changes: dict = {"updated_at": recorded_at, "last_seq": seq}
+    if row.status == "waiting" and not isinstance(event, _KEEPS_WAITING):
+        changes["status"] = "running"
     match event:
         case RunStarted():
             changes |= {"task": event.task, "pipeline": event.pipeline, "status": "running"}
@@ -29,8 +39,12 @@ def apply(row: RunSummary | None, run_id: str, seq: int, recorded_at: float, eve
         case RunForked():
             # Tokens count what this run spent, not what it copied from its parent.
             changes |= {"parent_run_id": event.parent_run_id, "fork_seq": event.parent_seq,
-                        "status": "running", "tokens": 0}
+                        "status": "waiting" if row.status == "waiting" else "running", "tokens": 0}
         case RunResumed():
+            changes["status"] = "waiting" if row.status == "waiting" else "running"
+        case ApprovalRequested():
+            changes["status"] = "waiting"
+        case ApprovalDecided():
             changes["status"] = "running"
         case DraftReady():
             changes["iterations"] = max(row.iterations, event.iteration)

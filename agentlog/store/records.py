@@ -29,7 +29,7 @@ class RunSummary(msgspec.Struct, frozen=True):
     fork_seq: int | None
     task: str
     pipeline: str
-    status: str  # running | finished | failed
+    status: str  # running | waiting (for a person) | finished | failed
     created_at: float
     updated_at: float
     score: int | None
