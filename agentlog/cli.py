@@ -2,7 +2,7 @@
 
 A user's mistake gets one line naming the problem and exit code 2, never a traceback.
 Exit codes: 0 done, 1 the run failed (or verify found a divergence), 2 bad input,
-3 another process is writing the same run, 130 interrupted.
+3 another process is writing the same run, 4 the run waits for a person's decision, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -41,11 +41,23 @@ from .models import (
 )
 from .pipelines import UnknownPipeline
 from .runconfig import RunConfig, load_run_config
-from .replay import Overrides, ReplayError, build_view, fork, resume, start_rereview, verify
+from .replay import (
+    APPROVALS,
+    NotWaiting,
+    Overrides,
+    ReplayError,
+    build_view,
+    decide_run,
+    fork,
+    resume,
+    start_rereview,
+    verify,
+    waiting,
+)
 from .store import ConcurrencyError, RunSummary, SQLiteStore, StoreBusy, StoreError, StoredEvent
 from .tools import ToolRegistry
 
-EXIT_FAILED, EXIT_USAGE, EXIT_CONFLICT, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_CONFLICT, EXIT_WAITING, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 DEFAULT_MODEL_WITH_KEY = "gpt-4o-mini"
 
 
@@ -141,10 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one researcher, or a facts and a counter-arguments researcher at once (default single)")
     p.add_argument("--max-tokens", type=_positive_int, metavar="N",
                    help="bound each answer's length (default: none; 600 for local models)")
+    p.add_argument("--approval", choices=APPROVALS,
+                   help="where a person decides on the draft: final (before the run finishes), each-review "
+                   "(after every review), never (default); the run waits for `agentlog approve|edit|reject`")
     p.add_argument("--out", metavar="FILE", help="write the final draft here instead of stdout")
 
     p = sub.add_parser("runs", parents=[common], help="list runs")
-    p.add_argument("--status", choices=["running", "finished", "failed"])
+    p.add_argument("--status", choices=["running", "waiting", "finished", "failed"])
     p.add_argument("--search", metavar="TEXT", help="only runs whose task or id contains TEXT")
     p.add_argument("--limit", type=_positive_int, default=50, metavar="N")
     p.add_argument("--json", action="store_true")
@@ -170,12 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", action="append", type=_temperature_arg, default=[], metavar="AGENT=T")
     p.add_argument("--max-iterations", type=_positive_int, metavar="N")
     p.add_argument("--threshold", type=_score, metavar="SCORE")
+    p.add_argument("--approval", choices=APPROVALS, help="change where a person decides (see `run --approval`)")
     p.add_argument("--out", metavar="FILE")
 
     p = sub.add_parser("rereview", parents=[common, endpoint], help="score every recorded draft with another reviewer")
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--model", required=True, metavar="MODEL")
     p.add_argument("--json", action="store_true")
+
+    deciding = argparse.ArgumentParser(add_help=False)
+    deciding.add_argument("--by", metavar="NAME", help="who decides (default: the operating-system user)")
+    deciding.add_argument("--no-continue", action="store_true",
+                          help="only record the decision; `agentlog resume RUN` continues the run later")
+    deciding.add_argument("--out", metavar="FILE", help="write the final draft here instead of stdout")
+    for name, text in (("approve", "approve the draft a waiting run asks about; the run finishes with it"),
+                       ("edit", "replace the draft a waiting run asks about with your version, which continues"),
+                       ("reject", "send the draft back: the writer revises it with your note first")):
+        p = sub.add_parser(name, parents=[common, endpoint, tooling, deciding], help=text)
+        p.add_argument("run")
+        p.add_argument("--note", required=name == "reject", metavar="TEXT",
+                       help="why" + (" (required: the writer is given it)" if name == "reject" else ""))
+        if name == "edit":
+            p.add_argument("--draft", required=True, metavar="FILE", help="your version of the draft ('-': stdin)")
 
     p = sub.add_parser("verify", parents=[common], help="check recorded runs against today's deciders")
     p.add_argument("runs", nargs="*", metavar="RUN")
@@ -263,18 +294,27 @@ def _wait(handle: RunHandle) -> RunSummary:
 def _finish(ctx: Context, store: SQLiteStore, summary: RunSummary) -> int:
     view = build_view(summary.run_id, store.read(summary.run_id))
     out = getattr(ctx.args, "out", None)
+    if view.status == "waiting" and view.waiting_for is not None:
+        # The draft a person decides on goes where a final draft would: edit it, then `agentlog edit`.
+        _write_draft(out, view.drafts[view.waiting_for - 1].draft, f"draft {view.waiting_for} written to {out}")
+        for line in render.waiting_lines(summary.run_id, view.waiting_for, view.waiting_point or "final"):
+            _err(line)
+        return EXIT_WAITING
     if view.status == "failed":
         _err(f"run {summary.run_id} failed: {view.failure}")
         _err(f"see `agentlog show {summary.run_id}`; continue with `agentlog resume {summary.run_id}`")
         return EXIT_FAILED
-    draft = view.final_draft or ""
-    if out:
-        Path(out).write_text(draft)
-        print(f"final draft written to {out}", file=sys.stderr)
-    else:
-        sys.stdout.write(draft if draft.endswith("\n") else draft + "\n")
+    _write_draft(out, view.final_draft or "", f"final draft written to {out}")
     print(render.outcome_line(view), file=sys.stderr)
     return 0
+
+
+def _write_draft(out: str | None, draft: str, written: str) -> None:
+    if out:
+        Path(out).write_text(draft)
+        print(written, file=sys.stderr)
+    else:
+        sys.stdout.write(draft if draft.endswith("\n") else draft + "\n")
 
 
 def _label_offline(models: Sequence[str]) -> None:
@@ -344,6 +384,7 @@ def cmd_run(ctx: Context) -> int:
                                       temperatures | dict(args.temperature), max_tokens=args.max_tokens)
     max_iterations = args.max_iterations or run_config.max_iterations or DEFAULT_MAX_ITERATIONS
     threshold = args.threshold or run_config.threshold or DEFAULT_THRESHOLD
+    approval = args.approval or run_config.approval or "never"
     gateway = ctx.gateway()
     for config in agents.values():
         gateway.check(config.model)
@@ -357,7 +398,7 @@ def cmd_run(ctx: Context) -> int:
     try:
         handle = start_run(store, args.task, agents=agents, max_iterations=max_iterations, threshold=threshold,
                            gateway=gateway, observer=_progress(args.quiet), research=run_config.research,
-                           tools=tools, registry=registry)
+                           tools=tools, registry=registry, approval=approval)
         if not args.quiet:
             print(f"run {handle.run_id} (log: {ctx.db_path})", file=sys.stderr)
         return _finish(ctx, store, _wait(handle))
@@ -413,6 +454,7 @@ def _overrides(ctx: Context) -> Overrides:
     return Overrides(
         models=dict(args.model), temperatures=dict(getattr(args, "temperature", [])),
         max_iterations=getattr(args, "max_iterations", None), threshold=getattr(args, "threshold", None),
+        approval=getattr(args, "approval", None),
     )
 
 
@@ -443,6 +485,11 @@ def cmd_resume(ctx: Context) -> int:
         print(f"run {run_id} already finished; nothing to resume (fork it to continue with other "
               f"settings: agentlog fork {run_id} --at SEQ ...)", file=sys.stderr)
         return 0
+    question = waiting(run_id, store.read(run_id))
+    if question is not None:
+        for line in render.waiting_lines(run_id, question.iteration, question.point):
+            _err(line)
+        return EXIT_WAITING
     overrides = _overrides(ctx)
     models = _models_in_use(store, run_id, overrides)
     _label_offline(models)
@@ -462,6 +509,51 @@ def cmd_fork(ctx: Context) -> int:
         print(f"forking run {run_id} at event {ctx.args.at}", file=sys.stderr)
     return _continue(ctx, lambda s, g: fork(s, run_id, ctx.args.at, overrides=overrides, gateway=g,
                                             observer=_progress(ctx.args.quiet), tools=tools), models)
+
+
+def _read_draft(path: str) -> str:
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the draft {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"the draft {path} is not UTF-8 text") from None
+
+
+def cmd_decide(ctx: Context) -> int:
+    """``approve``, ``edit`` and ``reject``: record a person's decision, then continue the run."""
+    args = ctx.args
+    decision = args.command
+    draft = _read_draft(args.draft) if decision == "edit" else None
+    store = ctx.store()
+    run_id = _run_id(store, args.run)
+    question = waiting(run_id, store.read(run_id))
+    if question is None:
+        raise NotWaiting(f"run {run_id} is not waiting for a person (it is {store.get_run(run_id).status})")
+    models: list[str] = []
+    tools = None
+    if not args.no_continue:  # check that the run can go on before the decision is recorded
+        models = _models_in_use(store, run_id, Overrides())
+        tools = ctx.tools()
+    gateway = ctx.gateway() if not args.no_continue else None
+    try:
+        for model in models:
+            gateway.check(model)  # type: ignore[union-attr]
+        seq = decide_run(store, run_id, decision, by=args.by, note=args.note or "", draft=draft)
+        verb = {"approve": "approved", "edit": "replaced", "reject": "sent back"}[decision]
+        print(f"recorded: draft {question.iteration} of run {run_id} {verb} (event {seq})", file=sys.stderr)
+        if args.no_continue:
+            print(f"continue the run with: agentlog resume {run_id}", file=sys.stderr)
+            return 0
+        assert gateway is not None
+        _label_offline(models)
+        handle = resume(store, run_id, gateway=gateway, observer=_progress(args.quiet), tools=tools)
+        return _finish(ctx, store, _wait(handle))
+    finally:
+        if gateway is not None:
+            gateway.close()
 
 
 def cmd_rereview(ctx: Context) -> int:
@@ -566,7 +658,7 @@ def cmd_serve(ctx: Context) -> int:
 COMMANDS: dict[str, Callable[[Context], int]] = {
     "run": cmd_run, "runs": cmd_runs, "show": cmd_show, "replay": cmd_replay, "resume": cmd_resume,
     "fork": cmd_fork, "rereview": cmd_rereview, "verify": cmd_verify, "export": cmd_export,
-    "import": cmd_import, "serve": cmd_serve,
+    "import": cmd_import, "serve": cmd_serve, "approve": cmd_decide, "edit": cmd_decide, "reject": cmd_decide,
 }
 
 
@@ -576,6 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = Context(args, load_config())
         return COMMANDS[args.command](ctx)
     except (UsageError, ConfigError, ModelNotConfigured, ModelNameError, ReplayError, UnknownPipeline) as exc:
+        # NotWaiting (a ReplayError) lands here too: deciding on a run that does not wait, or
+        # losing a race to another person's decision, is exit 2 like any decision that cannot be taken.
         _err(str(exc))
         return EXIT_USAGE
     except ValueError as exc:  # validation of run settings

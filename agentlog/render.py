@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import msgspec
 
 from .events import (
+    ApprovalDecided,
+    ApprovalRequested,
     DraftReady,
     Event,
     FindingsReady,
@@ -79,11 +81,27 @@ def progress_line(event: Event) -> str | None:
             return f"forked from run {event.parent_run_id} at event {event.parent_seq}"
         case RunResumed():
             return f"resuming after event {event.previous_seq}"
+        case ApprovalRequested():
+            return f"waiting for a person to decide on draft {event.iteration} ({event.point})"
+        case ApprovalDecided():
+            return f"{event.by}: {event.decision} draft {event.iteration}" + (
+                f" - {_clip(event.note, 90)}" if event.note else "")
         case RunFinished():
             return f"finished: {event.reason.replace('_', ' ')} after {event.iterations} iteration(s)"
         case RunFailed():
             return f"failed: {event.reason}"
     return None
+
+
+def waiting_lines(run_id: str, iteration: int, point: str) -> list[str]:
+    """What to do about a run that waits for a person (one line each, for stderr)."""
+    at = "the final draft" if point == "final" else "the reviewed draft"
+    return [
+        f"run {run_id} waits for a person to decide on draft {iteration} ({at}); see it with "
+        f"`agentlog show {run_id}` or in `agentlog serve`",
+        f"decide with: agentlog approve {run_id} | agentlog edit {run_id} --draft FILE | "
+        f"agentlog reject {run_id} --note TEXT",
+    ]
 
 
 def outcome_line(view: RunView) -> str:
@@ -112,7 +130,10 @@ def _header(view: RunView) -> list[str]:
         lines.append(f"parent    {view.parent_run_id}{at}")
     for name, agent in view.agents.items():
         lines.append(f"agent     {name}: {agent.model} (temperature {agent.temperature})")
-    lines.append(f"settings  max iterations {view.max_iterations}, approve at score {view.threshold}")
+    lines.append(f"settings  max iterations {view.max_iterations}, approve at score {view.threshold}"
+                 + (f", a person decides: {view.approval}" if view.approval != "never" else ""))
+    if view.waiting_for is not None:
+        lines.append(f"waiting   for a person to decide on draft {view.waiting_for} ({view.waiting_point})")
     lines.append(f"tokens    {view.live_tokens} spent" + (f", {view.reused_tokens} reused" if view.reused_tokens else ""))
     return lines
 
@@ -159,6 +180,7 @@ def replay(view: RunView) -> str:
             lines.append("  sources")
             lines += [f"    - {s}" for s in view.findings.sources]
     reviews = {r.iteration: r for r in view.reviews}
+    decisions = {d.iteration: d for d in view.decisions}
     for draft in view.drafts:
         lines += ["", f"draft {draft.iteration} (event {draft.seq})", "-" * 20, draft.draft.rstrip()]
         review = reviews.get(draft.iteration)
@@ -167,6 +189,12 @@ def replay(view: RunView) -> str:
             lines += ["", f"review {draft.iteration}: score {r.score}/10{' (approved)' if r.approved else ''} - {r.summary}"]
             for title, items in (("issues", r.issues), ("missed topics", r.missed_topics), ("suggestions", r.suggestions)):
                 lines += [f"  {title}: {item}" for item in items]
+        decision = decisions.get(draft.iteration)
+        if decision:
+            lines += ["", f"person {draft.iteration}: {decision.by} decided {decision.decision} at "
+                      f"{_when(decision.recorded_at)}" + (f" - {decision.note}" if decision.note else "")]
+    if view.waiting_for is not None:
+        lines += ["", f"waiting for a person to decide on draft {view.waiting_for}"]
     ending = view.finish_reason or (f"failed: {view.failure}" if view.failure else "not finished")
     lines += ["", f"scores    {' -> '.join(map(str, view.scores)) or 'none'}", f"ended     {ending}"]
     return "\n".join(lines)

@@ -5,6 +5,7 @@ researcher, counter_researcher, writer, reviewer) with their own system prompt, 
 temperature and tools, and says how to run the pipeline::
 
     research = "parallel"          # or "single"
+    approval = "final"             # where a person decides: "final", "each-review" or "never"
     model = "offline"              # for agents that name none
     docs = "docs"                  # a folder (relative to this file) for search_documents
     tool_modules = ["my_tools"]    # modules that register tools in agentlog.tools.default_registry
@@ -60,6 +61,7 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model: str | None = None
     max_iterations: int | None = None
     threshold: int | None = None
+    approval: Literal["never", "final", "each-review"] | None = None
     docs: str | None = None
     tool_modules: list[str] = []
     agents: dict[str, AgentSpec] = {}
@@ -145,6 +147,7 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """Start a run of this config (the Python face of ``agentlog run TASK --config FILE``)."""
         registry = registry if registry is not None else self.registry()
         agents = self.agent_configs(model)
+        kwargs.setdefault("approval", self.approval or "never")
         return start_run(
             store, task, agents=agents, pipeline=self.pipeline, research=self.research,
             max_iterations=self.max_iterations or DEFAULT_MAX_ITERATIONS,

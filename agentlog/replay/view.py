@@ -14,6 +14,8 @@ import msgspec
 from agentlog.events import (
     AgentConfig,
     AgentReconfigured,
+    ApprovalDecided,
+    ApprovalRequested,
     CallRef,
     DraftReady,
     Findings,
@@ -103,6 +105,17 @@ class ReviewView(msgspec.Struct, kw_only=True):
     model: str = ""
 
 
+class DecisionView(msgspec.Struct, kw_only=True):
+    """A person's decision on a draft: who, when (the store's clock), what, and why."""
+
+    iteration: int
+    seq: int
+    recorded_at: float
+    decision: str  # approve | edit | reject
+    by: str
+    note: str = ""
+
+
 class RunView(msgspec.Struct, kw_only=True):
     run_id: str
     task: str = ""
@@ -112,7 +125,11 @@ class RunView(msgspec.Struct, kw_only=True):
     threshold: int = 0
     parent_run_id: str | None = None
     fork_seq: int | None = None
-    status: str = "running"
+    status: str = "running"  # running | waiting | finished | failed
+    approval: str = "never"
+    waiting_for: int | None = None  # the draft a person is asked to decide on
+    waiting_point: str | None = None  # final | review
+    decisions: list[DecisionView] = []
     finish_reason: str | None = None
     failure: str | None = None
     ended: RunFinished | RunFailed | None = None  # the event that ended the run, if it has ended
@@ -155,7 +172,7 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 view.task, view.pipeline, view.agents = e.task, e.pipeline, dict(e.agents)
                 view.max_iterations, view.threshold = e.max_iterations, e.threshold
                 view.parent_run_id = e.parent_run_id or view.parent_run_id
-                view.research = e.research
+                view.research, view.approval = e.research, e.approval
                 row.detail = f"{e.pipeline}: {e.task}" + (" (parallel research)" if e.research == "parallel" else "")
                 models = ", ".join(f"{name}: {c.model}" for name, c in e.agents.items())
                 row.description, row.link_run = f"{e.pipeline}: {e.task} [{models}]", e.parent_run_id
@@ -169,7 +186,8 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 row.detail = f"forked from {e.parent_run_id} at event {e.parent_seq}"
                 row.link_run = e.parent_run_id
             case RunResumed():
-                view.status, view.failure, view.ended = "running", None, None
+                view.failure, view.ended = None, None
+                view.status = "waiting" if view.waiting_for is not None else "running"
                 row.detail = f"resumed after event {e.previous_seq}"
             case AgentReconfigured():
                 old = view.agents.get(e.agent, AgentConfig(model="", temperature=0.0))
@@ -181,8 +199,10 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                     view.max_iterations = e.max_iterations
                 if e.threshold is not None:
                     view.threshold = e.threshold
-                row.detail = f"max_iterations={e.max_iterations} threshold={e.threshold}"
-                row.description = _assignments(e, ("max_iterations", "threshold"))
+                if e.approval is not None:
+                    view.approval = e.approval
+                row.description = _assignments(e, ("max_iterations", "threshold", "approval"))
+                row.detail = row.description
             case LLMCallRequested():
                 call = CallView(seq=s.seq, call_id=e.call_id, step=e.step, agent=e.agent,
                                 model=str(e.request.get("model", "")), attempt=e.attempt)
@@ -258,8 +278,9 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 row.detail = f"{len(e.findings.key_areas)} key areas, {len(e.findings.sources)} sources"
             case DraftReady():
                 view.drafts.append(DraftView(iteration=e.iteration, seq=s.seq, draft=e.draft, source=e.source))
-                row.step, row.agent = f"write-{e.iteration}", "writer"
-                row.detail = f"draft {e.iteration}: {len(e.draft)} chars"
+                by_person = e.call_id.startswith("person-")  # a person's edit (see ApprovalDecided)
+                row.step, row.agent = f"write-{e.iteration}", "(person)" if by_person else "writer"
+                row.detail = f"draft {e.iteration}: {len(e.draft)} chars" + (", a person's edit" if by_person else "")
                 row.description = f"draft {e.iteration}: {len(e.draft)} characters" + (
                     f", copied from {e.source.run_id} event {e.source.seq}" if e.source else "")
                 row.link_run = e.source.run_id if e.source else None
@@ -271,6 +292,17 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 row.detail = f"score {e.review.score}/10"
                 row.description = (f"draft {e.iteration}: score {e.review.score}, "
                                    + ("approved" if e.review.approved else "not approved"))
+            case ApprovalRequested():
+                view.status, view.waiting_for, view.waiting_point = "waiting", e.iteration, e.point
+                row.step = f"approve-{e.iteration}"
+                row.detail = f"waiting for a person to decide on draft {e.iteration} ({e.point})"
+            case ApprovalDecided():
+                view.status, view.waiting_for, view.waiting_point = "running", None, None
+                view.decisions.append(DecisionView(iteration=e.iteration, seq=s.seq, recorded_at=s.recorded_at,
+                                                   decision=e.decision, by=e.by, note=e.note))
+                row.step, row.agent = f"approve-{e.iteration}", e.by
+                verb = {"approve": "approved", "edit": "edited", "reject": "sent back"}[e.decision]
+                row.detail = f"{e.by} {verb} draft {e.iteration}" + (f": {e.note}" if e.note else "")
             case RunFinished():
                 view.status, view.finish_reason, view.ended = "finished", e.reason, e
                 row.detail = f"{e.reason} after {e.iterations} iteration(s)" + (f", score {e.score}" if e.score else "")
