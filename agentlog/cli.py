@@ -219,9 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", parents=[common], help="append runs exported as JSON lines")
     p.add_argument("file")
 
-    p = sub.add_parser("serve", parents=[common], help="a read-only web viewer of the log on 127.0.0.1")
+    p = sub.add_parser("serve", parents=[common, endpoint, tooling],
+                       help="a web viewer of the log on 127.0.0.1, where a person can decide on waiting runs")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int, default=8765)
+    p.add_argument("--read-only", action="store_true",
+                   help="no decisions from the browser: no forms, no POST routes (always so off loopback)")
     return parser
 
 
@@ -651,7 +654,15 @@ def cmd_serve(ctx: Context) -> int:
     if not ctx.db_path.exists():
         raise UsageError(f"no agentlog database at {ctx.db_path}")
     ctx.store().close()  # fail early, in one line, on a file that is not an agentlog log
-    web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port)
+    if ctx.args.read_only:
+        web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, read_only=True)
+        return 0
+    # Runs a person unblocks in the browser go on in this process, with these models and tools.
+    gateway = ctx.gateway()
+    try:
+        web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, gateway=gateway, tools=ctx.tools())
+    finally:
+        gateway.close()
     return 0
 
 

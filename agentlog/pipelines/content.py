@@ -223,7 +223,7 @@ class ContentPipeline:
                 return [Record(DraftReady(iteration=drafts + 1, draft=decision.draft or "",
                                           call_id=f"person-{drafts}"))]
             return self._write(state, note=decision.note)
-        finish = finish_reason(state)
+        finish = self._finish_reason(state)
         if finish is not None:
             return [Record(RunFinished(reason=finish, iterations=drafts, score=score))]
         return self._write(state)
@@ -252,6 +252,20 @@ class ContentPipeline:
         facts, counter = state.research_parts["facts"], state.research_parts["counter"]
         return [Record(FindingsReady(findings=merge_findings(facts.findings, counter.findings),
                                      call_id=facts.call_id))]
+
+    def _finish_reason(self, state: ContentState) -> str | None:
+        if state.pipeline == "rereview":
+            return "reviewed"
+        if not state.reviews:
+            return None
+        last = state.reviews[-1].score
+        if last >= state.threshold:
+            return "approved"
+        if len(state.reviews) >= state.max_iterations:
+            return "max_iterations"
+        if len(state.reviews) >= 2 and last <= state.reviews[-2].score:
+            return "score_plateau"
+        return None
 
     def _step(self, state: ContentState, step: str, agent: str, messages: list[dict[str, Any]]) -> list[Command]:
         """Ask for ``step``, re-ask after a rejected answer, or turn a valid answer into its outcome."""
@@ -345,18 +359,7 @@ class ContentPipeline:
 
 def finish_reason(state: ContentState) -> str | None:
     """Why the loop would end now, with every draft reviewed; ``None`` while it goes on."""
-    if state.pipeline == "rereview":
-        return "reviewed"
-    if not state.reviews:
-        return None
-    last = state.reviews[-1].score
-    if last >= state.threshold:
-        return "approved"
-    if len(state.reviews) >= state.max_iterations:
-        return "max_iterations"
-    if len(state.reviews) >= 2 and last <= state.reviews[-2].score:
-        return "score_plateau"
-    return None
+    return ContentPipeline._finish_reason(_CONTENT, state)
 
 
 def approval_point(state: ContentState) -> str | None:
@@ -370,6 +373,9 @@ def approval_point(state: ContentState) -> str | None:
         return None
     # A decision already taken at a point keeps its point (a later setting change does not reopen it).
     return state.asked.get(len(state.drafts), point)
+
+
+_CONTENT = ContentPipeline()
 
 
 def merge_findings(facts: Findings, counter: Findings) -> Findings:

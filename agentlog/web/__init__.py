@@ -1,7 +1,9 @@
-"""A local, read-only web viewer for the event log: runs, run timelines, live runs, comparisons.
+"""A local web viewer for the event log: runs, run timelines, live runs, comparisons, and a
+person's decisions on waiting runs.
 
 ``create_app(db_path)`` builds the Starlette app; ``serve(db_path)`` runs it with uvicorn on
-127.0.0.1. Everything is read through the store's asyncio face; nothing is ever written.
+127.0.0.1. Pages read through the store's read-only asyncio face; the one write is a
+person's decision (POST, per-page token), off with ``read_only=True``.
 """
 
 from .app import create_app, serve

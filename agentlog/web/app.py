@@ -1,4 +1,8 @@
-"""The viewer's routes: a small Starlette app that reads the log through the asyncio face."""
+"""The viewer's routes: a small Starlette app that reads the log through the asyncio face.
+
+One route writes: a person's decision on a waiting run (``decisions.py``), unless the app
+is read-only.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +15,26 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentlog.models import Gateway
+from agentlog.replay.approval import default_decider
 from agentlog.store import AmbiguousRunId, AsyncSQLiteStore, RunNotFound, SchemaError
+from agentlog.tools import ToolRegistry
 
 from . import assets, queries, render
+from .decisions import Decisions, Refused, Tokens, check_origin, parse_form
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # same-origin, not no-referrer: with no-referrer a browser posts forms with `Origin: null`,
+    # and the decision route checks the Origin. Other sites still get no referrer.
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"cache-control", b"no-store"),
 ]
@@ -61,22 +71,31 @@ async def _check_opens(db_path: str) -> None:
 
 
 def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
-               page_size: int = queries.PAGE_SIZE) -> Starlette:
-    """The viewer over the agentlog database at ``db_path``, which must exist; it is never written.
+               page_size: int = queries.PAGE_SIZE, read_only: bool = False, gateway: Gateway | None = None,
+               tools: ToolRegistry | None = None) -> Starlette:
+    """The viewer over the agentlog database at ``db_path``, which must exist.
+
+    Pages only read. Unless ``read_only``, a waiting run's page offers a person's decisions
+    (approve, edit, reject), the one write; the run then continues here with ``gateway``
+    and ``tools`` (without a gateway the decision is recorded and `agentlog resume` continues).
 
     ``allowed_hosts`` guards against DNS rebinding: a page elsewhere cannot read the log
     through a name that resolves to 127.0.0.1. Pass ``("*",)`` when serving on other interfaces.
     """
     db_path = str(db_path)
     check_database_file(db_path)
+    decisions = None if read_only else Decisions(db_path, Tokens(), gateway, tools, default_decider())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await AsyncSQLiteStore.open(db_path, read_only=True)
         app.state.store = store
+        app.state.decisions = decisions
         try:
             yield
         finally:
+            if decisions is not None:
+                await asyncio.to_thread(decisions.stop)
             await store.close()
 
     def page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
@@ -102,8 +121,26 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
         except (RunNotFound, AmbiguousRunId) as exc:
             return page("Not found", render.error_page(str(exc)), 404)
         shown = await queries.load_run(store, run_id)
+        form = ""
+        if decisions is not None and shown.view.waiting_for is not None:
+            form = render.decision_form(shown, decisions.tokens.make(run_id, shown.view.last_seq),
+                                        decisions.default_by)
         return page(f"Run {run_id}", render.run_page(
-            shown, await queries.ancestors(store, run_id), await queries.children(store, run_id)))
+            shown, await queries.ancestors(store, run_id), await queries.children(store, run_id), form))
+
+    async def decide(request: Request) -> Response:
+        """A person's decision from a run page's form; then back to the page, which follows the run."""
+        assert decisions is not None
+        run_id = request.path_params["run_id"]
+        try:
+            check_origin(request.headers.get("origin"), request.headers.get("host"))
+            form = parse_form(await request.body())
+            unblocked = await asyncio.to_thread(decisions.decide, run_id, form)
+        except Refused as exc:
+            return page("Decision not recorded", render.decision_refused(run_id, str(exc)), exc.status)
+        if unblocked is not None:
+            return page("Decision recorded", render.decision_recorded(run_id, unblocked))
+        return RedirectResponse(render.run_url(run_id), status_code=303)
 
     async def run_events(request: Request) -> Response:
         """What a live run page needs after the events it shows: new timeline rows and fresh sections."""
@@ -148,6 +185,7 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
         Route("/", runs),
         Route("/runs/{run_id}", run),
         Route("/runs/{run_id}/events", run_events),
+        *([Route("/runs/{run_id}/decision", decide, methods=["POST"])] if decisions is not None else []),
         Route("/compare", compare),
         Route("/static/viewer.css", static(assets.CSS, "text/css; charset=utf-8")),
         Route("/static/viewer.js", static(assets.JS, "text/javascript; charset=utf-8")),
@@ -160,14 +198,24 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
                      exception_handlers={404: not_found})
 
 
-def serve(db_path: str, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the viewer until Ctrl-C. Binds the loopback interface unless told otherwise."""
+def serve(db_path: str, host: str = "127.0.0.1", port: int = 8765, *, read_only: bool = False,
+          gateway: Gateway | None = None, tools: ToolRegistry | None = None) -> None:
+    """Serve the viewer until Ctrl-C. Binds the loopback interface unless told otherwise.
+
+    On any other interface the viewer is read-only: its one write path has no login.
+    """
     import uvicorn
 
     loopback = host in ("127.0.0.1", "localhost")
-    app = create_app(db_path, allowed_hosts=LOOPBACK_NAMES if loopback else ("*",))
+    if not loopback and not read_only:
+        read_only = True
+        print("agentlog viewer: read-only, since it is served beyond this machine (decide from the terminal)",
+              flush=True)
+    app = create_app(db_path, allowed_hosts=LOOPBACK_NAMES if loopback else ("*",), read_only=read_only,
+                     gateway=gateway, tools=tools)
     # A file that is not an agentlog database fails here, as one StoreError, not in uvicorn's startup.
     asyncio.run(_check_opens(db_path))
     shown = f"[{host}]" if ":" in host else host
-    print(f"agentlog viewer: http://{shown}:{port}/  (reading {db_path}; Ctrl-C to stop)", flush=True)
+    mode = "reading" if read_only else "reading, and recording decisions in,"
+    print(f"agentlog viewer: http://{shown}:{port}/  ({mode} {db_path}; Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", ws="none", lifespan="on")

@@ -1,4 +1,4 @@
-"""The viewer's reads, all through the store's asyncio face (it never writes)."""
+"""The viewer's reads, all through the store's asyncio face (read-only; decisions.py writes)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from agentlog.store import AsyncSQLiteStore, RunNotFound, RunSummary
 from .views import RunPage
 
 PAGE_SIZE = 50
-STATUSES = ("running", "finished", "failed")
+STATUSES = ("running", "waiting", "finished", "failed")
 
 
 @dataclass(frozen=True)

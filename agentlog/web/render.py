@@ -106,7 +106,8 @@ def _run_row(r: RunSummary) -> str:
 # --- run page ----------------------------------------------------------------------
 
 
-def run_page(run: RunPage, ancestors: list[RunSummary], children: list[RunSummary]) -> str:
+def run_page(run: RunPage, ancestors: list[RunSummary], children: list[RunSummary], decision: str = "") -> str:
+    """A run's page; ``decision`` is the form a waiting run offers (empty when read-only)."""
     s = run.summary
     live = ""
     if s.status == "running":
@@ -120,6 +121,7 @@ def run_page(run: RunPage, ancestors: list[RunSummary], children: list[RunSummar
 <p class="task">{e(s.task)}</p>
 {note}
 <dl id="summary" class="summary">{summary_items(run)}</dl>
+{_waiting(run, decision)}
 <div class="cols">
 <section id="lineage"><h2>Lineage</h2>{_lineage(run, ancestors, children)}</section>
 <section id="agents"><h2>Agents</h2>{_agents(run)}</section>
@@ -133,6 +135,60 @@ def run_page(run: RunPage, ancestors: list[RunSummary], children: list[RunSummar
 <section id="reviews">{part["reviews"]}</section>
 <section id="findings">{part["findings"]}</section>
 </div>"""
+
+
+def _waiting(run: RunPage, form: str) -> str:
+    view = run.view
+    if view.waiting_for is None:
+        return ""
+    at = "the final draft" if view.waiting_point == "final" else "the reviewed draft"
+    how = form or (f'<p class="muted">This viewer is read-only. Decide from the terminal: '
+                   f'<code>agentlog approve {e(view.run_id)}</code>, <code>agentlog edit {e(view.run_id)} '
+                   f'--draft FILE</code> or <code>agentlog reject {e(view.run_id)} --note TEXT</code>.</p>')
+    return (f'<section id="decision" class="decision" data-iteration="{view.waiting_for}">'
+            f'<h2>Waiting for a person: draft {view.waiting_for} ({e(at)})</h2>'
+            f'<p>Read <a href="#draft-{view.waiting_for}">draft {view.waiting_for}</a> and its review below, '
+            f'then decide. The run goes on after your decision.</p>{how}</section>')
+
+
+def decision_form(run: RunPage, token: str, default_by: str) -> str:
+    """Approve, edit (in a text area prefilled with the draft) or reject the draft a run waits on."""
+    view = run.view
+    n = view.waiting_for
+    assert n is not None
+    url = e(run_url(view.run_id) + "/decision")
+    hidden = (f'<input type="hidden" name="token" value="{e(token)}">'
+              f'<input type="hidden" name="seq" value="{view.last_seq}">')
+    by = (f'<label>Your name <input type="text" name="by" value="{e(default_by)}" maxlength="100" '
+          f'autocomplete="off"></label>')
+    draft = view.drafts[n - 1].draft
+    return f"""<div class="decide cols">
+<form id="approve-form" method="post" action="{url}">{hidden}<input type="hidden" name="decision" value="approve">
+<h3>Approve</h3><p class="muted">The run finishes with draft {n}.</p>
+<label>Note (optional) <input type="text" name="note" maxlength="2000"></label>{by}
+<button type="submit" class="approve">Approve draft {n}</button></form>
+<form id="reject-form" method="post" action="{url}">{hidden}<input type="hidden" name="decision" value="reject">
+<h3>Send back</h3><p class="muted">The writer revises draft {n}, your note first.</p>
+<label>Note for the writer <textarea name="note" rows="4" required maxlength="4000"></textarea></label>{by}
+<button type="submit" class="reject">Send back with this note</button></form>
+</div>
+<form id="edit-form" class="edit" method="post" action="{url}">{hidden}<input type="hidden" name="decision" value="edit">
+<h3>Edit</h3><p class="muted">Your version becomes draft {n + 1}{
+    " and the run finishes with it" if view.waiting_point == "final" else ", reviewed like any draft"}.</p>
+<textarea name="draft" rows="16" required>{e(draft)}</textarea>
+<label>Note (optional) <input type="text" name="note" maxlength="2000"></label>{by}
+<button type="submit" class="edit">Save my version</button></form>"""
+
+
+def decision_refused(run_id: str, message: str) -> str:
+    return (f'<h1>Decision not recorded</h1><p class="error">{e(message)}</p>'
+            f'<p><a href="{e(run_url(run_id))}">Back to the run</a></p>')
+
+
+def decision_recorded(run_id: str, why_not_continued: str) -> str:
+    return (f'<h1>Decision recorded</h1><p>The run did not continue here: {e(why_not_continued)}.</p>'
+            f'<p>Continue it from the terminal: <code>agentlog resume {e(run_id)}</code></p>'
+            f'<p><a href="{e(run_url(run_id))}">Back to the run</a></p>')
 
 
 def summary_items(run: RunPage) -> str:
