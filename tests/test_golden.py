@@ -2,7 +2,8 @@
 
 ``diverges-threshold`` was recorded by a decider that approved only above the threshold;
 verification must name its first diverging event. ``v1-runstarted`` starts with a
-version-1 event that is upcast on read.
+version-1 event that is upcast on read. ``approval-offline`` waited for a person twice: a
+rejection with a note, then an edit that became the final draft.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from agentlog.store import SQLiteStore
 from tests.conftest import PYTHON, cli_env
 
 GOLDEN = Path(__file__).parent / "golden"
-PASSING = ["content-offline", "fork-offline", "rereview-offline", "v1-runstarted"]
+PASSING = ["content-offline", "fork-offline", "rereview-offline", "v1-runstarted", "approval-offline"]
 
 
 def agentlog(*args: str) -> subprocess.CompletedProcess:
@@ -70,3 +71,20 @@ def test_golden_logs_replay_without_network_or_key(tmp_path):
     assert any(c.status == "reused" for c in view.calls)
     text = agentlog("replay", fork.run_id, "--db", db)
     assert text.returncode == 0 and "reused" in text.stdout
+
+
+def test_the_golden_log_with_a_persons_decisions_replays_them_as_inputs(tmp_path):
+    db = imported(tmp_path, "approval-offline")
+    with SQLiteStore(db, create=False) as store:
+        stored = store.read("golden-approval-offline")
+        view = build_view("golden-approval-offline", stored)
+        assert store.get_run("golden-approval-offline").status == "finished"
+    assert [(d.iteration, d.decision, d.by) for d in view.decisions] == [
+        (3, "reject", "reviewer-ada"), (4, "edit", "editor-grace")]
+    assert view.final_draft == "# SQLite WAL mode\n\nA person rewrote this final draft.\n"
+    write_4 = next(s.event for s in stored if s.type == "LLMCallRequested" and s.event.step == "write-4")
+    assert "Say when a checkpoint copies the WAL back." in write_4.request["messages"][-1]["content"]
+    # The decisions are folded as recorded, never expected of the decider.
+    assert verify("golden-approval-offline", stored).ok
+    text = agentlog("replay", "golden-approval-offline", "--db", db)
+    assert "reviewer-ada decided reject" in text.stdout and "editor-grace decided edit" in text.stdout
