@@ -9,6 +9,8 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from agentlog.actors import agent_configs, start_run
+from agentlog.store import SQLiteStore
 from agentlog.web import create_app
 
 from .builders import build_database, serving
@@ -39,7 +41,21 @@ def main() -> None:
                 else:
                     page.screenshot(path=str(OUT / name), full_page=True)
                 print(OUT / name, file=sys.stderr)
+            decision_screenshot(page, Path(tmp) / "waiting.db")
             browser.close()
+
+
+def decision_screenshot(page, db: Path) -> None:
+    """A run waiting for a person, as its page offers the three decisions (docs/human.md)."""
+    with SQLiteStore(db) as store:
+        run_id = start_run(store, "Explain SQLite WAL mode", agents=agent_configs("offline"), max_iterations=2,
+                           approval="final").wait(timeout=30).run_id
+    with serving(create_app(str(db))) as url:
+        page.set_viewport_size({"width": 1280, "height": 1000})
+        page.goto(f"{url}/runs/{run_id}")
+        page.fill("#reject-form textarea[name=note]", "Say when a checkpoint copies the WAL back.")
+        page.screenshot(path=str(OUT / "viewer-decision.png"))
+        print(OUT / "viewer-decision.png", file=sys.stderr)
 
 
 if __name__ == "__main__":
