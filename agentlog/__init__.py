@@ -16,8 +16,8 @@ _EXPORTS = {
     "agentlog.actors": ("RunHandle", "agent_configs", "run", "start_run"),
     "agentlog.events": ("AgentConfig", "Event", "Findings", "Review"),
     "agentlog.models": ("Endpoint", "Gateway", "RetryPolicy"),
-    "agentlog.replay": ("Overrides", "RunView", "VerifyResult", "build_view", "fork", "resume",
-                        "start_rereview", "verify"),
+    "agentlog.replay": ("NotWaiting", "Overrides", "RunView", "VerifyResult", "build_view", "decide_run", "fork",
+                        "resume", "start_rereview", "verify"),
     "agentlog.runconfig": ("RunConfig", "load_run_config"),
     "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "RunNotFound", "RunSummary", "SQLiteStore",
                        "StoredEvent"),
@@ -44,7 +44,8 @@ if TYPE_CHECKING:  # for type checkers and editors
     from .actors import RunHandle, agent_configs, run, start_run
     from .events import AgentConfig, Event, Findings, Review
     from .models import Endpoint, Gateway, RetryPolicy
-    from .replay import Overrides, RunView, VerifyResult, build_view, fork, resume, start_rereview, verify
+    from .replay import (NotWaiting, Overrides, RunView, VerifyResult, build_view, decide_run, fork, resume,
+                         start_rereview, verify)
     from .runconfig import RunConfig, load_run_config
     from .store import AsyncSQLiteStore, ConcurrencyError, RunNotFound, RunSummary, SQLiteStore, StoredEvent
     from .tools import Tool, ToolRegistry

@@ -14,7 +14,7 @@ import pytest
 
 from agentlog.actors import agent_configs, start_run
 from agentlog.events import ApprovalDecided, ApprovalRequested, DraftReady, LLMCallRequested, RunFinished
-from agentlog.replay import NotWaiting, ReplayError, build_view, decide_run, fork, resume, verify, waiting
+from agentlog.replay import NotWaiting, Overrides, ReplayError, build_view, decide_run, fork, resume, verify, waiting
 from agentlog.store import SQLiteStore
 from tests.conftest import PYTHON, cli_env
 
@@ -170,6 +170,18 @@ def test_fork_after_the_decision_copies_it_and_a_fork_before_it_asks_again(store
     assert earlier.status == "waiting" and types(store, earlier.run_id)[-1] == "ApprovalRequested"
     for r in (after, before, earlier):
         assert verify(r.run_id, store.read(r.run_id)).ok
+
+
+def test_a_fork_can_bring_a_person_in_or_leave_them_out(store):
+    finished = start_run(store, "Explain SQLite WAL mode", agents=agent_configs("offline")).wait(timeout=30)
+    last_review = max(s.seq for s in store.read(finished.run_id) if s.type == "ReviewScored")
+    asked = fork(store, finished.run_id, last_review, overrides=Overrides(approval="final")).wait(timeout=30)
+    assert asked.status == "waiting" and verify(asked.run_id, store.read(asked.run_id)).ok
+    run_id = waiting_run(store)
+    left_out = fork(store, run_id, store.last_seq(run_id), overrides=Overrides(approval="never")).wait(timeout=30)
+    assert left_out.status == "finished" and types(store, left_out.run_id)[-1] == "RunFinished"
+    with pytest.raises(ReplayError, match="approval is one of"):
+        fork(store, run_id, 1, overrides=Overrides(approval="always"))
 
 
 def test_the_index_rebuilds_waiting_from_the_events(store):
