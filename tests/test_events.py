@@ -14,6 +14,8 @@ from agentlog.events import (
     EVENT_TYPES,
     AgentConfig,
     AgentReconfigured,
+    ApprovalDecided,
+    ApprovalRequested,
     AreaFacts,
     CallRef,
     CodecError,
@@ -83,13 +85,13 @@ SAMPLES: list[Event] = [
             "reviewer": AgentConfig(model="offline", temperature=0.1),
         },
         max_iterations=3, threshold=8, parent_run_id="0f3c9a", research="parallel",
-        tools={"researcher": [SEARCH_TOOL]},
+        tools={"researcher": [SEARCH_TOOL]}, approval="each-review",
     ),
     RunForked(parent_run_id="0f3c9a", parent_seq=12),
     RunResumed(previous_seq=40),
     AgentReconfigured(agent="writer", model="openai/gpt-4o", temperature=0.9, system_prompt="Be brief.",
                       max_tokens=400),
-    SettingsChanged(max_iterations=5, threshold=9),
+    SettingsChanged(max_iterations=5, threshold=9, approval="final"),
     RunFinished(reason="approved", iterations=2, score=9),
     RunFailed(reason="rate limited for 10 minutes", step="draft", retryable=True),
     LLMCallRequested(call_id="research/1", agent="researcher", step="research", attempt=1, request=REQUEST,
@@ -111,6 +113,8 @@ SAMPLES: list[Event] = [
     DraftReady(iteration=2, draft="# SQLite WAL\n\nReaders never block the writer.", call_id="draft/2",
                source=CallRef(run_id="0f3c9a", seq=20, call_id="draft/2")),
     ReviewScored(iteration=2, review=REVIEW, call_id="review/2"),
+    ApprovalRequested(iteration=2, point="final"),
+    ApprovalDecided(iteration=2, decision="edit", by="ada", note="tightened", draft="# SQLite WAL\n\nShorter."),
 ]
 
 
