@@ -166,6 +166,8 @@ def test_fork_after_the_decision_copies_it_and_a_fork_before_it_asks_again(store
     assert after.status == "finished" and types(store, after.run_id).count("ApprovalRequested") == 1
     before = fork(store, run_id, asked_at).wait(timeout=30)
     assert before.status == "waiting" and "ApprovalDecided" not in types(store, before.run_id)
+    view = build_view(before.run_id, store.read(before.run_id))
+    assert (view.status, view.waiting_for, view.waiting_point) == ("waiting", 3, "final")
     earlier = fork(store, run_id, asked_at - 1).wait(timeout=30)  # before the question: asked anew
     assert earlier.status == "waiting" and types(store, earlier.run_id)[-1] == "ApprovalRequested"
     for r in (after, before, earlier):
@@ -180,6 +182,8 @@ def test_a_fork_can_bring_a_person_in_or_leave_them_out(store):
     run_id = waiting_run(store)
     left_out = fork(store, run_id, store.last_seq(run_id), overrides=Overrides(approval="never")).wait(timeout=30)
     assert left_out.status == "finished" and types(store, left_out.run_id)[-1] == "RunFinished"
+    view = build_view(left_out.run_id, store.read(left_out.run_id))
+    assert (view.status, view.waiting_for) == ("finished", None)
     with pytest.raises(ReplayError, match="approval is one of"):
         fork(store, run_id, 1, overrides=Overrides(approval="always"))
 

@@ -40,6 +40,10 @@ from agentlog.events import (
 from agentlog.store import StoredEvent
 
 
+# Events after which a run that waits for a person still waits (as in the runs index).
+_KEEPS_WAITING = (RunForked, RunResumed, AgentReconfigured, SettingsChanged, ApprovalRequested)
+
+
 class CallView(msgspec.Struct, kw_only=True):
     seq: int
     call_id: str
@@ -167,6 +171,11 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
     for s in stored:
         e = s.event
         row = TimelineRow(seq=s.seq, recorded_at=s.recorded_at, type=s.type)
+        if view.waiting_for is not None and not isinstance(e, _KEEPS_WAITING):
+            # The run went on (a decision, or a fork that turned approval off): no longer waiting.
+            view.waiting_for = view.waiting_point = None
+            if view.status == "waiting":
+                view.status = "running"
         match e:
             case RunStarted():
                 view.task, view.pipeline, view.agents = e.task, e.pipeline, dict(e.agents)
@@ -178,7 +187,8 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 row.description, row.link_run = f"{e.pipeline}: {e.task} [{models}]", e.parent_run_id
             case RunForked():
                 view.parent_run_id, view.fork_seq = e.parent_run_id, e.parent_seq
-                view.status, view.finish_reason, view.failure, view.ended = "running", None, None, None
+                view.finish_reason, view.failure, view.ended = None, None, None
+                view.status = "waiting" if view.waiting_for is not None else "running"
                 # Tokens count what this run spent, not what it copied from its parent.
                 view.live_tokens = view.reused_tokens = 0
                 for copied in view.timeline:
