@@ -133,8 +133,9 @@ def start_run(
     ``research="parallel"`` runs a facts and a counter-arguments researcher at once (a
     ``counter_researcher`` agent is added with the researcher's model if ``agents`` has
     none). ``approval`` says where a person decides on the draft (``final``, ``each-review``,
-    or ``never``); a run that reaches such a point is left waiting. ``tools`` maps an agent to the tools it is offered: names in ``registry``
-    (default: ``default_registry``) or ``Tool`` objects, which are added to the run's registry.
+    or ``never``); a run that reaches such a point is left waiting. ``tools`` maps an agent to
+    the tools it is offered: names in ``registry`` (default: ``default_registry``) or ``Tool``
+    objects, which are added to the run's registry.
     """
     validate_run_settings(task, max_iterations, threshold)
     get_pipeline(pipeline)

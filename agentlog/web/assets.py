@@ -28,12 +28,14 @@ td.num, th.num { text-align: right; white-space: nowrap; }
 .badge.finished { background: #dcfce7; color: #15803d; }
 .badge.failed { background: #fee2e2; color: #b91c1c; }
 .badge.waiting { background: #ffedd5; color: #c2410c; }
-section.decision { border: 2px solid #fdba74; background: #fff7ed; border-radius: 8px; padding: .2rem 1rem 1rem; margin: 1rem 0; }
+section.decision { border: 2px solid #fdba74; background: #fff7ed; border-radius: 8px; padding: .2rem 1rem 1rem;
+  margin: 1rem 0; }
 section.decision h2 { border-bottom: none; }
 section.decision form { display: flex; flex-direction: column; gap: .4rem; }
 section.decision label { display: flex; flex-direction: column; font-size: .8rem; color: #374151; gap: .15rem; }
 section.decision input[type=text], section.decision textarea { font: inherit; padding: .3rem .4rem; width: 100%; }
-section.decision textarea[name=draft] { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .85rem; }
+section.decision textarea[name=draft] { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  font-size: .85rem; }
 section.decision button { align-self: flex-start; padding: .35rem .8rem; font-weight: 600; cursor: pointer; }
 section.decision form.edit { margin-top: 1rem; }
 .badge.reused { background: #f3e8ff; color: #7e22ce; }
