@@ -8,6 +8,8 @@ then approves it (the run finishes). Around that: the token, Origin and read-onl
 from __future__ import annotations
 
 import re
+import socket
+import time
 import urllib.parse
 
 import pytest
@@ -185,3 +187,76 @@ def test_without_a_gateway_the_decision_is_recorded_and_resume_continues(tmp_pat
     with SQLiteStore(db, create=False) as store:
         assert store.get_run(run_id).status == "running"
         assert [s.type for s in store.read(run_id)][-1] == "ApprovalDecided"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_process(db: str, *flags: str):
+    """``agentlog serve`` in a subprocess; returns it and its URL once it printed that it listens."""
+    import queue
+    import subprocess
+    import threading
+
+    from tests.conftest import PYTHON, cli_env
+
+    port = free_port()
+    proc = subprocess.Popen([PYTHON, "-m", "agentlog.cli", "serve", "--db", db, "--port", str(port), *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+    reader.start()
+    proc.reader = reader  # joined by stop(), before the pipe is closed
+    first = lines.get(timeout=20)
+    assert first.startswith("agentlog viewer: http://127.0.0.1:"), first + proc.stderr.read()
+    url = f"http://127.0.0.1:{port}"
+    # The banner comes just before uvicorn binds: poll the port, boundedly.
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+    return proc, url, first
+
+
+def stop(proc) -> None:
+    proc.terminate()
+    proc.wait(10)
+    proc.reader.join(10)
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def test_agentlog_serve_continues_a_decided_run_and_read_only_does_not_offer_decisions(tmp_path):
+    db = str(tmp_path / "log.db")
+    with SQLiteStore(db) as store:
+        run_id = start_run(store, "Explain SQLite WAL mode", agents=agent_configs("offline"), max_iterations=1,
+                           approval="final").wait(timeout=30).run_id
+    proc, url, banner = serve_process(db, "--read-only")
+    try:
+        assert "reading" in banner and "decisions" not in banner
+        _, _, html = fetch(f"{url}/runs/{run_id}")
+        assert "Waiting for a person" in html and "<form id=" not in html
+        assert post(f"{url}/runs/{run_id}/decision", {"decision": "approve"})[0] in (404, 405)
+    finally:
+        stop(proc)
+    proc, url, banner = serve_process(db)
+    try:
+        assert "recording decisions" in banner
+        _, _, html = fetch(f"{url}/runs/{run_id}")
+        status, _ = post(f"{url}/runs/{run_id}/decision", form_fields(html, "approve-form"))
+        assert status == 200
+        with SQLiteStore(db, create=False) as store:
+            # The run goes on in the server's thread: wait for its end, boundedly, through the log.
+            deadline = time.monotonic() + 20
+            while store.get_run(run_id).status != "finished":
+                assert time.monotonic() < deadline, store.get_run(run_id)
+                time.sleep(0.05)
+    finally:
+        stop(proc)
