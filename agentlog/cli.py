@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", parents=[common], help="append runs exported as JSON lines")
     p.add_argument("file")
 
+    p = sub.add_parser("vacuum", parents=[common], help="drop stored text no event refers to, compact the file")
+    p.add_argument("--dry-run", action="store_true", help="only say what it would free")
     p = sub.add_parser("serve", parents=[common, endpoint, tooling],
                        help="a web viewer of the log on 127.0.0.1, where a person can decide on waiting runs")
     p.add_argument("--host", default="127.0.0.1")
@@ -666,10 +668,25 @@ def cmd_serve(ctx: Context) -> int:
     return 0
 
 
+def cmd_vacuum(ctx: Context) -> int:
+    if not ctx.db_path.exists():
+        raise UsageError(f"no agentlog database at {ctx.db_path}")
+    report = ctx.store().vacuum(dry_run=ctx.args.dry_run)
+    size = f"{report.blob_bytes:,} bytes in {report.blobs} blob{'' if report.blobs == 1 else 's'} no event refers to"
+    if ctx.args.dry_run:
+        print(f"would free {size}")
+    elif report.blobs:
+        print(f"freed {size}; file {report.file_before:,} -> {report.file_after:,} bytes")
+    else:
+        print("nothing to free: every stored blob is referred to")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Context], int]] = {
     "run": cmd_run, "runs": cmd_runs, "show": cmd_show, "replay": cmd_replay, "resume": cmd_resume,
     "fork": cmd_fork, "rereview": cmd_rereview, "verify": cmd_verify, "export": cmd_export,
     "import": cmd_import, "serve": cmd_serve, "approve": cmd_decide, "edit": cmd_decide, "reject": cmd_decide,
+    "vacuum": cmd_vacuum,
 }
 
 

@@ -11,7 +11,8 @@ import pykka
 import pytest
 
 from agentlog.models import Endpoint, Gateway, RetryPolicy
-from agentlog.store import SQLiteStore
+from agentlog.events import to_builtins
+from agentlog.store import SchemaError, SQLiteStore
 from tests.fake_openai import FakeOpenAIServer
 
 # A key that must never reach the log, a fixture or an error message on disk.
@@ -74,3 +75,19 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def logged_events(db: str | Path) -> list[tuple[str, int, str, dict]]:
+    """Every event in the log at ``db`` as ``(run_id, seq, type, data)``, ordered by run and seq,
+    ``data`` as the event's plain JSON data; ``[]`` while the log does not exist yet.
+
+    Rows are MessagePack referring to blobs, so tests read them through the store.
+    """
+    if not Path(db).exists():
+        return []
+    try:
+        with SQLiteStore(db, create=False) as store:
+            runs = sorted(r.run_id for r in store.list_runs())
+            return [(s.run_id, s.seq, s.type, to_builtins(s.event)) for run_id in runs for s in store.read(run_id)]
+    except SchemaError:  # created but not migrated yet
+        return []

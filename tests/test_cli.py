@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, SECRET, cli_env
+from tests.conftest import PYTHON, SECRET, cli_env, logged_events
 
 TASK = "Explain how Kubernetes horizontal pod autoscaling works"
 
@@ -61,10 +61,9 @@ def test_run_against_a_local_server_logs_requests_and_answers_not_the_key(db, se
     env = cli_env(OPENAI_API_KEY=SECRET, OPENAI_BASE_URL=server.base_url)
     result = agentlog("run", TASK, "--model", "gpt-4o-mini", "--db", db, "-q", env=env)
     assert result.returncode == 0, result.stderr
-    with closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute("SELECT type, data FROM events ORDER BY seq").fetchall()
-    requested = [json.loads(d) for t, d in rows if t == "LLMCallRequested"]
-    answered = [json.loads(d) for t, d in rows if t == "LLMCallAnswered"]
+    rows = [(t, d) for _run, _seq, t, d in logged_events(db)]
+    requested = [d for t, d in rows if t == "LLMCallRequested"]
+    answered = [d for t, d in rows if t == "LLMCallAnswered"]
     assert len(requested) == len(answered) == server.count() == 7
     assert [r["request"]["messages"] for r in requested] == [r["body"]["messages"] for r in server.requests]
     assert all(a["usage"]["total_tokens"] > 0 for a in answered)

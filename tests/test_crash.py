@@ -17,7 +17,7 @@ from contextlib import closing
 import pytest
 
 from agentlog.events import request_hash
-from tests.conftest import PYTHON, SECRET, cli_env
+from tests.conftest import PYTHON, SECRET, cli_env, logged_events
 from tests.fake_openai import FakeOpenAIServer
 
 TASK = "Explain how Kubernetes horizontal pod autoscaling works"
@@ -25,12 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def log_rows(db: str) -> list[tuple[int, str, dict]]:
-    try:
-        with closing(sqlite3.connect(db, timeout=5)) as conn:
-            rows = conn.execute("SELECT seq, type, data FROM events ORDER BY run_id, seq").fetchall()
-    except sqlite3.OperationalError:  # not created yet
-        return []
-    return [(seq, t, json.loads(d)) for seq, t, d in rows]
+    return [(seq, t, data) for _run, seq, t, data in logged_events(db)]
 
 
 def wire_hash(body: dict) -> str:

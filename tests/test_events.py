@@ -275,7 +275,8 @@ def test_unknown_type_in_a_real_log_fails_the_read(tmp_path):
         store.append("r", [RunResumed(previous_seq=0)], 0)
     raw = sqlite3.connect(path)
     with raw:
-        raw.execute("INSERT INTO events VALUES ('r', 2, 'RunTeleported', 1, 0, '{\"type\":\"RunTeleported\"}')")
+        raw.execute("INSERT INTO events (run_id, seq, type, version, recorded_at, data) "
+                    "VALUES ('r', 2, 'RunTeleported', 1, 0, '{\"type\":\"RunTeleported\"}')")
     raw.close()
     with SQLiteStore(path) as store:
         assert [s.seq for s in store.read("r", upto=1)] == [1]

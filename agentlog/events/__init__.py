@@ -3,7 +3,8 @@
 Imports nothing else of agentlog.
 """
 
-from .codec import CodecError, decode, encode, request_hash, to_builtins
+from .codec import CodecError, decode, encode, pack, request_hash, to_builtins
+from .packed import blob_ids
 from .payloads import AreaFacts, Findings, Review
 from .types import (
     EVENT_TYPES,
@@ -43,6 +44,6 @@ __all__ = [
     "LLMCallFailed", "LLMCallRequested", "OutputRejected", "ResearchPartReady", "Review", "ReviewScored",
     "RunFailed",
     "RunFinished", "RunForked", "RunResumed", "RunStarted", "SettingsChanged", "ToolCall",
-    "ToolInvoked", "ToolReturned", "ToolSpec", "Usage", "apply_reconfiguration", "decode", "encode", "request_hash",
+    "ToolInvoked", "ToolReturned", "ToolSpec", "Usage", "apply_reconfiguration", "blob_ids", "decode", "encode", "pack", "request_hash",
     "to_builtins",
 ]

@@ -7,11 +7,12 @@ dict, passed through the chain of upcasters ``(type, v) -> v+1``, then converted
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
+from . import packed
 from .types import EVENT_TYPES, Event
 
 
@@ -51,7 +52,22 @@ def encode(event: Event) -> tuple[str, int, bytes]:
     return cls.__name__, cls.VERSION, _encoder.encode(event)
 
 
-def decode(type_name: str, version: int, data: bytes | str) -> Event:
+def pack(event: Event, put: packed.Put) -> tuple[str, int, bytes]:
+    """Return ``(type, version, data)`` for storage in the compact row format.
+
+    ``put(chunk) -> id`` stores a chunk of large text (the store's blob table).
+    """
+    if not isinstance(event, Event):
+        raise TypeError(f"not an agentlog event: {event!r}")
+    cls = type(event)
+    return cls.__name__, cls.VERSION, packed.pack(event, put)
+
+
+def decode(type_name: str, version: int, data: bytes | str, blobs: Mapping[int, bytes] | None = None) -> Event:
+    """The event stored as ``data``: JSON (``encode``) or packed (``pack``), whose blobs
+    ``blobs`` maps from id to bytes (``packed.blob_ids(data)`` lists them)."""
+    if packed.is_packed(data):
+        return _decode_packed(type_name, version, data, blobs if blobs is not None else {})
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
         raise CodecError(f"unknown event type {type_name!r} (written by a newer agentlog?)")
@@ -73,11 +89,44 @@ def decode(type_name: str, version: int, data: bytes | str) -> Event:
             raw = upcast(raw)
     except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
         raise CodecError(f"{type_name} v{version}: cannot upcast stored data ({exc!r})") from exc
+    return _convert(raw, cls, type_name, version)
+
+
+def _convert(raw: dict[str, Any], cls: type[Event], type_name: str, version: int) -> Event:
     raw["type"] = type_name
     try:
         return msgspec.convert(raw, cls)
     except msgspec.ValidationError as exc:
+        if version == cls.VERSION:
+            raise CodecError(f"{type_name} v{version}: {exc}") from exc
         raise CodecError(f"{type_name} v{version} upcast to v{cls.VERSION}: {exc}") from exc
+
+
+def _decode_packed(type_name: str, version: int, data: bytes, blobs: Mapping[int, bytes]) -> Event:
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise CodecError(f"unknown event type {type_name!r} (written by a newer agentlog?)")
+    if version > cls.VERSION:
+        raise CodecError(
+            f"{type_name} v{version} is newer than this agentlog understands (v{cls.VERSION}); upgrade agentlog"
+        )
+    try:
+        raw = packed.unpack(data, blobs)
+    except packed.MissingBlob as exc:
+        raise CodecError(f"{type_name} v{version}: {exc.args[0]}") from exc
+    except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        raise CodecError(f"{type_name} v{version}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CodecError(f"{type_name} v{version}: not an event")
+    try:
+        for v in range(version, cls.VERSION):
+            upcast = UPCASTERS.get((type_name, v))
+            if upcast is None:
+                raise CodecError(f"no upcaster for {type_name} v{v} -> v{v + 1}")
+            raw = upcast(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"{type_name} v{version}: cannot upcast stored data ({exc!r})") from exc
+    return _convert(raw, cls, type_name, version)
 
 
 def to_builtins(event: Event) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from .aio import AsyncSQLiteStore
 from .errors import AmbiguousRunId, ConcurrencyError, RunNotFound, SchemaError, StoreBusy, StoreError
 from .records import RunSummary, StoredEvent
 from .schema import MIGRATIONS, SCHEMA_VERSION
-from .sqlite import SQLiteStore
+from .sqlite import SQLiteStore, VacuumReport
 
 __all__ = [
     "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError",
     "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "StoreBusy", "StoreError", "StoredEvent",
+    "VacuumReport",
 ]

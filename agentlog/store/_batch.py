@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agentlog.events import Event, encode
+from agentlog.events import Event, LLMCallAnswered, RunForked, pack
+from agentlog.events.packed import Put
 
 from . import index, schema
 from .errors import AmbiguousRunId, RunNotFound, SchemaError
@@ -12,16 +13,36 @@ from .records import RunSummary
 
 
 def encode_batch(
-    run_id: str, events: Sequence[Event], expected_seq: int, now: float, row: RunSummary | None
+    run_id: str, events: Sequence[Event], expected_seq: int, now: float, row: RunSummary | None,
+    put: Put, shared: int = 0,
 ) -> tuple[list[tuple], RunSummary | None]:
-    """The rows to insert and the runs-index row after them."""
+    """The rows to insert and the runs-index row after them.
+
+    ``put`` stores a chunk of large text and returns its blob id; the first ``shared``
+    events are the parent's (a fork's shared prefix): folded into the index, not stored.
+    """
     rows = []
     for offset, event in enumerate(events, start=1):
-        type_name, version, data = encode(event)
         seq = expected_seq + offset
-        rows.append((run_id, seq, type_name, version, now, data.decode()))
+        if offset > shared:
+            type_name, version, data = pack(event, put)
+            answer = event.request_hash if isinstance(event, LLMCallAnswered) else None
+            rows.append((run_id, seq, type_name, version, now, data, answer))
         row = index.apply(row, run_id, seq, now, event)
     return rows, row
+
+
+def fork_point(events: Sequence[Event], expected_seq: int) -> tuple[str, int] | None:
+    """``(parent run, n)`` when a new run's batch starts with ``n`` events copied from its
+    parent, then its ``RunForked``: the prefix the store may share instead of copying."""
+    if expected_seq != 0:
+        return None
+    for position, event in enumerate(events):
+        if isinstance(event, RunForked):
+            if position == event.parent_seq and position >= 1:
+                return event.parent_run_id, position
+            return None
+    return None
 
 
 def check_schema_version(found: int, path: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import time
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import aiosqlite
 
-from agentlog.events import Event
+from agentlog.events import Event, blob_ids
+from agentlog.events.packed import is_packed
 
-from . import schema
-from ._batch import check_schema_version, encode_batch, lineage_of, pick_run_id, prefix_bounds
+from . import blobs, schema
+from ._batch import check_schema_version, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
 from .errors import ConcurrencyError, RunNotFound, SchemaError
 from .records import RunSummary, StoredEvent
 from .sqlite import SYNCHRONOUS, SQLiteStore, translate_errors
@@ -23,10 +25,13 @@ from .sqlite import SYNCHRONOUS, SQLiteStore, translate_errors
 class AsyncSQLiteStore:
     """Use ``await AsyncSQLiteStore.open(path)``; every method is a coroutine."""
 
-    def __init__(self, db: aiosqlite.Connection, path: str):
+    def __init__(self, db: aiosqlite.Connection, path: str, version: int = schema.SCHEMA_VERSION):
         self._db, self.path = db, path
+        # A read-only open reads an older schema as it is: no shared prefixes, no blobs.
+        self._shares = version >= schema.SHARES_VERSION
         # One connection: tasks take turns at a write transaction, as threads do in the sync face.
         self._write_lock = asyncio.Lock()
+        self._blob_cache = blobs.BlobCache()
 
     @classmethod
     async def open(
@@ -78,7 +83,7 @@ class AsyncSQLiteStore:
             except BaseException:
                 await db.close()
                 raise
-        return cls(db, path)
+        return cls(db, path, found)
 
     async def append(self, run_id: str, events: Sequence[Event], expected_seq: int) -> int:
         if not events:
@@ -95,11 +100,24 @@ class AsyncSQLiteStore:
                 if actual != expected_seq:
                     raise ConcurrencyError(run_id, expected_seq, actual)
                 current = await (await db.execute(schema.SELECT_RUN, (run_id,))).fetchone()
-                rows, summary = encode_batch(
-                    run_id, events, expected_seq, time.time(),
-                    RunSummary.from_row(tuple(current)) if current else None,
-                )
+                now = time.time()
+                shared = await self._shared_prefix(events, expected_seq)
+                row = RunSummary.from_row(tuple(current)) if current else None
+                # The blob ids come from SQL the encoder cannot await: encode once to
+                # collect the chunks, store them, then encode with their ids.
+                chunks: dict[bytes, bytes] = {}
+
+                def collect(chunk: bytes) -> int:
+                    chunks[blobs.digest(chunk)] = chunk
+                    return 0
+
+                encode_batch(run_id, events, expected_seq, now, row, collect, shared[1] if shared else 0)
+                ids = {key: await self._put_blob(key, chunk) for key, chunk in chunks.items()}
+                rows, summary = encode_batch(run_id, events, expected_seq, now, row,
+                                             lambda c: ids[blobs.digest(c)], shared[1] if shared else 0)
                 await db.executemany(schema.INSERT_EVENT, rows)
+                if shared:
+                    await db.execute(schema.INSERT_SHARE, (run_id, shared[0], shared[1], now))
                 await db.execute(schema.UPSERT_RUN, summary.as_row())
                 await db.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
@@ -110,14 +128,50 @@ class AsyncSQLiteStore:
                 raise
         return expected_seq + len(events)
 
+    async def _put_blob(self, key: bytes, chunk: bytes) -> int:
+        row = await (await self._db.execute(blobs.SELECT_ID, (key,))).fetchone()
+        if row is not None:
+            return row[0]
+        cursor = await self._db.execute(blobs.INSERT, (key, *blobs.deflate(chunk)))
+        return cursor.lastrowid
+
+    async def _shared_prefix(self, events: Sequence[Event], expected_seq: int) -> tuple[str, int] | None:
+        """As the sync face: a fork's prefix equal to its parent's is shared, not copied."""
+        point = fork_point(events, expected_seq)
+        if point is None:
+            return None
+        parent, n = point
+        if await self.last_seq(parent) < n or await self.events(parent, 0, n) != list(events[:n]):
+            return None
+        return point
+
+    async def _decode(self, rows: list[tuple]) -> list[StoredEvent]:
+        """Rows as events, the blobs they refer to fetched in one statement (and cached)."""
+        cache = self._blob_cache
+        found: dict[int, bytes] = {}
+        wanted = []
+        for blob_id in dict.fromkeys(i for r in rows if is_packed(r[5]) for i in blob_ids(r[5])):
+            data = cache.get(blob_id)
+            if data is None:
+                wanted.append(blob_id)
+            else:
+                found[blob_id] = data
+        for start in range(0, len(wanted), 500):
+            part = json.dumps(wanted[start:start + 500])
+            for blob_id, codec, stored in await self._fetch(blobs.SELECT_MANY, (part,)):
+                found[blob_id] = data = blobs.inflate(codec, stored)
+                cache.add(blob_id, data)
+        return [StoredEvent.from_row(r, found) for r in rows]
+
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple]:
         with translate_errors(self.path):
             async with self._db.execute(sql, params) as cursor:
                 return [tuple(r) for r in await cursor.fetchall()]
 
     async def read(self, run_id: str, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
-        rows = await self._fetch(schema.SELECT_EVENTS, (run_id, after, upto if upto is not None else 2**62))
-        return [StoredEvent.from_row(r) for r in rows]
+        shared = self._shares and await self._fetch(schema.SELECT_SHARE, (run_id,))
+        sql = schema.SELECT_SHARED_EVENTS if shared else schema.SELECT_EVENTS
+        return await self._decode(await self._fetch(sql, (run_id, after, upto if upto is not None else 2**62)))
 
     async def events(self, run_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
         return [s.event for s in await self.read(run_id, after, upto)]
@@ -151,7 +205,8 @@ class AsyncSQLiteStore:
         return [RunSummary.from_row(r) for r in await self._fetch(schema.CHILDREN, (run_id,))]
 
     async def find_answers(self, request_hash: str) -> list[StoredEvent]:
-        return [StoredEvent.from_row(r) for r in await self._fetch(schema.ANSWERS_BY_HASH, (request_hash,))]
+        sql = schema.ANSWERS_BY_HASH if self._shares else schema.ANSWERS_BY_HASH_BEFORE_SHARES
+        return await self._decode(await self._fetch(sql, (request_hash,)))
 
     async def close(self) -> None:
         await self._db.close()
@@ -161,3 +216,4 @@ class AsyncSQLiteStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+

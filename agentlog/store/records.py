@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from collections.abc import Mapping
+
 from agentlog.events import Event, decode
 
 
@@ -16,9 +18,10 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):
     event: Event
 
     @classmethod
-    def from_row(cls, row: tuple) -> "StoredEvent":
+    def from_row(cls, row: tuple, blobs: Mapping[int, bytes] | None = None) -> "StoredEvent":
+        """The event of one ``events`` row; ``blobs`` resolves the large text it refers to."""
         run_id, seq, type_name, version, recorded_at, data = row
-        return cls(run_id, seq, type_name, version, recorded_at, decode(type_name, version, data))
+        return cls(run_id, seq, type_name, version, recorded_at, decode(type_name, version, data, blobs))
 
 
 class RunSummary(msgspec.Struct, frozen=True):

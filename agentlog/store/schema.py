@@ -50,9 +50,37 @@ MIGRATIONS: list[tuple[str, str]] = [
         # Lineage views list a run's forks and re-reviews.
         "CREATE INDEX runs_by_parent ON runs (parent_run_id, created_at)",
     ),
+    (
+        "m004_blobs_and_shared_prefixes",
+        # Large text moves to content-addressed blobs and rows become MessagePack (rows
+        # written before stay JSON text and read as before); a fork shares its parent's
+        # prefix instead of copying it; the reuse lookup gets a column of its own, since
+        # json_extract cannot see into MessagePack.
+        """
+        CREATE TABLE blobs (
+            id    INTEGER PRIMARY KEY AUTOINCREMENT,
+            hash  BLOB    NOT NULL UNIQUE,
+            codec INTEGER NOT NULL,
+            data  BLOB    NOT NULL
+        );
+        CREATE TABLE shares (
+            run_id        TEXT    PRIMARY KEY,
+            parent_run_id TEXT    NOT NULL,
+            upto_seq      INTEGER NOT NULL CHECK (upto_seq >= 1),
+            recorded_at   REAL    NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX shares_by_parent ON shares (parent_run_id);
+        ALTER TABLE events ADD COLUMN request_hash TEXT;
+        UPDATE events SET request_hash = json_extract(data, '$.request_hash')
+            WHERE type = 'LLMCallAnswered' AND json_valid(data);
+        DROP INDEX events_answers_by_hash;
+        CREATE INDEX events_answers_by_hash ON events (request_hash) WHERE request_hash IS NOT NULL;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+SHARES_VERSION = 4  # the first schema with blobs, shared prefixes and events.request_hash
 
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -65,11 +93,31 @@ RUN_COLUMNS = (
 )
 
 LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?"
-INSERT_EVENT = "INSERT INTO events (run_id, seq, type, version, recorded_at, data) VALUES (?, ?, ?, ?, ?, ?)"
+INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, type, version, recorded_at, data, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 SELECT_EVENTS = (
     "SELECT run_id, seq, type, version, recorded_at, data FROM events "
     "WHERE run_id = ? AND seq > ? AND seq <= ? ORDER BY seq"
 )
+SELECT_SHARE = "SELECT parent_run_id, upto_seq FROM shares WHERE run_id = ?"
+INSERT_SHARE = "INSERT INTO shares (run_id, parent_run_id, upto_seq, recorded_at) VALUES (?, ?, ?, ?)"
+# A run that shares a prefix: its own rows, then each ancestor's up to where it was forked
+# (the bound shrinking along the chain), labelled with the run's id and, as a copy would
+# be, with the time the prefix was shared. Parameters: run id, after, upto. The depth
+# bound stops a (corrupt) cycle.
+SELECT_SHARED_EVENTS = """
+    WITH RECURSIVE chain(src, hi, at, depth) AS (
+        SELECT ?1, ?3, NULL, 0
+        UNION ALL
+        SELECT shares.parent_run_id, min(chain.hi, shares.upto_seq), coalesce(chain.at, shares.recorded_at),
+               chain.depth + 1
+        FROM shares JOIN chain ON shares.run_id = chain.src WHERE chain.depth < 1000
+    )
+    SELECT ?1, events.seq, events.type, events.version, coalesce(chain.at, events.recorded_at), events.data
+    FROM chain JOIN events ON events.run_id = chain.src AND events.seq > ?2 AND events.seq <= chain.hi
+    ORDER BY events.seq
+"""
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
 UPSERT_RUN = (
     f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -87,8 +135,23 @@ LINEAGE = """
     SELECT run_id FROM chain ORDER BY depth
 """
 CHILDREN = f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ? ORDER BY created_at, run_id"
-# The expression and the WHERE clause repeat the partial index's, so SQLite uses it.
-ANSWERS_BY_HASH = (
+# ``request_hash`` is filled for answers only; the partial index holds just those rows.
+# An answer in a shared prefix is found in every run that shares it, as a copy would be.
+ANSWERS_BY_HASH = """
+    WITH RECURSIVE hits(run_id, seq, type, version, recorded_at, data, depth) AS (
+        SELECT run_id, seq, type, version, recorded_at, data, 0 FROM events WHERE request_hash = ?
+        UNION ALL
+        SELECT shares.run_id, hits.seq, hits.type, hits.version, shares.recorded_at, hits.data, hits.depth + 1
+        FROM shares JOIN hits ON shares.parent_run_id = hits.run_id AND shares.upto_seq >= hits.seq
+        WHERE hits.depth < 1000
+    )
+    SELECT run_id, seq, type, version, recorded_at, data FROM hits
+"""
+# What vacuum needs: every packed row (JSON rows refer to no blob), every blob's size.
+PACKED_ROWS = "SELECT run_id, seq, data FROM events WHERE typeof(data) = 'blob'"
+BLOB_SIZES = "SELECT id, length(data) FROM blobs"
+# The same, in a log of an older schema opened read-only (the viewer never migrates).
+ANSWERS_BY_HASH_BEFORE_SHARES = (
     "SELECT run_id, seq, type, version, recorded_at, data FROM events "
     "WHERE json_extract(data, '$.request_hash') = ? AND type = 'LLMCallAnswered'"
 )

@@ -22,11 +22,15 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from agentlog.events import Event
 
+from agentlog.events import blob_ids
+
 from . import index, schema
-from ._batch import check_schema_version, encode_batch, lineage_of, pick_run_id, prefix_bounds
+from ._batch import check_schema_version, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
+from .blobs import BlobCache, BlobReader, BlobWriter
 from .errors import (
     ConcurrencyError,
     RunNotFound,
@@ -96,10 +100,12 @@ class SQLiteStore:
         self._queued: list[_Append] = []  # appends waiting for a group commit
         self._group = threading.Lock()  # guards the queue and the leader flag
         self._leading = False
+        self._blob_cache = BlobCache()
         with translate_errors(self.path):
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
+            self._blobs = BlobReader(self._db, self._blob_cache)
             try:
                 self._open(durability, busy_timeout)
             except BaseException:
@@ -211,7 +217,7 @@ class SQLiteStore:
                         db.execute("ROLLBACK")
                         db.execute("BEGIN IMMEDIATE")
                         for item in group:
-                            self._apply(db, item, now)
+                            self._apply(db, item, now, group)
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
@@ -226,8 +232,7 @@ class SQLiteStore:
         for item in group:
             item.done = True
 
-    @staticmethod
-    def _apply_group(db: sqlite3.Connection, group: list["_Append"], now: float) -> None:
+    def _apply_group(self, db: sqlite3.Connection, group: list["_Append"], now: float) -> None:
         """Every batch of the group, checked in order as if appended one after another."""
         if len(group) == 1:
             run_id = group[0].run_id
@@ -239,7 +244,9 @@ class SQLiteStore:
             found = db.execute(SELECT_RUNS, (ids,)).fetchall()
         summaries = {row[0]: RunSummary.from_row(row) for row in found}
         rows: list[tuple] = []
+        shares: list[tuple] = []
         touched: dict[str, None] = {}
+        writer = BlobWriter(db)
         for item in group:
             run_id, expected_seq = item.run_id, item.expected_seq
             item.error = None
@@ -247,20 +254,45 @@ class SQLiteStore:
                 item.error = ConcurrencyError(run_id, expected_seq, last[run_id])
                 continue
             try:
-                batch, summary = encode_batch(run_id, item.events, expected_seq, now, summaries.get(run_id))
+                share = self._share(db, item, group, now)
+                batch, summary = encode_batch(run_id, item.events, expected_seq, now, summaries.get(run_id),
+                                              writer.put, share[2] if share else 0)
+            except sqlite3.Error:
+                raise
             except Exception as exc:  # noqa: BLE001 - an event that does not encode: this writer's error
                 item.error = exc
                 continue
             rows += batch
+            if share:
+                shares.append(share)
             summaries[run_id] = summary
             touched[run_id] = None
             last[run_id] = item.result = expected_seq + len(item.events)
         if rows:
             db.executemany(schema.INSERT_EVENT, rows)
+            db.executemany(schema.INSERT_SHARE, shares)
             db.executemany(UPSERT_RUN, [summaries[run_id].as_row() for run_id in touched])
 
-    @staticmethod
-    def _apply(db: sqlite3.Connection, item: "_Append", now: float) -> None:
+    def _share(
+        self, db: sqlite3.Connection, item: "_Append", group: list["_Append"], now: float
+    ) -> tuple[str, str, int, float] | None:
+        """``(run, parent, n, now)`` when a new run's first ``n`` events are its parent's first
+        ``n``, as a fork's are: then they are shared, not copied (a row, not n rows)."""
+        point = fork_point(item.events, item.expected_seq)
+        if point is None:
+            return None
+        parent, n = point
+        # Not from a parent written in this same transaction: what is read here is cached
+        # by blob id, so it must be committed already.
+        if any(other.run_id == parent for other in group):
+            return None
+        if db.execute(schema.LAST_SEQ, (parent,)).fetchone()[0] < n:
+            return None
+        if [s.event for s in self._read_rows(db, parent, 0, n)] != list(item.events[:n]):
+            return None
+        return item.run_id, parent, n, now
+
+    def _apply(self, db: sqlite3.Connection, item: "_Append", now: float, group: list["_Append"]) -> None:
         """One writer's batch inside the group's transaction; its failure is its own."""
         run_id, expected_seq = item.run_id, item.expected_seq
         item.error = None  # a batch put back after an interrupted group is tried afresh
@@ -270,10 +302,14 @@ class SQLiteStore:
             if actual != expected_seq:
                 raise ConcurrencyError(run_id, expected_seq, actual)
             current = db.execute(schema.SELECT_RUN, (run_id,)).fetchone()
+            share = self._share(db, item, group, now)
             rows, summary = encode_batch(
                 run_id, item.events, expected_seq, now, RunSummary.from_row(current) if current else None,
+                BlobWriter(db).put, share[2] if share else 0,
             )
             db.executemany(schema.INSERT_EVENT, rows)
+            if share:
+                db.execute(schema.INSERT_SHARE, share)
             db.execute(UPSERT_RUN, summary.as_row())
         except sqlite3.IntegrityError as exc:  # the key (run_id, seq) was taken: stale writer
             db.execute("ROLLBACK TO append")
@@ -299,20 +335,48 @@ class SQLiteStore:
             try:
                 db.execute("DELETE FROM runs")
                 rows: dict[str, RunSummary] = {}
-                cursor = db.execute(
-                    "SELECT run_id, seq, type, version, recorded_at, data FROM events ORDER BY run_id, seq"
-                )
-                for raw in cursor:
-                    stored = StoredEvent.from_row(raw)
-                    rows[stored.run_id] = index.apply(
-                        rows.get(stored.run_id), stored.run_id, stored.seq, stored.recorded_at, stored.event
-                    )
+                # Run by run, each with the prefix it shares with its parent.
+                for (run_id,) in db.execute("SELECT DISTINCT run_id FROM events ORDER BY run_id").fetchall():
+                    for stored in self._read_rows(db, run_id, 0, 2**62):
+                        rows[run_id] = index.apply(
+                            rows.get(run_id), run_id, stored.seq, stored.recorded_at, stored.event
+                        )
                 db.executemany(schema.UPSERT_RUN, [r.as_row() for r in rows.values()])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return len(rows)
+
+    def vacuum(self, *, dry_run: bool = False) -> "VacuumReport":
+        """Drop the blobs no event refers to (then compact the file); ``dry_run`` only counts them.
+
+        Runs in one write transaction, so no append can refer to a blob while it goes.
+        A row whose references cannot be read stops it: dropping blindly could lose text.
+        """
+        with self._lock, translate_errors(self.path):
+            db = self._db
+            before = _file_size(self.path)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                referenced: set[int] = set()
+                for run_id, seq, data in db.execute(schema.PACKED_ROWS):
+                    try:
+                        referenced.update(blob_ids(data))
+                    except Exception as exc:  # noqa: BLE001 - any decoding failure of a damaged row
+                        raise StoreError(f"{self.path}: run {run_id} event {seq} cannot be read ({exc}); "
+                                         "nothing was dropped") from exc
+                sizes = [(blob_id, size) for blob_id, size in db.execute(schema.BLOB_SIZES)
+                         if blob_id not in referenced]
+                if not dry_run:
+                    db.executemany("DELETE FROM blobs WHERE id = ?", [(blob_id,) for blob_id, _ in sizes])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if sizes and not dry_run:
+                db.execute("VACUUM")
+            return VacuumReport(len(sizes), sum(size for _, size in sizes), before, _file_size(self.path))
 
     # --- reading -----------------------------------------------------------------
 
@@ -322,11 +386,15 @@ class SQLiteStore:
 
     def read(self, run_id: str, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
         """The run's events with ``after < seq <= upto``, in order."""
-        params = (run_id, after, upto if upto is not None else 2**62)
+        with self._lock, translate_errors(self.path):
+            return self._read_rows(self._db, run_id, after, upto if upto is not None else 2**62)
+
+    def _read_rows(self, db: sqlite3.Connection, run_id: str, after: int, upto: int) -> list[StoredEvent]:
+        sql = schema.SELECT_SHARED_EVENTS if db.execute(schema.SELECT_SHARE, (run_id,)).fetchone() else schema.SELECT_EVENTS
+        blobs = self._blobs
         # Decoded row by row: holding every raw row too would double the live objects,
         # and the collector's passes over them made long streams read superlinearly.
-        with self._lock, translate_errors(self.path):
-            return [StoredEvent.from_row(r) for r in self._db.execute(schema.SELECT_EVENTS, params)]
+        return [StoredEvent.from_row(r, blobs) for r in db.execute(sql, (run_id, after, upto))]
 
     def events(self, run_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
         return [s.event for s in self.read(run_id, after, upto)]
@@ -364,7 +432,9 @@ class SQLiteStore:
 
     def find_answers(self, request_hash: str) -> list[StoredEvent]:
         """Every recorded answer to a request with this hash, in any run."""
-        return [StoredEvent.from_row(r) for r in self._fetch(schema.ANSWERS_BY_HASH, (request_hash,))]
+        with self._lock, translate_errors(self.path):
+            rows = self._db.execute(schema.ANSWERS_BY_HASH, (request_hash,)).fetchall()
+            return [StoredEvent.from_row(r, self._blobs) for r in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -375,6 +445,20 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class VacuumReport(NamedTuple):
+    blobs: int  # blobs no event refers to (dropped unless a dry run)
+    blob_bytes: int  # their stored size
+    file_before: int  # the database file's size, bytes
+    file_after: int
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # ":memory:"
+        return 0
 
 
 class _Append:

@@ -1,0 +1,159 @@
+"""The compact row format: MessagePack, with large text moved out to shared blobs.
+
+An event is packed as the MessagePack of its plain data, except that
+
+- a string of ``TEXT_MIN`` characters or more becomes ``Ext(TEXT, [blob ids])``: its UTF-8
+  bytes cut into content-defined chunks, each chunk stored once per log;
+- a nested value with no such string whose JSON is ``JSON_MIN`` bytes or more (a
+  findings block, a review, a response schema, a tool spec) becomes ``Ext(JSON, [ids])``:
+  its JSON, chunked the same way.
+
+Chunks are cut at line ends chosen by the content itself (as in content-defined chunking),
+so the same findings block or draft quoted inside different prompts yields the same
+chunks, and is stored once. Where the chunks live is the caller's business: ``put(chunk)``
+returns an id, ``blobs`` maps ids back to bytes. No SQL here.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+
+TEXT = 1  # ext code: a string, the concatenation of its chunks
+JSON = 2  # ext code: a JSON value, the concatenation of its chunks
+
+TEXT_MIN = 128
+JSON_MIN = TEXT_MIN  # so a payload matches the answer it was validated from
+CHUNK_MIN = 256  # no cut before a chunk holds this many bytes
+CHUNK_MAX = 8192  # a longer line is cut at this length
+CUT_MASK = 3  # after CHUNK_MIN bytes, cut after a line whose crc32 & CUT_MASK == 0
+
+Put = Callable[[bytes], int]
+
+_json = msgspec.json.Encoder()
+_json_value = msgspec.json.Decoder()
+_ids = msgspec.msgpack.Encoder()
+_ids_decoder = msgspec.msgpack.Decoder(list[int])
+_packer = msgspec.msgpack.Encoder()
+
+
+def chunks(data: bytes) -> list[bytes]:
+    """``data`` cut into chunks whose boundaries depend only on nearby content."""
+    out: list[bytes] = []
+    current = bytearray()
+    for line in data.splitlines(keepends=True):
+        while len(line) > CHUNK_MAX:  # one very long line (compact JSON): fixed cuts
+            room = CHUNK_MAX - len(current)
+            current += line[:room]
+            line = line[room:]
+            out.append(bytes(current))
+            current.clear()
+        current += line
+        # The cut depends on the line alone (not on where the chunk began), so two texts
+        # quoting the same block fall into step at its first chosen line past CHUNK_MIN.
+        if len(current) >= CHUNK_MAX or (
+            len(current) >= CHUNK_MIN and line.strip() and zlib.crc32(line) & CUT_MASK == 0
+        ):
+            out.append(bytes(current))
+            current.clear()
+    if current:
+        out.append(bytes(current))
+    return out
+
+
+def _ref(code: int, data: bytes, put: Put) -> msgspec.msgpack.Ext:
+    return msgspec.msgpack.Ext(code, _ids.encode([put(c) for c in chunks(data)]))
+
+
+def _has_long_text(value: Any) -> bool:
+    if type(value) is str:
+        return len(value) >= TEXT_MIN
+    if type(value) is dict:
+        return any(_has_long_text(v) for v in value.values())
+    if type(value) is list:
+        return any(_has_long_text(v) for v in value)
+    return False
+
+
+def _pack_value(value: Any, put: Put, whole: bool) -> Any:
+    """``value`` (plain data) with long strings and large text-free containers moved out.
+
+    ``whole``: the value was a struct (a payload): moved out as one JSON blob when large,
+    even if it holds long strings, so it can match the answer it was validated from.
+    """
+    if type(value) is str:
+        return _ref(TEXT, value.encode(), put) if len(value) >= TEXT_MIN else value
+    if type(value) in (dict, list):
+        if whole or not _has_long_text(value):
+            data = _json.encode(value)
+            return _ref(JSON, data, put) if len(data) >= JSON_MIN else value
+        if type(value) is dict:
+            return {k: _pack_value(v, put, False) for k, v in value.items()}
+        return [_pack_value(v, put, False) for v in value]
+    return value
+
+
+def pack(event: msgspec.Struct, put: Put) -> bytes:
+    """The event's row bytes; ``put`` stores a chunk and returns its id."""
+    plain = msgspec.to_builtins(event)  # honours omit_defaults; holds the type tag
+    out = {}
+    for name, value in plain.items():
+        whole = isinstance(getattr(event, name, None), msgspec.Struct)
+        out[name] = _pack_value(value, put, whole)
+    return _packer.encode(out)
+
+
+class MissingBlob(KeyError):
+    """A row refers to a blob the log does not hold."""
+
+
+_local = threading.local()  # the blobs of the row being unpacked, for the decoder's ext hook
+
+
+def _collect(code: int, ext: memoryview) -> None:
+    _local.found.extend(_ids_decoder.decode(ext))
+
+
+def _resolve(code: int, ext: memoryview) -> Any:
+    blobs = _local.blobs
+    try:
+        joined = b"".join([blobs[i] for i in _ids_decoder.decode(ext)])
+    except KeyError as exc:
+        raise MissingBlob(f"blob {exc.args[0]} is missing from the log") from None
+    if code == TEXT:
+        return joined.decode()
+    if code == JSON:
+        return _json_value.decode(joined)
+    raise ValueError(f"unknown reference kind {code}")
+
+
+_collector = msgspec.msgpack.Decoder(ext_hook=_collect)
+_unpacker = msgspec.msgpack.Decoder(ext_hook=_resolve)
+
+
+def blob_ids(data: bytes) -> list[int]:
+    """The ids of the blobs a packed row refers to."""
+    _local.found = found = []
+    try:
+        _collector.decode(data)
+    finally:
+        _local.found = None
+    return found
+
+
+def unpack(data: bytes, blobs: Mapping[int, bytes]) -> Any:
+    """A packed row as plain data (with its type tag), every blob reference resolved."""
+    _local.blobs = blobs
+    try:
+        return _unpacker.decode(data)
+    finally:
+        _local.blobs = None
+
+
+def is_packed(data: bytes | str) -> bool:
+    """Packed rows are MessagePack maps; rows written before them are JSON text."""
+    return isinstance(data, bytes) and bool(data) and data[:1] != b"{"

@@ -1,0 +1,55 @@
+-- index events_answers_by_hash
+CREATE INDEX events_answers_by_hash ON events (request_hash) WHERE request_hash IS NOT NULL;
+
+-- index runs_by_created
+CREATE INDEX runs_by_created ON runs (created_at);
+
+-- index runs_by_parent
+CREATE INDEX runs_by_parent ON runs (parent_run_id, created_at);
+
+-- index shares_by_parent
+CREATE INDEX shares_by_parent ON shares (parent_run_id);
+
+-- table blobs
+CREATE TABLE blobs (
+            id    INTEGER PRIMARY KEY AUTOINCREMENT,
+            hash  BLOB    NOT NULL UNIQUE,
+            codec INTEGER NOT NULL,
+            data  BLOB    NOT NULL
+        );
+
+-- table events
+CREATE TABLE events (
+            run_id      TEXT    NOT NULL,
+            seq         INTEGER NOT NULL CHECK (seq >= 1),
+            type        TEXT    NOT NULL,
+            version     INTEGER NOT NULL,
+            recorded_at REAL    NOT NULL,
+            data        TEXT    NOT NULL, request_hash TEXT,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID;
+
+-- table runs
+CREATE TABLE runs (
+            run_id        TEXT PRIMARY KEY,
+            parent_run_id TEXT,
+            fork_seq      INTEGER,
+            task          TEXT    NOT NULL DEFAULT '',
+            pipeline      TEXT    NOT NULL DEFAULT '',
+            status        TEXT    NOT NULL,
+            created_at    REAL    NOT NULL,
+            updated_at    REAL    NOT NULL,
+            score         INTEGER,
+            iterations    INTEGER NOT NULL DEFAULT 0,
+            tokens        INTEGER NOT NULL DEFAULT 0,
+            last_seq      INTEGER NOT NULL
+        );
+
+-- table shares
+CREATE TABLE shares (
+            run_id        TEXT    PRIMARY KEY,
+            parent_run_id TEXT    NOT NULL,
+            upto_seq      INTEGER NOT NULL CHECK (upto_seq >= 1),
+            recorded_at   REAL    NOT NULL
+        ) WITHOUT ROWID;
+
