@@ -672,13 +672,13 @@ def cmd_vacuum(ctx: Context) -> int:
     if not ctx.db_path.exists():
         raise UsageError(f"no agentlog database at {ctx.db_path}")
     report = ctx.store().vacuum(dry_run=ctx.args.dry_run)
-    size = f"{report.blob_bytes:,} bytes in {report.blobs} blob{'' if report.blobs == 1 else 's'} no event refers to"
+    what = f"{report.pack_bytes:,} bytes: {report.packs} pack{'' if report.packs == 1 else 's'} of text no event refers to"
     if ctx.args.dry_run:
-        print(f"would free {size}")
-    elif report.blobs:
-        print(f"freed {size}; file {report.file_before:,} -> {report.file_after:,} bytes")
+        print(f"would free {what}")
+    elif report.packs:
+        print(f"freed {what}; file {report.file_before:,} -> {report.file_after:,} bytes")
     else:
-        print("nothing to free: every stored blob is referred to")
+        print("nothing to free: every stored text is referred to")
     return 0
 
 

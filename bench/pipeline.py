@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from agentlog.actors import agent_configs, run
+from agentlog.events import to_builtins
 from agentlog.store import SQLiteStore
 
 from .common import InstantGateway, interleaved, median
@@ -29,8 +30,7 @@ def _record_template(store: SQLiteStore, gateway: InstantGateway) -> list[tuple[
     summary = run(store, "the benchmark task", agents=agent_configs("bench-model"), gateway=gateway,
                   max_iterations=2, threshold=9)
     assert summary.last_seq == 17 and summary.iterations == 2, summary
-    rows = store._fetch("SELECT type, data FROM events WHERE run_id = ? ORDER BY seq", (summary.run_id,))
-    return [(type_name, json.loads(data)) for type_name, data in rows]
+    return [(s.type, to_builtins(s.event)) for s in store.read(summary.run_id)]
 
 
 def baseline_run(db: sqlite3.Connection, gateway: InstantGateway, template: list[tuple[str, dict[str, Any]]]) -> None:

@@ -76,7 +76,7 @@ def test_a_text_quoted_in_many_events_and_runs_is_stored_once(tmp_path, rng):
                            "fine")
             store.append(run, events, 0)
             assert store.events(run) == events
-    stored = sum(n for (n,) in sql(path, "SELECT length(data) FROM blobs"))
+    stored = sum(n for (n,) in sql(path, "SELECT length(data) FROM packs"))
     raw = sum(len(x.encode()) for x in (system, findings, draft))
     # Three runs, each quoting the findings three times and the draft twice: the text is
     # held once (less, compressed); a little more where a quote's chunks start differently.
@@ -86,10 +86,10 @@ def test_a_text_quoted_in_many_events_and_runs_is_stored_once(tmp_path, rng):
 
 
 def test_chunk_boundaries_follow_the_content_so_a_quoted_block_gives_the_same_chunks(rng):
-    block = paragraphs(rng, 40, words=20).encode()
+    block = paragraphs(rng, 200, words=20).encode()
     alone = set(chunks(block))
     quoted = set(chunks(b"Some preamble of another length\n\n" + block + b"\n\nand a tail"))
-    assert sum(len(c) for c in alone & quoted) >= 0.7 * len(block)
+    assert sum(len(c) for c in alone & quoted) >= 0.75 * len(block)
     assert b"".join(chunks(block)) == block
     long_line = b"x" * 20000
     assert b"".join(chunks(long_line)) == long_line and max(map(len, chunks(long_line))) <= 8192
@@ -100,10 +100,10 @@ def test_a_row_whose_blob_is_gone_is_a_codec_error_naming_it(tmp_path, rng):
     with SQLiteStore(path) as store:
         store.append("r", [started(), *call("c", [{"role": "user", "content": paragraphs(rng, 2)}], "ok")], 0)
     with closing(sqlite3.connect(path)) as con, con:
-        con.execute("DELETE FROM blobs")
+        con.execute("DELETE FROM packs")
     with SQLiteStore(path) as store:
         assert store.read("r", upto=1)[0].event == started()
-        with pytest.raises(CodecError, match=r"LLMCallRequested v1: blob \d+ is missing from the log"):
+        with pytest.raises(CodecError, match=r"LLMCallRequested v1: pack \d+ is missing from the log"):
             store.read("r")
 
 
@@ -259,12 +259,16 @@ def test_packed_and_json_rows_decode_to_the_same_event():
 
     store: dict[int, bytes] = {}
 
-    def put(chunk: bytes) -> int:
-        store[len(store) + 1] = chunk
-        return len(store)
+    def put(chunks: list[bytes]) -> list[int]:
+        refs = []
+        for chunk in chunks:
+            store[len(store) + 1] = chunk
+            refs.append(len(store))
+        return refs
 
     _, _, packed = pack(event, put)
-    assert decode(type_name, version, data) == decode(type_name, version, packed, store) == event
+    resolve = lambda refs: b"".join(store[i] for i in refs)  # noqa: E731
+    assert decode(type_name, version, data) == decode(type_name, version, packed, resolve) == event
     assert len(packed) < len(data) / 2
 
 
@@ -281,27 +285,29 @@ def test_vacuum_drops_only_blobs_no_event_refers_to(tmp_path, rng):
     events = [started(), *call("c", [{"role": "user", "content": paragraphs(rng, 3)}], paragraphs(rng, 3))]
     with SQLiteStore(path) as store:
         store.append("r", events, 0)
-    kept = sql(path, "SELECT count(*) FROM blobs")[0][0]
+    kept = sql(path, "SELECT count(*) FROM packs")[0][0]
     orphan = paragraphs(rng, 50).encode()
     with closing(sqlite3.connect(path)) as con, con:  # as left by a batch that failed half-way
-        con.execute("INSERT INTO blobs (hash, codec, data) VALUES (randomblob(32), 0, ?)", (orphan,))
+        pack = con.execute("INSERT INTO packs (codec, data) VALUES (0, ?)", (orphan,)).lastrowid
+        con.execute("INSERT INTO blobs (hash, pack, start, size) VALUES (randomblob(16), ?, 0, ?)", (pack, len(orphan)))
 
     dry = agentlog("vacuum", "--dry-run", "--db", str(path))
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout == f"would free {len(orphan):,} bytes in 1 blob no event refers to\n"
-    assert sql(path, "SELECT count(*) FROM blobs") == [(kept + 1,)]
+    assert dry.stdout == f"would free {len(orphan):,} bytes: 1 pack of text no event refers to\n"
+    assert sql(path, "SELECT count(*) FROM packs") == [(kept + 1,)]
 
     done = agentlog("vacuum", "--db", str(path))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"freed {len(orphan):,} bytes in 1 blob no event refers to; file ")
-    assert sql(path, "SELECT count(*) FROM blobs") == [(kept,)]
+    assert done.stdout.startswith(f"freed {len(orphan):,} bytes: 1 pack of text no event refers to; file ")
+    assert sql(path, "SELECT count(*) FROM packs") == [(kept,)]
+    assert sql(path, "SELECT count(*) FROM blobs WHERE pack = ?", pack) == [(0,)]
     with SQLiteStore(path) as store:
         assert store.events("r") == events
         report = store.vacuum()
-        assert (report.blobs, report.blob_bytes) == (0, 0)
+        assert (report.packs, report.pack_bytes) == (0, 0)
 
     again = agentlog("vacuum", "--db", str(path))
-    assert again.stdout == "nothing to free: every stored blob is referred to\n"
+    assert again.stdout == "nothing to free: every stored text is referred to\n"
     missing = agentlog("vacuum", "--db", str(tmp_path / "nope.db"))
     assert missing.returncode == 2 and missing.stderr.startswith("agentlog: no agentlog database at")
 
@@ -316,3 +322,17 @@ def test_export_of_a_shared_fork_holds_its_full_events(tmp_path, rng):
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["data"] for r in rows] == expected and [r["seq"] for r in rows] == list(range(1, 8))
+
+
+def test_vacuum_refuses_when_a_row_cannot_be_read_and_drops_nothing(tmp_path, rng):
+    path = tmp_path / "log.db"
+    with SQLiteStore(path) as store:
+        store.append("r", [started(), *call("c", [{"role": "user", "content": paragraphs(rng, 3)}], "ok")], 0)
+    with closing(sqlite3.connect(path)) as con, con:
+        con.execute("UPDATE events SET data = x'82a474797065' WHERE run_id = 'r' AND seq = 2")  # truncated
+        orphan = con.execute("INSERT INTO packs (codec, data) VALUES (0, x'00')").lastrowid
+    result = agentlog("vacuum", "--db", str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("agentlog: ") and result.stderr.count("\n") == 1
+    assert "run r event 2 cannot be read" in result.stderr and "nothing was dropped" in result.stderr
+    assert sql(path, "SELECT count(*) FROM packs WHERE id = ?", orphan) == [(1,)]

@@ -4,7 +4,7 @@ Imports nothing else of agentlog.
 """
 
 from .codec import CodecError, decode, encode, pack, request_hash, to_builtins
-from .packed import blob_ids
+from .packed import blob_refs
 from .payloads import AreaFacts, Findings, Review
 from .types import (
     EVENT_TYPES,
@@ -44,6 +44,6 @@ __all__ = [
     "LLMCallFailed", "LLMCallRequested", "OutputRejected", "ResearchPartReady", "Review", "ReviewScored",
     "RunFailed",
     "RunFinished", "RunForked", "RunResumed", "RunStarted", "SettingsChanged", "ToolCall",
-    "ToolInvoked", "ToolReturned", "ToolSpec", "Usage", "apply_reconfiguration", "blob_ids", "decode", "encode", "pack", "request_hash",
+    "ToolInvoked", "ToolReturned", "ToolSpec", "Usage", "apply_reconfiguration", "blob_refs", "decode", "encode", "pack", "request_hash",
     "to_builtins",
 ]

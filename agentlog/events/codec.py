@@ -7,7 +7,7 @@ dict, passed through the chain of upcasters ``(type, v) -> v+1``, then converted
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -55,7 +55,7 @@ def encode(event: Event) -> tuple[str, int, bytes]:
 def pack(event: Event, put: packed.Put) -> tuple[str, int, bytes]:
     """Return ``(type, version, data)`` for storage in the compact row format.
 
-    ``put(chunk) -> id`` stores a chunk of large text (the store's blob table).
+    ``put(chunks) -> references`` stores the chunks of a large text (the store's blob tables).
     """
     if not isinstance(event, Event):
         raise TypeError(f"not an agentlog event: {event!r}")
@@ -63,11 +63,14 @@ def pack(event: Event, put: packed.Put) -> tuple[str, int, bytes]:
     return cls.__name__, cls.VERSION, packed.pack(event, put)
 
 
-def decode(type_name: str, version: int, data: bytes | str, blobs: Mapping[int, bytes] | None = None) -> Event:
-    """The event stored as ``data``: JSON (``encode``) or packed (``pack``), whose blobs
-    ``blobs`` maps from id to bytes (``packed.blob_ids(data)`` lists them)."""
+def decode(
+    type_name: str, version: int, data: bytes | str, resolve: packed.Resolve | packed.Unpacker | None = None
+) -> Event:
+    """The event stored as ``data``: JSON (``encode``) or packed (``pack``), whose stored
+    text ``resolve(references)`` returns (``packed.blob_refs(data)`` lists them; a reader of
+    many rows passes a ``packed.Unpacker`` built once around its resolver)."""
     if packed.is_packed(data):
-        return _decode_packed(type_name, version, data, blobs if blobs is not None else {})
+        return _decode_packed(type_name, version, data, resolve or _no_text)
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
         raise CodecError(f"unknown event type {type_name!r} (written by a newer agentlog?)")
@@ -102,7 +105,11 @@ def _convert(raw: dict[str, Any], cls: type[Event], type_name: str, version: int
         raise CodecError(f"{type_name} v{version} upcast to v{cls.VERSION}: {exc}") from exc
 
 
-def _decode_packed(type_name: str, version: int, data: bytes, blobs: Mapping[int, bytes]) -> Event:
+def _no_text(references: list) -> bytes:
+    raise packed.MissingBlob(f"no store to read the text at {references} from")
+
+
+def _decode_packed(type_name: str, version: int, data: bytes, resolve: packed.Resolve | packed.Unpacker) -> Event:
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
         raise CodecError(f"unknown event type {type_name!r} (written by a newer agentlog?)")
@@ -111,7 +118,7 @@ def _decode_packed(type_name: str, version: int, data: bytes, blobs: Mapping[int
             f"{type_name} v{version} is newer than this agentlog understands (v{cls.VERSION}); upgrade agentlog"
         )
     try:
-        raw = packed.unpack(data, blobs)
+        raw = packed.unpack(data, resolve)
     except packed.MissingBlob as exc:
         raise CodecError(f"{type_name} v{version}: {exc.args[0]}") from exc
     except (msgspec.DecodeError, ValueError, TypeError) as exc:

@@ -10,8 +10,9 @@ An event is packed as the MessagePack of its plain data, except that
 
 Chunks are cut at line ends chosen by the content itself (as in content-defined chunking),
 so the same findings block or draft quoted inside different prompts yields the same
-chunks, and is stored once. Where the chunks live is the caller's business: ``put(chunk)``
-returns an id, ``blobs`` maps ids back to bytes. No SQL here.
+chunks, and is stored once. Where the chunks live is the caller's business:
+``put(chunks)`` stores them and returns references (plain data, e.g. where each chunk
+is), ``resolve(references)`` gives the bytes back. No SQL here.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ JSON_MIN = TEXT_MIN  # so a payload matches the answer it was validated from
 CHUNK_MIN = 256  # no cut before a chunk holds this many bytes
 CHUNK_MAX = 8192  # a longer line is cut at this length
 CUT_MASK = 3  # after CHUNK_MIN bytes, cut after a line whose crc32 & CUT_MASK == 0
+LONG_LINE = 160  # and always after a line this long (a paragraph)
 
-Put = Callable[[bytes], int]
+Put = Callable[[list[bytes]], list]
+Resolve = Callable[[list], bytes]
 
 _json = msgspec.json.Encoder()
 _json_value = msgspec.json.Decoder()
-_ids = msgspec.msgpack.Encoder()
-_ids_decoder = msgspec.msgpack.Decoder(list[int])
+_refs = msgspec.msgpack.Encoder()
+_refs_decoder = msgspec.msgpack.Decoder(list)
 _packer = msgspec.msgpack.Encoder()
 
 
@@ -55,7 +58,7 @@ def chunks(data: bytes) -> list[bytes]:
         current += line
         # The cut depends on the line alone (not on where the chunk began), so two texts
         # quoting the same block fall into step at its first chosen line past CHUNK_MIN.
-        if len(current) >= CHUNK_MAX or (
+        if len(current) >= CHUNK_MAX or len(line) >= LONG_LINE or (
             len(current) >= CHUNK_MIN and line.strip() and zlib.crc32(line) & CUT_MASK == 0
         ):
             out.append(bytes(current))
@@ -66,7 +69,7 @@ def chunks(data: bytes) -> list[bytes]:
 
 
 def _ref(code: int, data: bytes, put: Put) -> msgspec.msgpack.Ext:
-    return msgspec.msgpack.Ext(code, _ids.encode([put(c) for c in chunks(data)]))
+    return msgspec.msgpack.Ext(code, _refs.encode(put(chunks(data))))
 
 
 def _has_long_text(value: Any) -> bool:
@@ -98,7 +101,7 @@ def _pack_value(value: Any, put: Put, whole: bool) -> Any:
 
 
 def pack(event: msgspec.Struct, put: Put) -> bytes:
-    """The event's row bytes; ``put`` stores a chunk and returns its id."""
+    """The event's row bytes; ``put`` stores the chunks of one value and returns their references."""
     plain = msgspec.to_builtins(event)  # honours omit_defaults; holds the type tag
     out = {}
     for name, value in plain.items():
@@ -108,35 +111,21 @@ def pack(event: msgspec.Struct, put: Put) -> bytes:
 
 
 class MissingBlob(KeyError):
-    """A row refers to a blob the log does not hold."""
+    """A row refers to stored text the log does not hold."""
 
 
-_local = threading.local()  # the blobs of the row being unpacked, for the decoder's ext hook
+_local = threading.local()  # what blob_refs collects, for the decoder's ext hook
 
 
 def _collect(code: int, ext: memoryview) -> None:
-    _local.found.extend(_ids_decoder.decode(ext))
-
-
-def _resolve(code: int, ext: memoryview) -> Any:
-    blobs = _local.blobs
-    try:
-        joined = b"".join([blobs[i] for i in _ids_decoder.decode(ext)])
-    except KeyError as exc:
-        raise MissingBlob(f"blob {exc.args[0]} is missing from the log") from None
-    if code == TEXT:
-        return joined.decode()
-    if code == JSON:
-        return _json_value.decode(joined)
-    raise ValueError(f"unknown reference kind {code}")
+    _local.found.append(_refs_decoder.decode(ext))
 
 
 _collector = msgspec.msgpack.Decoder(ext_hook=_collect)
-_unpacker = msgspec.msgpack.Decoder(ext_hook=_resolve)
 
 
-def blob_ids(data: bytes) -> list[int]:
-    """The ids of the blobs a packed row refers to."""
+def blob_refs(data: bytes) -> list[list]:
+    """The references a packed row holds, one list per moved-out value."""
     _local.found = found = []
     try:
         _collector.decode(data)
@@ -145,13 +134,34 @@ def blob_ids(data: bytes) -> list[int]:
     return found
 
 
-def unpack(data: bytes, blobs: Mapping[int, bytes]) -> Any:
-    """A packed row as plain data (with its type tag), every blob reference resolved."""
-    _local.blobs = blobs
-    try:
-        return _unpacker.decode(data)
-    finally:
-        _local.blobs = None
+class Unpacker:
+    """Decodes packed rows to plain data, resolving references with ``resolve``.
+
+    Build one per resolver and keep it: it holds a MessagePack decoder bound to it.
+    """
+
+    __slots__ = ("decode", "__weakref__")
+
+    def __init__(self, resolve: Resolve):
+        refs = _refs_decoder.decode
+        text = TEXT
+        json_value = _json_value.decode
+
+        def hook(code: int, ext: memoryview) -> Any:
+            joined = resolve(refs(ext))
+            if code == text:
+                return joined.decode()
+            if code == JSON:
+                return json_value(joined)
+            raise ValueError(f"unknown reference kind {code}")
+
+        self.decode = msgspec.msgpack.Decoder(ext_hook=hook).decode
+
+
+def unpack(data: bytes, resolve: Resolve | Unpacker) -> Any:
+    """A packed row as plain data (with its type tag), every reference resolved."""
+    unpacker = resolve if isinstance(resolve, Unpacker) else Unpacker(resolve)
+    return unpacker.decode(data)
 
 
 def is_packed(data: bytes | str) -> bool:

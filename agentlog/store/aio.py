@@ -12,8 +12,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from agentlog.events import Event, blob_ids
-from agentlog.events.packed import is_packed
+from agentlog.events import Event
 
 from . import blobs, schema
 from ._batch import check_schema_version, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
@@ -31,7 +30,7 @@ class AsyncSQLiteStore:
         self._shares = version >= schema.SHARES_VERSION
         # One connection: tasks take turns at a write transaction, as threads do in the sync face.
         self._write_lock = asyncio.Lock()
-        self._blob_cache = blobs.BlobCache()
+        self._pack_cache = blobs.PackCache()
 
     @classmethod
     async def open(
@@ -107,14 +106,16 @@ class AsyncSQLiteStore:
                 # collect the chunks, store them, then encode with their ids.
                 chunks: dict[bytes, bytes] = {}
 
-                def collect(chunk: bytes) -> int:
-                    chunks[blobs.digest(chunk)] = chunk
-                    return 0
+                def collect(found: list[bytes]) -> list[int]:
+                    chunks.update((blobs.digest(c), c) for c in found)
+                    return []
 
                 encode_batch(run_id, events, expected_seq, now, row, collect, shared[1] if shared else 0)
-                ids = {key: await self._put_blob(key, chunk) for key, chunk in chunks.items()}
-                rows, summary = encode_batch(run_id, events, expected_seq, now, row,
-                                             lambda c: ids[blobs.digest(c)], shared[1] if shared else 0)
+                where = await self._put_blobs(chunks)
+                rows, summary = encode_batch(
+                    run_id, events, expected_seq, now, row,
+                    lambda found: blobs.spans(where[blobs.digest(c)] for c in found), shared[1] if shared else 0,
+                )
                 await db.executemany(schema.INSERT_EVENT, rows)
                 if shared:
                     await db.execute(schema.INSERT_SHARE, (run_id, shared[0], shared[1], now))
@@ -128,12 +129,25 @@ class AsyncSQLiteStore:
                 raise
         return expected_seq + len(events)
 
-    async def _put_blob(self, key: bytes, chunk: bytes) -> int:
-        row = await (await self._db.execute(blobs.SELECT_ID, (key,))).fetchone()
-        if row is not None:
-            return row[0]
-        cursor = await self._db.execute(blobs.INSERT, (key, *blobs.deflate(chunk)))
-        return cursor.lastrowid
+    async def _put_blobs(self, chunks: dict[bytes, bytes]) -> dict[bytes, blobs.Location]:
+        """Where ``chunks`` (by hash) are: existing ones found, new ones stored as one pack."""
+        where: dict[bytes, blobs.Location] = {}
+        new: list[bytes] = []
+        for key in chunks:
+            row = await (await self._db.execute(blobs.SELECT_LOCATION, (key,))).fetchone()
+            if row is None:
+                new.append(key)
+            else:
+                where[key] = tuple(row)
+        if new:
+            pack = (await self._db.execute(blobs.NEW_PACK)).lastrowid
+            start = 0
+            for key in new:
+                where[key] = (pack, start, len(chunks[key]))
+                await self._db.execute(blobs.INSERT, (key, *where[key]))
+                start += len(chunks[key])
+            await self._db.execute(blobs.FILL_PACK, (*blobs.deflate(b"".join(chunks[k] for k in new)), pack))
+        return where
 
     async def _shared_prefix(self, events: Sequence[Event], expected_seq: int) -> tuple[str, int] | None:
         """As the sync face: a fork's prefix equal to its parent's is shared, not copied."""
@@ -146,22 +160,15 @@ class AsyncSQLiteStore:
         return point
 
     async def _decode(self, rows: list[tuple]) -> list[StoredEvent]:
-        """Rows as events, the blobs they refer to fetched in one statement (and cached)."""
-        cache = self._blob_cache
-        found: dict[int, bytes] = {}
-        wanted = []
-        for blob_id in dict.fromkeys(i for r in rows if is_packed(r[5]) for i in blob_ids(r[5])):
-            data = cache.get(blob_id)
-            if data is None:
-                wanted.append(blob_id)
-            else:
-                found[blob_id] = data
-        for start in range(0, len(wanted), 500):
-            part = json.dumps(wanted[start:start + 500])
-            for blob_id, codec, stored in await self._fetch(blobs.SELECT_MANY, (part,)):
-                found[blob_id] = data = blobs.inflate(codec, stored)
-                cache.add(blob_id, data)
-        return [StoredEvent.from_row(r, found) for r in rows]
+        """Rows as events, the packs of text they refer to read at once (and cached)."""
+        cache = self._pack_cache.items
+        packs = {p: cache[p] for p in blobs.packs_of_rows(rows) if p in cache}
+        missing = [p for p in blobs.packs_of_rows(rows) if p not in packs]
+        for part in blobs.batches(missing):
+            for pack, codec, stored in await self._fetch(blobs.SELECT_PACKS, (part,)):
+                packs[pack] = data = blobs.inflate(codec, stored)
+                self._pack_cache.add(pack, data)
+        return [StoredEvent.from_row(r, lambda reference: blobs.join(reference, packs)) for r in rows]
 
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple]:
         with translate_errors(self.path):

@@ -1,31 +1,47 @@
-"""The blob table: large text stored once per log, keyed by the hash of its bytes.
+"""The blob tables: large text stored once per log, found by the hash of its bytes.
 
-Event rows refer to blobs by id (``agentlog.events.packed``); this module owns the
-table's SQL and the compression. A blob is stored compressed when that saves at least
-``MIN_SAVING`` of its size (zlib level 6: see docs/benchmarks.md, "Choosing the codec").
-Ids are never reused (AUTOINCREMENT), so a cache keyed by id stays true in every
-process even after ``vacuum`` drops blobs.
+``agentlog.events.packed`` cuts large text into chunks. The new chunks of one write
+transaction are stored together as one *pack*, compressed as a whole where that pays
+(a chunk of a few hundred bytes compressed alone gains little and costs a decompression
+on every read: docs/benchmarks.md, "Choosing the codec"). ``blobs`` maps each chunk's
+hash (the first 16 bytes of its sha256: the content address) to where its bytes are,
+``(pack, start, size)``; a chunk already stored is never stored again.
+
+An event row refers to its text by those locations, adjacent ones merged into one span,
+so a read needs the packs only, never the hash table. Locations never move, and ids are
+never reused (AUTOINCREMENT), so a cache of packs by id stays true in every process even
+after ``vacuum`` drops packs. This module owns the tables' SQL and the codec.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import zlib
+from collections.abc import Iterable
+
+from agentlog.events import blob_refs
+from agentlog.events.packed import MissingBlob, is_packed
 
 RAW, ZLIB = 0, 1
 LEVEL = 6
 MIN_SAVING = 0.1
+HASH_BYTES = 16
 CACHE_BYTES = 32 << 20
 
-SELECT_ID = "SELECT id FROM blobs WHERE hash = ?"
-INSERT = "INSERT INTO blobs (hash, codec, data) VALUES (?, ?, ?)"
-SELECT_ONE = "SELECT codec, data FROM blobs WHERE id = ?"
-SELECT_MANY = "SELECT id, codec, data FROM blobs WHERE id IN (SELECT value FROM json_each(?))"
+SELECT_LOCATION = "SELECT pack, start, size FROM blobs WHERE hash = ?"
+NEW_PACK = "INSERT INTO packs (codec, data) VALUES (0, x'')"
+FILL_PACK = "UPDATE packs SET codec = ?, data = ? WHERE id = ?"
+INSERT = "INSERT INTO blobs (hash, pack, start, size) VALUES (?, ?, ?, ?)"
+SELECT_PACK = "SELECT codec, data FROM packs WHERE id = ?"
+SELECT_PACKS = "SELECT id, codec, data FROM packs WHERE id IN (SELECT value FROM json_each(?))"
+
+Location = tuple[int, int, int]  # pack, start, size
 
 
 def digest(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+    return hashlib.sha256(data).digest()[:HASH_BYTES]
 
 
 def deflate(data: bytes) -> tuple[int, bytes]:
@@ -45,64 +61,124 @@ def inflate(codec: int, stored: bytes) -> bytes:
     raise ValueError(f"unknown blob codec {codec}")
 
 
+def spans(locations: Iterable[Location]) -> list[int]:
+    """Locations as the flat reference an event row holds: ``[pack, start, size, ...]``,
+    a chunk that follows the previous one in the same pack merged into its span."""
+    out: list[int] = []
+    for pack, start, size in locations:
+        if out and out[-3] == pack and out[-2] + out[-1] == start:
+            out[-1] += size
+        else:
+            out += (pack, start, size)
+    return out
+
+
+def packs_of(reference: list) -> list[int]:
+    return reference[0::3]
+
+
+def packs_of_rows(rows: Iterable[tuple]) -> set[int]:
+    """The packs events ``rows`` (their ``data`` last) refer to."""
+    found: set[int] = set()
+    for row in rows:
+        data = row[-1]
+        if is_packed(data):
+            for reference in blob_refs(data):
+                found.update(packs_of(reference))
+    return found
+
+
 class BlobWriter:
-    """``put(chunk) -> id`` inside the caller's write transaction: an existing blob's id,
-    or a new row. Lives for one transaction (a rolled-back insert must not be remembered)."""
+    """``put(chunks) -> reference`` inside the caller's write transaction; ``finish()``
+    before it commits writes the pack of the new chunks. Lives for one transaction."""
 
     def __init__(self, db: sqlite3.Connection):
         self._db = db
-        self._seen: dict[bytes, int] = {}
+        self._seen: dict[bytes, Location] = {}
+        self._pack: int | None = None
+        self._parts: list[bytes] = []
+        self._size = 0
 
-    def put(self, chunk: bytes) -> int:
+    def put(self, chunks: list[bytes]) -> list[int]:
+        return spans(self._locate(chunk) for chunk in chunks)
+
+    def _locate(self, chunk: bytes) -> Location:
         key = digest(chunk)
         found = self._seen.get(key)
         if found is not None:
             return found
-        row = self._db.execute(SELECT_ID, (key,)).fetchone()
+        row = self._db.execute(SELECT_LOCATION, (key,)).fetchone()
         if row is None:
-            codec, stored = deflate(chunk)
-            blob_id = self._db.execute(INSERT, (key, codec, stored)).lastrowid
-        else:
-            blob_id = row[0]
-        self._seen[key] = blob_id
-        return blob_id
+            if self._pack is None:
+                self._pack = self._db.execute(NEW_PACK).lastrowid
+            row = (self._pack, self._size, len(chunk))
+            self._db.execute(INSERT, (key, *row))
+            self._parts.append(chunk)
+            self._size += len(chunk)
+        self._seen[key] = found = tuple(row)
+        return found
 
-    def forget(self) -> None:
-        """After a rollback (to a savepoint): ids put since may no longer exist."""
-        self._seen.clear()
+    def finish(self) -> None:
+        if self._pack is not None:
+            self._db.execute(FILL_PACK, (*deflate(b"".join(self._parts)), self._pack))
+            self._pack, self._parts, self._size = None, [], 0
 
 
-class BlobCache:
-    """Blobs already read, by id, bounded by their total size."""
+class PackCache:
+    """Packs already read (decompressed), by id, bounded by their total size."""
 
     def __init__(self, limit: int = CACHE_BYTES):
-        self._items: dict[int, bytes] = {}
+        self.items: dict[int, bytes] = {}
         self._size = 0
         self._limit = limit
 
-    def get(self, blob_id: int) -> bytes | None:
-        return self._items.get(blob_id)
-
-    def add(self, blob_id: int, data: bytes) -> None:
+    def add(self, pack: int, data: bytes) -> None:
         if self._size + len(data) > self._limit:
-            self._items.clear()
+            self.items.clear()
             self._size = 0
-        self._items[blob_id] = data
+        self.items[pack] = data
         self._size += len(data)
 
 
-class BlobReader:
-    """The log's blobs as a mapping for the decoder, fetched on first use and cached."""
+def join(reference: list, packs: dict[int, bytes]) -> bytes:
+    """The bytes a reference names, from ``packs`` (decompressed, by id)."""
+    try:
+        return b"".join([packs[reference[i]][reference[i + 1]:reference[i + 1] + reference[i + 2]]
+                         for i in range(0, len(reference), 3)])
+    except KeyError as exc:
+        raise MissingBlob(f"pack {exc.args[0]} is missing from the log") from None
 
-    def __init__(self, db: sqlite3.Connection, cache: BlobCache):
+
+def batches(ids: list[int], size: int = 500) -> Iterable[str]:
+    for start in range(0, len(ids), size):
+        yield json.dumps(ids[start:start + size])
+
+
+class BlobReader:
+    """Resolves references for the decoder, reading each pack once (then from the cache)."""
+
+    def __init__(self, db: sqlite3.Connection, cache: PackCache):
         self._db, self._cache = db, cache
 
-    def __getitem__(self, blob_id: int) -> bytes:
-        data = self._cache.get(blob_id)
-        if data is None:
-            row = self._db.execute(SELECT_ONE, (blob_id,)).fetchone()
-            if row is None:
-                raise KeyError(blob_id)
-            data = inflate(*row)
-            self._cache.add(blob_id, data)
-        return data
+    def __call__(self, reference: list) -> bytes:
+        packs = self._cache.items
+        if len(reference) == 3:  # one span: the common case, kept short
+            pack, start, size = reference
+            data = packs.get(pack)
+            if data is None:
+                data = self._read(pack)
+                self._cache.add(pack, data)
+            return data[start:start + size]
+        for pack in packs_of(reference):
+            if pack not in packs:
+                self._cache.add(pack, self._read(pack))
+        if all(p in packs for p in packs_of(reference)):
+            return join(reference, packs)
+        # The cache was cleared while this reference's packs were read: read them apart.
+        return join(reference, {p: self._read(p) for p in packs_of(reference)})
+
+    def _read(self, pack: int) -> bytes:
+        row = self._db.execute(SELECT_PACK, (pack,)).fetchone()
+        if row is None:
+            raise MissingBlob(f"pack {pack} is missing from the log")
+        return inflate(*row)

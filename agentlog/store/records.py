@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from collections.abc import Mapping
-
 from agentlog.events import Event, decode
+from agentlog.events.packed import Resolve, Unpacker
 
 
 class StoredEvent(msgspec.Struct, frozen=True, gc=False):
@@ -18,10 +17,10 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):
     event: Event
 
     @classmethod
-    def from_row(cls, row: tuple, blobs: Mapping[int, bytes] | None = None) -> "StoredEvent":
-        """The event of one ``events`` row; ``blobs`` resolves the large text it refers to."""
+    def from_row(cls, row: tuple, resolve: Resolve | Unpacker | None = None) -> "StoredEvent":
+        """The event of one ``events`` row; ``resolve`` reads the large text it refers to."""
         run_id, seq, type_name, version, recorded_at, data = row
-        return cls(run_id, seq, type_name, version, recorded_at, decode(type_name, version, data, blobs))
+        return cls(run_id, seq, type_name, version, recorded_at, decode(type_name, version, data, resolve))
 
 
 class RunSummary(msgspec.Struct, frozen=True):

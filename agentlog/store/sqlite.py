@@ -26,11 +26,12 @@ from typing import NamedTuple
 
 from agentlog.events import Event
 
-from agentlog.events import blob_ids
+from agentlog.events import blob_refs
+from agentlog.events.packed import Unpacker
 
 from . import index, schema
 from ._batch import check_schema_version, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
-from .blobs import BlobCache, BlobReader, BlobWriter
+from .blobs import BlobReader, BlobWriter, PackCache, packs_of
 from .errors import (
     ConcurrencyError,
     RunNotFound,
@@ -100,12 +101,13 @@ class SQLiteStore:
         self._queued: list[_Append] = []  # appends waiting for a group commit
         self._group = threading.Lock()  # guards the queue and the leader flag
         self._leading = False
-        self._blob_cache = BlobCache()
+        self._pack_cache = PackCache()
         with translate_errors(self.path):
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
-            self._blobs = BlobReader(self._db, self._blob_cache)
+            self._blobs = Unpacker(BlobReader(self._db, self._pack_cache))
+            self._shares: dict[str, bool] = {}  # run id -> shares a prefix (fixed once it has events)
             try:
                 self._open(durability, busy_timeout)
             except BaseException:
@@ -268,6 +270,7 @@ class SQLiteStore:
             summaries[run_id] = summary
             touched[run_id] = None
             last[run_id] = item.result = expected_seq + len(item.events)
+        writer.finish()
         if rows:
             db.executemany(schema.INSERT_EVENT, rows)
             db.executemany(schema.INSERT_SHARE, shares)
@@ -303,10 +306,12 @@ class SQLiteStore:
                 raise ConcurrencyError(run_id, expected_seq, actual)
             current = db.execute(schema.SELECT_RUN, (run_id,)).fetchone()
             share = self._share(db, item, group, now)
+            writer = BlobWriter(db)
             rows, summary = encode_batch(
                 run_id, item.events, expected_seq, now, RunSummary.from_row(current) if current else None,
-                BlobWriter(db).put, share[2] if share else 0,
+                writer.put, share[2] if share else 0,
             )
+            writer.finish()
             db.executemany(schema.INSERT_EVENT, rows)
             if share:
                 db.execute(schema.INSERT_SHARE, share)
@@ -349,7 +354,7 @@ class SQLiteStore:
         return len(rows)
 
     def vacuum(self, *, dry_run: bool = False) -> "VacuumReport":
-        """Drop the blobs no event refers to (then compact the file); ``dry_run`` only counts them.
+        """Drop the packs of text no event refers to (then compact the file); ``dry_run`` only counts them.
 
         Runs in one write transaction, so no append can refer to a blob while it goes.
         A row whose references cannot be read stops it: dropping blindly could lose text.
@@ -362,21 +367,24 @@ class SQLiteStore:
                 referenced: set[int] = set()
                 for run_id, seq, data in db.execute(schema.PACKED_ROWS):
                     try:
-                        referenced.update(blob_ids(data))
+                        referenced.update(p for reference in blob_refs(data) for p in packs_of(reference))
                     except Exception as exc:  # noqa: BLE001 - any decoding failure of a damaged row
                         raise StoreError(f"{self.path}: run {run_id} event {seq} cannot be read ({exc}); "
                                          "nothing was dropped") from exc
-                sizes = [(blob_id, size) for blob_id, size in db.execute(schema.BLOB_SIZES)
-                         if blob_id not in referenced]
-                if not dry_run:
-                    db.executemany("DELETE FROM blobs WHERE id = ?", [(blob_id,) for blob_id, _ in sizes])
-                db.execute("COMMIT")
+                sizes = [(pack, size, chunks) for pack, size, chunks in db.execute(schema.PACK_SIZES)
+                         if pack not in referenced]
+                for pack, _size, _chunks in sizes:
+                    db.execute("DELETE FROM blobs WHERE pack = ?", (pack,))
+                    db.execute("DELETE FROM packs WHERE id = ?", (pack,))
+                db.execute("ROLLBACK" if dry_run else "COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             if sizes and not dry_run:
                 db.execute("VACUUM")
-            return VacuumReport(len(sizes), sum(size for _, size in sizes), before, _file_size(self.path))
+            return VacuumReport(len(sizes), sum(n for _, _, n in sizes), sum(size for _, size, _ in sizes),
+                                before, _file_size(self.path))
 
     # --- reading -----------------------------------------------------------------
 
@@ -390,11 +398,17 @@ class SQLiteStore:
             return self._read_rows(self._db, run_id, after, upto if upto is not None else 2**62)
 
     def _read_rows(self, db: sqlite3.Connection, run_id: str, after: int, upto: int) -> list[StoredEvent]:
-        sql = schema.SELECT_SHARED_EVENTS if db.execute(schema.SELECT_SHARE, (run_id,)).fetchone() else schema.SELECT_EVENTS
+        shares = self._shares.get(run_id)
+        if shares is None:
+            shares = db.execute(schema.SELECT_SHARE, (run_id,)).fetchone() is not None
+        sql = schema.SELECT_SHARED_EVENTS if shares else schema.SELECT_EVENTS
         blobs = self._blobs
         # Decoded row by row: holding every raw row too would double the live objects,
         # and the collector's passes over them made long streams read superlinearly.
-        return [StoredEvent.from_row(r, blobs) for r in db.execute(sql, (run_id, after, upto))]
+        events = [StoredEvent.from_row(r, blobs) for r in db.execute(sql, (run_id, after, upto))]
+        if events and not db.in_transaction:  # a share row is written with a run's first events
+            self._shares[run_id] = shares
+        return events
 
     def events(self, run_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
         return [s.event for s in self.read(run_id, after, upto)]
@@ -448,8 +462,9 @@ class SQLiteStore:
 
 
 class VacuumReport(NamedTuple):
-    blobs: int  # blobs no event refers to (dropped unless a dry run)
-    blob_bytes: int  # their stored size
+    packs: int  # packs of text no event refers to (dropped unless a dry run)
+    chunks: int  # the chunks they hold
+    pack_bytes: int  # their stored size: what the file frees
     file_before: int  # the database file's size, bytes
     file_after: int
 

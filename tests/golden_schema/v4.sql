@@ -1,6 +1,9 @@
 -- index events_answers_by_hash
 CREATE INDEX events_answers_by_hash ON events (request_hash) WHERE request_hash IS NOT NULL;
 
+-- index events_by_run
+CREATE UNIQUE INDEX events_by_run ON events (run_id, seq);
+
 -- index runs_by_created
 CREATE INDEX runs_by_created ON runs (created_at);
 
@@ -12,22 +15,30 @@ CREATE INDEX shares_by_parent ON shares (parent_run_id);
 
 -- table blobs
 CREATE TABLE blobs (
+            hash  BLOB    PRIMARY KEY,
+            pack  INTEGER NOT NULL,
+            start INTEGER NOT NULL,
+            size  INTEGER NOT NULL
+        ) WITHOUT ROWID;
+
+-- table events
+CREATE TABLE "events" (
+            id           INTEGER PRIMARY KEY,
+            run_id       TEXT    NOT NULL,
+            seq          INTEGER NOT NULL CHECK (seq >= 1),
+            type         TEXT    NOT NULL,
+            version      INTEGER NOT NULL,
+            recorded_at  REAL    NOT NULL,
+            data         BLOB    NOT NULL,
+            request_hash TEXT
+        );
+
+-- table packs
+CREATE TABLE packs (
             id    INTEGER PRIMARY KEY AUTOINCREMENT,
-            hash  BLOB    NOT NULL UNIQUE,
             codec INTEGER NOT NULL,
             data  BLOB    NOT NULL
         );
-
--- table events
-CREATE TABLE events (
-            run_id      TEXT    NOT NULL,
-            seq         INTEGER NOT NULL CHECK (seq >= 1),
-            type        TEXT    NOT NULL,
-            version     INTEGER NOT NULL,
-            recorded_at REAL    NOT NULL,
-            data        TEXT    NOT NULL, request_hash TEXT,
-            PRIMARY KEY (run_id, seq)
-        ) WITHOUT ROWID;
 
 -- table runs
 CREATE TABLE runs (
