@@ -672,7 +672,8 @@ def cmd_vacuum(ctx: Context) -> int:
     if not ctx.db_path.exists():
         raise UsageError(f"no agentlog database at {ctx.db_path}")
     report = ctx.store().vacuum(dry_run=ctx.args.dry_run)
-    what = f"{report.pack_bytes:,} bytes: {report.packs} pack{'' if report.packs == 1 else 's'} of text no event refers to"
+    packs = f"{report.packs} pack{'' if report.packs == 1 else 's'}"
+    what = f"{report.pack_bytes:,} bytes: {packs} of text no event refers to"
     if ctx.args.dry_run:
         print(f"would free {what}")
     elif report.packs:

@@ -63,8 +63,10 @@ class Text:
 
 def findings(text: Text) -> Findings:
     areas = [text.sentence(3)[:-1] for _ in range(4)]
-    return Findings(key_areas=areas, facts=[AreaFacts(area=a, facts=[text.sentence() for _ in range(3)]) for a in areas],
-                    misconceptions=[text.sentence() for _ in range(2)], sources=["https://example.org/" + text.sentence(2)[:-1].replace(" ", "-")])
+    source = "https://example.org/" + text.sentence(2)[:-1].replace(" ", "-")
+    return Findings(key_areas=areas,
+                    facts=[AreaFacts(area=a, facts=[text.sentence() for _ in range(3)]) for a in areas],
+                    misconceptions=[text.sentence() for _ in range(2)], sources=[source])
 
 
 def review(text: Text) -> Review:
@@ -283,7 +285,8 @@ def codec(n_runs: int) -> dict[str, Any]:
                     decompress(b)
 
             seconds = statistics.median(timed(inflate_all) for _ in range(9))
-            out[f"{unit}/{name}"] = {"ratio": sum(map(len, stored)) / raw, "decompress_us_per_run": seconds / n_runs * 1e6}
+            out[f"{unit}/{name}"] = {"ratio": sum(map(len, stored)) / raw,
+                                     "decompress_us_per_run": seconds / n_runs * 1e6}
     return out
 
 

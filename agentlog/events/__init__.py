@@ -44,6 +44,7 @@ __all__ = [
     "LLMCallFailed", "LLMCallRequested", "OutputRejected", "ResearchPartReady", "Review", "ReviewScored",
     "RunFailed",
     "RunFinished", "RunForked", "RunResumed", "RunStarted", "SettingsChanged", "ToolCall",
-    "ToolInvoked", "ToolReturned", "ToolSpec", "Usage", "apply_reconfiguration", "blob_refs", "decode", "encode", "pack", "request_hash",
+    "ToolInvoked", "ToolReturned", "ToolSpec", "Usage", "apply_reconfiguration", "blob_refs",
+    "decode", "encode", "pack", "request_hash",
     "to_builtins",
 ]
