@@ -3,8 +3,9 @@
 By default it answers like the offline model (schema-valid findings and reviews, Markdown
 drafts), so whole pipelines run against it through the real ``openai`` client. Faults
 can be queued: HTTP statuses (429, 500, ...), a hang longer than the client's timeout, a
-body that is not JSON, or a reply whose content is not valid JSON. Every request is
-recorded with its headers, so tests can count calls and check what was sent.
+body that is not JSON, or a reply whose content is not valid JSON; a model can be declared
+down (every request for it gets one status). Every request is recorded with its headers,
+so tests can count calls and check what was sent.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ class Fault:
 
 
 class FakeOpenAIServer:
-    def __init__(self, *, delay: float = 0.0, responder: Callable[[dict], dict] | None = None):
+    def __init__(self, *, delay: float = 0.0, responder: Callable[[dict], dict] | None = None,
+                 down: dict[str, int] | None = None):
         self.delay = delay
         self.responder = responder
+        self.down = dict(down or {})  # model name -> the HTTP status every request for it gets
         self.requests: list[dict[str, Any]] = []
         self.faults: deque[Fault] = deque()
         self._lock = threading.Lock()
@@ -85,7 +88,14 @@ class FakeOpenAIServer:
                 return len(self.requests)
             return sum(agent_marker in r["body"]["messages"][0]["content"] for r in self.requests)
 
+    def count_model(self, model: str) -> int:
+        """Requests received for ``model``."""
+        with self._lock:
+            return sum(r["body"].get("model") == model for r in self.requests)
+
     def _next_fault(self, body: dict) -> Fault | None:
+        if body.get("model") in self.down:
+            return Fault.status(self.down[body["model"]], message=f"model {body['model']} is down")
         with self._lock:
             for fault in list(self.faults):
                 if fault.when is None or fault.when(body):

@@ -69,7 +69,7 @@ class Call:
     """What the log says about one model call."""
 
     __slots__ = ("call_id", "step", "agent", "attempt", "round", "request", "answer", "gave_up", "rejected",
-                 "invoked", "tool_results")
+                 "invoked", "tool_results", "reconfigured")
 
     def __init__(self, event: LLMCallRequested):
         self.call_id, self.step, self.agent = event.call_id, event.step, event.agent
@@ -79,6 +79,8 @@ class Call:
         self.rejected: str | None = None
         self.invoked: set[str] = set()  # tool call ids with a ToolInvoked
         self.tool_results: dict[str, ToolReturned] = {}
+        # Its agent was reconfigured while it had no answer: it is asked again of the new config.
+        self.reconfigured = False
 
 
 class ContentState:
@@ -166,6 +168,9 @@ class ContentPipeline:
                 state.reviews.append(event.review)
             case AgentReconfigured():
                 state.agents[event.agent] = apply_reconfiguration(state.agents[event.agent], event)
+                for call in state.calls.values():
+                    if call.agent == event.agent and call.answer is None:
+                        call.reconfigured = True
             case SettingsChanged():
                 if event.max_iterations is not None:
                     state.max_iterations = event.max_iterations
@@ -177,11 +182,10 @@ class ContentPipeline:
                 state.asked[event.iteration] = event.point
             case ApprovalDecided():
                 state.decided[event.iteration] = event
-            case RunForked():
-                # A fork goes on from the copied state; whether it is done is decided anew.
+            case RunForked() | RunResumed():
+                # The run goes on from here; whether it is done, and whether a call that gave
+                # up is asked again, is decided anew.
                 state.finished = state.failed = None
-            case RunResumed():
-                state.failed = None
                 for call in state.calls.values():
                     call.gave_up = None
             case RunFinished():
@@ -273,6 +277,8 @@ class ContentPipeline:
         if not ids:
             return [self._call(state, step, agent, 1, messages)]
         call = state.calls[ids[-1]]
+        if call.reconfigured and call.answer is None:
+            return [self._reask(state, call, agent)]
         if call.gave_up is not None:
             failure = call.gave_up
             return [Record(RunFailed(
@@ -299,6 +305,19 @@ class ContentPipeline:
         if isinstance(outcome, str):
             return [Record(OutputRejected(call_id=call.call_id, agent=agent, step=step, reason=outcome))]
         return [Record(outcome)]
+
+    def _reask(self, state: ContentState, call: Call, agent: str) -> CallModel:
+        """A call without an answer whose agent was reconfigured: the same conversation, asked of
+        the agent's current configuration as a new attempt (unless the request did not change)."""
+        attempt = call.attempt
+        retry = self._call(state, call.step, agent, attempt, call.request["messages"][1:], call.round)
+        if retry.request == call.request:
+            return CallModel(call_id=call.call_id, agent=agent, step=call.step, attempt=call.attempt,
+                             request=call.request, round=call.round)
+        while retry.call_id in state.calls:
+            attempt += 1
+            retry = self._call(state, call.step, agent, attempt, call.request["messages"][1:], call.round)
+        return retry
 
     def _tool_round(self, state: ContentState, step: str, agent: str, call: Call) -> list[Command]:
         """Run the answer's tool calls that have no result yet; then ask again with the results."""
