@@ -23,6 +23,7 @@ from . import render
 from .actors import (
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_THRESHOLD,
+    RunAborted,
     RunHandle,
     start_run,
     validate_run_settings,
@@ -704,6 +705,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # validation of run settings
         _err(str(exc))
         return EXIT_USAGE
+    except RunAborted as exc:
+        _err(str(exc))
+        return EXIT_FAILED
     except ConcurrencyError as exc:
         _err(f"{exc}. Another process is running or resuming this run; nothing was changed by this one.")
         return EXIT_CONFLICT

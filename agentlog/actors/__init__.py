@@ -1,6 +1,7 @@
 """Actors: an agent per role with its own mailbox, and one orchestrator per run."""
 
 from .agent import AgentActor
+from .errors import AgentDied, RunAborted, RunStopped
 from .orchestrator import Orchestrator
 from .runtime import (
     DEFAULT_MAX_ITERATIONS,
@@ -17,6 +18,7 @@ from .runtime import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_ITERATIONS", "DEFAULT_TEMPERATURES", "DEFAULT_THRESHOLD", "AgentActor", "Orchestrator",
+    "DEFAULT_MAX_ITERATIONS", "DEFAULT_TEMPERATURES", "DEFAULT_THRESHOLD", "AgentActor", "AgentDied", "Orchestrator",
+    "RunAborted", "RunStopped",
     "RunHandle", "agent_configs", "drive", "new_run_id", "resolve_tools", "run", "start_run", "validate_run_settings",
 ]

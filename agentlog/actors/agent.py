@@ -9,28 +9,69 @@ import pykka
 
 from agentlog.models import AttemptFailure, CallFailed, Gateway
 
-from .messages import AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
+from .messages import AgentCrashed, AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
 
 log = logging.getLogger(__name__)
 
 
 class AgentActor(pykka.ThreadingActor):
     """Runs each requested call through the gateway and reports every attempt to ``reply_to``;
-    runs each requested tool and reports its result (a tool that raises reports the error)."""
+    runs each requested tool and reports its result (a tool that raises reports the error).
+
+    Whatever a tool or a model client raises is reported as a result or a failed attempt.
+    Anything worse (a ``BaseException``, or the report itself failing) ends this actor, and
+    ``reply_to`` is told ``AgentCrashed`` with the reason, so its run fails instead of waiting.
+    """
 
     def __init__(self, name: str, gateway: Gateway):
         super().__init__()
         self.name, self.gateway = name, gateway
+        self._current: CallRequest | ToolRequest | None = None
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, ToolRequest):
-            result, is_error = message.tool.run(message.arguments)
-            message.reply_to.tell(ToolCompleted(message.call_id, message.tool_call_id, message.tool.name,
-                                                result, is_error))
-            return None
-        if not isinstance(message, CallRequest):
+        if not isinstance(message, (CallRequest, ToolRequest)):
             log.warning("agent %s ignored unexpected message %r", self.name, message)
             return None
+        self._current = message
+        try:
+            if isinstance(message, ToolRequest):
+                self._run_tool(message)
+            else:
+                self._call(message)
+        except pykka.ActorDeadError:
+            pass  # the run ended while this agent worked: nobody to tell
+        except BaseException as exc:  # noqa: BLE001 - contained: only this agent's run hears of it
+            self._crashed(exc)
+            self.stop()
+            return None
+        self._current = None
+        return None
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._crashed(exception_value)
+
+    def _crashed(self, exc: BaseException) -> None:
+        message, self._current = self._current, None
+        if message is None:
+            return
+        # Not an error here: the run's waiter is told, and reports it.
+        log.info("agent %s died on call %s", self.name, message.call_id, exc_info=exc)
+        try:
+            message.reply_to.tell(AgentCrashed(message.call_id, self.name, f"{type(exc).__name__}: {exc}"))
+        except pykka.ActorDeadError:
+            pass  # the run has ended already
+
+    def _run_tool(self, message: ToolRequest) -> None:
+        try:
+            result, is_error = message.tool.run(message.arguments)
+            if not isinstance(result, str):
+                raise TypeError(f"Tool.run returned a {type(result).__name__}, not a string")
+        except Exception as exc:  # noqa: BLE001 - the model is told, the run goes on
+            result, is_error = f"error: {message.tool.name} failed: {type(exc).__name__}: {exc}", True
+        message.reply_to.tell(ToolCompleted(message.call_id, message.tool_call_id, message.tool.name,
+                                            result, bool(is_error)))
+
+    def _call(self, message: CallRequest) -> None:
         reply_to = message.reply_to
 
         def report(failure: AttemptFailure) -> None:
@@ -39,10 +80,11 @@ class AgentActor(pykka.ThreadingActor):
         try:
             completion = self.gateway.complete(message.request, report)
         except CallFailed:
-            return None  # its last attempt was reported with gave_up=True
-        except Exception as exc:  # a bug or a local-model start-up failure: still an event
+            return  # its last attempt was reported with gave_up=True
+        except pykka.ActorDeadError:
+            return  # the run ended while this call was out: nobody to tell
+        except Exception as exc:  # noqa: BLE001 - a bug or a local-model start-up failure: still an event
             report(AttemptFailure(attempt=1, error_kind="internal", message=f"{type(exc).__name__}: {exc}",
                                   retryable=False, gave_up=True))
-            return None
+            return
         reply_to.tell(CallCompleted(message.call_id, self.name, completion))
-        return None

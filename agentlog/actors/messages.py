@@ -43,3 +43,11 @@ class ToolCompleted(msgspec.Struct, frozen=True):
     name: str
     result: str
     is_error: bool
+
+
+class AgentCrashed(msgspec.Struct, frozen=True):
+    """The agent died handling ``call_id``: its run cannot go on in this process."""
+
+    call_id: str
+    agent: str
+    reason: str

@@ -39,7 +39,8 @@ from agentlog.pipelines import CallModel, InvokeTool, Pipeline, Record, fold
 from agentlog.store import SQLiteStore, StoredEvent
 from agentlog.tools import ToolNotRegistered, ToolRegistry, default_registry
 
-from .messages import AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
+from .errors import AgentDied, RunStopped
+from .messages import AgentCrashed, AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
 from .reuse import find_recorded_answer
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,13 @@ class Orchestrator(pykka.ThreadingActor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self._fail(exception_value)
 
+    def on_stop(self) -> None:
+        # Stopped from outside (RunHandle.stop, or every actor of the process): whoever waits
+        # on the run hears so now rather than never.
+        if not settled(self.done):
+            stopped = RunStopped(self.run_id, "its actors were stopped before it ended")
+            self.done.set_exception((RunStopped, stopped, None))
+
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
@@ -97,6 +105,12 @@ class Orchestrator(pykka.ThreadingActor):
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
+        # Facts first: what this round already learnt (an answer, a tool's result) reaches
+        # the log before the run fails, so a resume does not pay for it again.
+        try:
+            self._flush()
+        except Exception:  # noqa: BLE001 - the failure being reported is the one that matters
+            log.exception("run %s: could not record the last events before failing", self.run_id)
         if not settled(self.done):
             self.done.set_exception((type(exc), exc, exc.__traceback__))
         self.stop()
@@ -127,6 +141,8 @@ class Orchestrator(pykka.ThreadingActor):
                 self.tools_in_flight.discard((call_id, tool_call_id))
                 self._append([ToolReturned(call_id=call_id, tool_call_id=tool_call_id, name=name, result=result,
                                            is_error=is_error)])
+            case AgentCrashed(call_id, agent, reason):
+                raise AgentDied(self.run_id, f"agent {agent} died on {call_id}: {reason}")
             case _:
                 log.warning("orchestrator %s ignored %r", self.run_id, message)
                 return

@@ -221,8 +221,10 @@ class Gateway:
                     except Exception as exc:  # classified below; nothing escapes unrecorded
                         kind, retryable = classify(exc)
                         gave_up = not retryable or number >= policy.max_attempts
+                        # A foreign exception (a bug, a broken client) is named by its type.
+                        text = str(exc) if isinstance(exc, openai.OpenAIError) else f"{type(exc).__name__}: {exc}"
                         last = AttemptFailure(
-                            attempt=number, error_kind=kind, message=self._redact(str(exc))[:2000],
+                            attempt=number, error_kind=kind, message=self._redact(text)[:2000],
                             retryable=retryable, gave_up=gave_up,
                         )
                         on_failure(last)

@@ -70,7 +70,10 @@ class Tool:
             value = self.fn(**args)
         except Exception as exc:  # noqa: BLE001 - the model is told, the run goes on
             return f"error: {self.name} raised {type(exc).__name__}: {exc}", True
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        try:
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError) as exc:  # e.g. non-string keys, a circular reference
+            return f"error: {self.name} returned a {type(value).__name__} that is not JSON ({exc})", True
         if len(text) > MAX_RESULT_CHARS:
             text = text[:MAX_RESULT_CHARS] + f"\n[truncated: {len(text) - MAX_RESULT_CHARS} more characters]"
         return text, False
