@@ -20,6 +20,7 @@ import msgspec
 import pykka
 
 from . import render
+from .actors.lease import check_free, lease_seconds
 from .actors import (
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_THRESHOLD,
@@ -55,7 +56,16 @@ from .replay import (
     verify,
     waiting,
 )
-from .store import ConcurrencyError, RunSummary, SQLiteStore, StoreBusy, StoreError, StoredEvent
+from .store import (
+    ConcurrencyError,
+    LeaseHeld,
+    LeaseLost,
+    RunSummary,
+    SQLiteStore,
+    StoreBusy,
+    StoreError,
+    StoredEvent,
+)
 from .tools import ToolRegistry
 
 EXIT_FAILED, EXIT_USAGE, EXIT_CONFLICT, EXIT_WAITING, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
@@ -491,6 +501,7 @@ def cmd_resume(ctx: Context) -> int:
         print(f"run {run_id} already finished; nothing to resume (fork it to continue with other "
               f"settings: agentlog fork {run_id} --at SEQ ...)", file=sys.stderr)
         return 0
+    check_free(store, run_id)  # before anything is printed: a refusal is one line
     question = waiting(run_id, store.read(run_id))
     if question is not None:
         for line in render.waiting_lines(run_id, question.iteration, question.point):
@@ -696,6 +707,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         ctx = Context(args, load_config())
+        if args.command in ("run", "resume", "fork", "rereview"):
+            lease_seconds()  # a bad AGENTLOG_LEASE_SECONDS is refused before anything is done
         return COMMANDS[args.command](ctx)
     except (UsageError, ConfigError, ModelNotConfigured, ModelNameError, ReplayError, UnknownPipeline) as exc:
         # NotWaiting (a ReplayError) lands here too: deciding on a run that does not wait, or
@@ -711,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConcurrencyError as exc:
         _err(f"{exc}. Another process is running or resuming this run; nothing was changed by this one.")
         return EXIT_CONFLICT
-    except StoreBusy as exc:
+    except (StoreBusy, LeaseHeld, LeaseLost) as exc:
         _err(str(exc))
         return EXIT_CONFLICT
     except StoreError as exc:

@@ -45,6 +45,8 @@ from agentlog.store import (
     AmbiguousRunId,
     AsyncSQLiteStore,
     ConcurrencyError,
+    LeaseHeld,
+    LeaseLost,
     RunNotFound,
     RunSummary,
     SQLiteStore,
@@ -98,6 +100,10 @@ class AsyncFace:
     lineage = _blocking("lineage")
     children = _blocking("children")
     find_answers = _blocking("find_answers")
+    acquire_lease = _blocking("acquire_lease")
+    renew_lease = _blocking("renew_lease")
+    release_lease = _blocking("release_lease")
+    lease = _blocking("lease")
 
     def close(self) -> None:
         if self._closed:
@@ -506,6 +512,75 @@ class StoreContract:
         assert store.get_run(FINISHED) == before
         with pytest.raises(RunNotFound):
             store.get_run("orphan")
+
+    # --- leases: who drives a live run ---------------------------------------------------
+
+    def test_a_live_lease_is_held_until_released_and_its_token_grows(self, store):
+        first = store.acquire_lease("run", "host-a:1", 30)
+        assert (first.owner, first.token) == ("host-a:1", 1) and first.live(time.time())
+        assert store.lease("run") == first
+        with pytest.raises(LeaseHeld, match=r"driven by host-a:1 \(its lease expires at .* UTC, in \d+ s\)") as held:
+            store.acquire_lease("run", "host-b:2", 30)
+        assert (held.value.owner, held.value.expires_at) == ("host-a:1", first.expires_at)
+        renewed = store.renew_lease(first, 60)
+        assert renewed.token == first.token and renewed.expires_at > first.expires_at
+        store.release_lease(renewed)
+        assert store.lease("run") is None
+        second = store.acquire_lease("run", "host-b:2", 30)
+        assert second.token == 2  # a released lease's epoch is not reused
+
+    def test_an_expired_lease_is_taken_over_and_a_named_one_at_once(self, store):
+        old = store.acquire_lease("run", "host-a:1", 0.05)
+        deadline = time.monotonic() + 5
+        while old.live(time.time()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        new = store.acquire_lease("run", "host-b:2", 30)
+        assert new.token == old.token + 1
+        with pytest.raises(LeaseHeld):  # live now, and not named
+            store.acquire_lease("run", "host-c:3", 30, take_over=old.token)
+        taken = store.acquire_lease("run", "host-c:3", 30, take_over=new.token)  # its holder judged dead
+        assert (taken.owner, taken.token) == ("host-c:3", new.token + 1)
+
+    def test_a_stale_owner_cannot_append_renew_or_release_after_a_takeover(self, store):
+        events = approved_run("t")
+        stale = store.acquire_lease("run", "host-a:1", 30)
+        assert store.append("run", events[:2], 0, lease=stale) == 2
+        fresh = store.acquire_lease("run", "host-b:2", 30, take_over=stale.token)
+        with pytest.raises(LeaseLost, match="now held by host-b:2"):
+            store.append("run", events[2:4], 2, lease=stale)
+        assert store.last_seq("run") == 2  # nothing of the stale batch committed
+        with pytest.raises(LeaseLost):
+            store.renew_lease(stale, 30)
+        store.release_lease(stale)  # a no-op: it is not the holder
+        assert store.lease("run") == fresh
+        assert store.append("run", events[2:4], 2, lease=fresh) == 4
+
+    def test_leases_of_different_runs_are_independent(self, store):
+        a = store.acquire_lease("run-a", "host-a:1", 30)
+        b = store.acquire_lease("run-b", "host-b:2", 30)
+        assert a.token == b.token == 1
+        store.append("run-a", approved_run("a")[:1], 0, lease=a)
+        store.append("run-b", approved_run("b")[:1], 0, lease=b)
+
+    def test_of_two_acquirers_at_once_exactly_one_gets_the_lease(self, connect):
+        stores = [connect(), connect()]
+        barrier = threading.Barrier(2, timeout=10)
+        outcomes: list[str] = []
+
+        def take(store, owner):
+            barrier.wait()
+            try:
+                store.acquire_lease("run", owner, 30)
+                outcomes.append("got")
+            except LeaseHeld:
+                outcomes.append("held")
+
+        threads = [threading.Thread(target=take, args=(s, f"host:{i}")) for i, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(outcomes) == ["got", "held"]
 
     # --- listing and finding runs --------------------------------------------------------
 

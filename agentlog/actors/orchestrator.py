@@ -36,10 +36,11 @@ from agentlog.events import (
     request_hash,
 )
 from agentlog.pipelines import CallModel, InvokeTool, Pipeline, Record, fold
-from agentlog.store import SQLiteStore, StoredEvent
+from agentlog.store import LeaseLost, SQLiteStore, StoredEvent
 from agentlog.tools import ToolNotRegistered, ToolRegistry, default_registry
 
 from .errors import AgentDied, RunStopped
+from .lease import HeldLease
 from .messages import AgentCrashed, AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
 from .reuse import find_recorded_answer
 
@@ -60,8 +61,10 @@ class Orchestrator(pykka.ThreadingActor):
         observer: Observer | None = None,
         reuse: bool = True,
         tools: ToolRegistry | None = None,
+        lease: HeldLease | None = None,
     ):
         super().__init__()
+        self.lease = lease
         self.store, self.run_id, self.pipeline = store, run_id, pipeline
         self.agents, self.done, self.observer, self.reuse = agents, done, observer, reuse
         self.tools = tools if tools is not None else default_registry
@@ -76,6 +79,16 @@ class Orchestrator(pykka.ThreadingActor):
     # --- lifecycle --------------------------------------------------------------
 
     def on_start(self) -> None:
+        if self.lease is not None:
+            ref = self.actor_ref
+
+            def lost(exc: LeaseLost) -> None:
+                try:
+                    ref.tell(exc)
+                except pykka.ActorDeadError:
+                    pass  # the run ended meanwhile
+
+            self.lease.on_lost = lost
         self._guard(self._load)
 
     def _load(self) -> None:
@@ -92,6 +105,7 @@ class Orchestrator(pykka.ThreadingActor):
         self._fail(exception_value)
 
     def on_stop(self) -> None:
+        self._release()
         # Stopped from outside (RunHandle.stop, or every actor of the process): whoever waits
         # on the run hears so now rather than never.
         if not settled(self.done):
@@ -106,14 +120,24 @@ class Orchestrator(pykka.ThreadingActor):
 
     def _fail(self, exc: BaseException) -> None:
         # Facts first: what this round already learnt (an answer, a tool's result) reaches
-        # the log before the run fails, so a resume does not pay for it again.
-        try:
-            self._flush()
-        except Exception:  # noqa: BLE001 - the failure being reported is the one that matters
-            log.exception("run %s: could not record the last events before failing", self.run_id)
+        # the log before the run fails, so a resume does not pay for it again. A writer
+        # that lost its lease writes nothing more.
+        if not isinstance(exc, LeaseLost):
+            try:
+                self._flush()
+            except Exception:  # noqa: BLE001 - the failure being reported is the one that matters
+                log.info("run %s: could not record the last events before failing", self.run_id, exc_info=True)
+        self._release()
         if not settled(self.done):
             self.done.set_exception((type(exc), exc, exc.__traceback__))
-        self.stop()
+        try:
+            self.stop()
+        except pykka.ActorDeadError:
+            pass  # pykka stopped it already (an unhandled failure)
+
+    def _release(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
 
     # --- messages from agents ----------------------------------------------------
 
@@ -143,6 +167,8 @@ class Orchestrator(pykka.ThreadingActor):
                                            is_error=is_error)])
             case AgentCrashed(call_id, agent, reason):
                 raise AgentDied(self.run_id, f"agent {agent} died on {call_id}: {reason}")
+            case LeaseLost():  # the heartbeat found another owner: stop before sending anything
+                raise message
             case _:
                 log.warning("orchestrator %s ignored %r", self.run_id, message)
                 return
@@ -170,6 +196,7 @@ class Orchestrator(pykka.ThreadingActor):
         if self.state.done or self._waiting_for_person():
             # Waiting for a person is settled too: their decision is a new event, and whichever
             # process records it continues the run; nothing here needs to stay alive for it.
+            self._release()
             self.done.set(self.seq)
             self.stop()
 
@@ -279,7 +306,8 @@ class Orchestrator(pykka.ThreadingActor):
             return
         events, self.pending = self.pending, []
         first = self.seq + 1
-        self.seq = self.store.append(self.run_id, events, self.seq)
+        self.seq = self.store.append(self.run_id, events, self.seq,
+                                     lease=self.lease.lease if self.lease is not None else None)
         if self.observer is not None:
             for offset, event in enumerate(events):
                 self._notify(StoredEvent(self.run_id, first + offset, type(event).__name__,

@@ -12,10 +12,12 @@ import pykka
 from agentlog.events import AgentConfig, RunStarted
 from agentlog.models import Gateway, parse_model
 from agentlog.pipelines import get_pipeline
-from agentlog.store import RunSummary, SQLiteStore
+from agentlog.store import Lease, RunSummary, SQLiteStore
 from agentlog.tools import Tool, ToolRegistry, default_registry
 
 from .agent import AgentActor
+from .lease import HeldLease, acquire
+from .lease import lease_seconds as lease_ttl
 from .orchestrator import Observer, Orchestrator, settled
 
 # The counter researcher extracts and organises like the researcher: the same low temperature.
@@ -90,24 +92,34 @@ class RunHandle:
 
 def drive(
     store: SQLiteStore, run_id: str, *, gateway: Gateway | None = None, observer: Observer | None = None,
-    reuse: bool = True, tools: ToolRegistry | None = None,
+    reuse: bool = True, tools: ToolRegistry | None = None, lease: Lease | None = None,
+    lease_seconds: float | None = None,
 ) -> RunHandle:
     """Start the actors of an existing run; they continue from its last event.
 
     ``tools`` holds the callables of the tools the run offers (default: ``default_registry``).
+    The process drives the run under its lease (``lease``, or one acquired here: raises
+    ``LeaseHeld`` while another process drives it), renewed by heartbeat every third of
+    ``lease_seconds`` (default: ``$AGENTLOG_LEASE_SECONDS``, else 30) and released when the run ends.
     """
+    ttl = lease_ttl(lease_seconds)
     first = store.read(run_id, 0, 1)
     if not first or not isinstance(first[0].event, RunStarted):
         raise ValueError(f"run {run_id} has no RunStarted event")
     started = first[0].event
     pipeline = get_pipeline(started.pipeline)
-    owns_gateway = gateway is None
-    gateway = gateway or Gateway()
-    # One actor per agent the run has (a run's agents are fixed by its RunStarted).
-    agents = {name: AgentActor.start(name, gateway) for name in (started.agents or pipeline.roles)}
-    done: pykka.Future = pykka.ThreadingFuture()
-    orchestrator = Orchestrator.start(store, run_id, pipeline, agents, done, observer=observer, reuse=reuse,
-                                      tools=tools)
+    held = HeldLease(store, lease or acquire(store, run_id, ttl), ttl)
+    try:
+        owns_gateway = gateway is None
+        gateway = gateway or Gateway()
+        # One actor per agent the run has (a run's agents are fixed by its RunStarted).
+        agents = {name: AgentActor.start(name, gateway) for name in (started.agents or pipeline.roles)}
+        done: pykka.Future = pykka.ThreadingFuture()
+        orchestrator = Orchestrator.start(store, run_id, pipeline, agents, done, observer=observer, reuse=reuse,
+                                          tools=tools, lease=held)
+    except BaseException:
+        held.release()
+        raise
     return RunHandle(store, run_id, orchestrator, agents, done, gateway, owns_gateway)
 
 
@@ -126,6 +138,7 @@ def start_run(
     tools: Mapping[str, Sequence[str | Tool]] | None = None,
     registry: ToolRegistry | None = None,
     approval: Literal["never", "final", "each-review"] = "never",
+    lease_seconds: float | None = None,
     **options: Any,
 ) -> RunHandle:
     """Record a new run's ``RunStarted`` and start driving it.
@@ -138,6 +151,7 @@ def start_run(
     objects, which are added to the run's registry.
     """
     validate_run_settings(task, max_iterations, threshold)
+    lease_ttl(lease_seconds)
     get_pipeline(pipeline)
     if research not in ("single", "parallel"):
         raise ValueError(f"research is 'single' or 'parallel', not {research!r}")
@@ -153,7 +167,7 @@ def start_run(
     store.append(run_id, [RunStarted(task=task, pipeline=pipeline, agents=agents, max_iterations=max_iterations,
                                      threshold=threshold, research=research, tools=specs, approval=approval,
                                      **options)], 0)
-    return drive(store, run_id, gateway=gateway, observer=observer, tools=registry)
+    return drive(store, run_id, gateway=gateway, observer=observer, tools=registry, lease_seconds=lease_seconds)
 
 
 def resolve_tools(

@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 
 from agentlog.actors import RunHandle, drive, new_run_id, validate_run_settings
+from agentlog.actors.lease import acquire, lease_seconds as lease_ttl
 from agentlog.actors.orchestrator import Observer
 from agentlog.events import (
     AgentConfig,
@@ -83,38 +84,47 @@ def _agents_now(events: Sequence[Event]) -> dict[str, AgentConfig]:
 
 def resume(
     store: SQLiteStore, run_id: str, *, overrides: Overrides = Overrides(), gateway: Gateway | None = None,
-    observer: Observer | None = None, tools: ToolRegistry | None = None,
+    observer: Observer | None = None, tools: ToolRegistry | None = None, lease_seconds: float | None = None,
 ) -> RunHandle:
     """Continue an unfinished (or failed) run from its last event.
 
     Tool results already in the run are not asked for again; ``tools`` must hold the
     callables of the tools the run offers, for calls it has not made yet.
 
-    Raises ``ReplayError`` for a finished run, ``ConcurrencyError`` if another process
-    appended to the run meanwhile (another resumer, or a live process still running it).
+    Raises ``ReplayError`` for a finished run, ``LeaseHeld`` while another process drives
+    it (its lease is live), ``ConcurrencyError`` if a writer without a lease appended meanwhile.
+    The run's lease is taken first, so of two resumers at once exactly one goes on.
     """
-    stored = store.read(run_id)
-    if not stored:
+    ttl = lease_ttl(lease_seconds)
+    if not store.read(run_id, 0, 1):
         raise ReplayError(f"run {run_id} has no events")
-    last = stored[-1]
-    if isinstance(last.event, RunFinished):
-        raise ReplayError(f"run {run_id} already finished ({last.event.reason}); nothing to resume "
-                          f"(fork it to continue with other settings)")
-    events = [s.event for s in stored]
-    new_events = [RunResumed(previous_seq=last.seq), *overrides.events(_agents_now(events))]
-    store.append(run_id, new_events, last.seq)
-    return drive(store, run_id, gateway=gateway, observer=observer, tools=tools)
+    lease = acquire(store, run_id, ttl)
+    try:
+        stored = store.read(run_id)
+        last = stored[-1]
+        if isinstance(last.event, RunFinished):
+            raise ReplayError(f"run {run_id} already finished ({last.event.reason}); nothing to resume "
+                              f"(fork it to continue with other settings)")
+        events = [s.event for s in stored]
+        new_events = [RunResumed(previous_seq=last.seq), *overrides.events(_agents_now(events))]
+        store.append(run_id, new_events, last.seq, lease=lease)
+    except BaseException:
+        store.release_lease(lease)
+        raise
+    return drive(store, run_id, gateway=gateway, observer=observer, tools=tools, lease=lease, lease_seconds=ttl)
 
 
 def fork(
     store: SQLiteStore, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
     gateway: Gateway | None = None, observer: Observer | None = None, tools: ToolRegistry | None = None,
+    lease_seconds: float | None = None,
 ) -> RunHandle:
     """A new run whose first ``at_seq`` events are run ``run_id``'s, then the overrides, then live.
 
     Tool results come from the copied events; a tool call the fork makes that an ancestor
     already made with the same arguments reuses the ancestor's result (the tool does not run).
     """
+    lease_ttl(lease_seconds)
     last = store.last_seq(run_id)
     if not 1 <= at_seq <= last:
         raise ReplayError(f"--at must be an event of run {run_id}: 1 to {last}, not {at_seq}")
@@ -122,14 +132,15 @@ def fork(
     new_id = new_run_id()
     batch = [*copied, RunForked(parent_run_id=run_id, parent_seq=at_seq), *overrides.events(_agents_now(copied))]
     store.append(new_id, batch, 0)
-    return drive(store, new_id, gateway=gateway, observer=observer, tools=tools)
+    return drive(store, new_id, gateway=gateway, observer=observer, tools=tools, lease_seconds=lease_seconds)
 
 
 def start_rereview(
     store: SQLiteStore, run_id: str, model: str, *, temperature: float | None = None,
-    gateway: Gateway | None = None, observer: Observer | None = None,
+    gateway: Gateway | None = None, observer: Observer | None = None, lease_seconds: float | None = None,
 ) -> RunHandle | None:
     """A re-review run scoring every draft of ``run_id`` with ``model``; ``None`` if it has no drafts."""
+    lease_ttl(lease_seconds)
     started = _started(store, run_id)
     stored = store.read(run_id)
     findings = next((s.event for s in stored if isinstance(s.event, FindingsReady)), None)
@@ -151,7 +162,7 @@ def start_rereview(
         ),
     ]
     store.append(new_id, batch, 0)
-    return drive(store, new_id, gateway=gateway, observer=observer)
+    return drive(store, new_id, gateway=gateway, observer=observer, lease_seconds=lease_seconds)
 
 
 __all__ = ["ConcurrencyError", "Overrides", "ReplayError", "fork", "resume", "start_rereview"]

@@ -5,13 +5,22 @@ face (web viewer, asyncio applications). Both run the same SQL over the same sch
 """
 
 from .aio import AsyncSQLiteStore
-from .errors import AmbiguousRunId, ConcurrencyError, RunNotFound, SchemaError, StoreBusy, StoreError
-from .records import RunSummary, StoredEvent
+from .errors import (
+    AmbiguousRunId,
+    ConcurrencyError,
+    LeaseHeld,
+    LeaseLost,
+    RunNotFound,
+    SchemaError,
+    StoreBusy,
+    StoreError,
+)
+from .records import Lease, RunSummary, StoredEvent
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite import SQLiteStore, VacuumReport
 
 __all__ = [
-    "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError",
-    "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "StoreBusy", "StoreError", "StoredEvent",
-    "VacuumReport",
+    "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "Lease",
+    "LeaseHeld", "LeaseLost", "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "StoreBusy", "StoreError",
+    "StoredEvent", "VacuumReport",
 ]

@@ -7,17 +7,18 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
 
 from agentlog.events import Event
 
-from . import blobs, schema
+from . import _lease, blobs, schema
 from ._batch import check_schema_version, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
-from .errors import ConcurrencyError, RunNotFound, SchemaError
-from .records import RunSummary, StoredEvent
+from .errors import ConcurrencyError, LeaseLost, RunNotFound, SchemaError, StoreError
+from .records import Lease, RunSummary, StoredEvent
 from .sqlite import SYNCHRONOUS, SQLiteStore, translate_errors
 
 
@@ -84,17 +85,23 @@ class AsyncSQLiteStore:
                 raise
         return cls(db, path, found)
 
-    async def append(self, run_id: str, events: Sequence[Event], expected_seq: int) -> int:
+    async def append(self, run_id: str, events: Sequence[Event], expected_seq: int, *,
+                     lease: Lease | None = None) -> int:
         if not events:
             return expected_seq
         async with self._write_lock:
-            return await self._append(run_id, events, expected_seq)
+            return await self._append(run_id, events, expected_seq, lease)
 
-    async def _append(self, run_id: str, events: Sequence[Event], expected_seq: int) -> int:
+    async def _append(self, run_id: str, events: Sequence[Event], expected_seq: int, lease: Lease | None) -> int:
         with translate_errors(self.path):
             db = self._db
             await db.execute("BEGIN IMMEDIATE")
             try:
+                if lease is not None:  # fencing, in the append's transaction (as the sync face)
+                    found = await (await db.execute(schema.LEASE_TOKEN, (lease.run_id,))).fetchone()
+                    if not _lease.holds(lease.token, tuple(found) if found else None):
+                        held = await (await db.execute(schema.SELECT_LEASE, (lease.run_id,))).fetchone()
+                        raise _lease.lost(lease.run_id, lease.token, tuple(held) if held else None)
                 actual = (await (await db.execute(schema.LAST_SEQ, (run_id,))).fetchone())[0]
                 if actual != expected_seq:
                     raise ConcurrencyError(run_id, expected_seq, actual)
@@ -210,6 +217,54 @@ class AsyncSQLiteStore:
 
     async def children(self, run_id: str) -> list[RunSummary]:
         return [RunSummary.from_row(r) for r in await self._fetch(schema.CHILDREN, (run_id,))]
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl: float, *, take_over: int | None = None) -> Lease:
+        """As ``SQLiteStore.acquire_lease``."""
+        async with self._write_lock, self._write() as db:
+            now = time.time()
+            row = await (await db.execute(schema.SELECT_LEASE, (run_id,))).fetchone()
+            lease = _lease.claim(run_id, owner, ttl, take_over, tuple(row) if row else None, now)
+            await db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
+        return lease
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """As ``SQLiteStore.renew_lease``."""
+        expires_at = time.time() + _lease.check_ttl(ttl)
+        async with self._write_lock, self._write() as db:
+            cursor = await db.execute(schema.RENEW_LEASE, (expires_at, lease.run_id, lease.token))
+            if cursor.rowcount != 1:
+                row = await (await db.execute(schema.SELECT_LEASE, (lease.run_id,))).fetchone()
+                current = _lease.holder(lease.run_id, tuple(row) if row else None)
+                raise LeaseLost(lease.run_id, lease.token, current.owner if current else None)
+        return Lease(lease.run_id, lease.owner, lease.token, expires_at)
+
+    async def release_lease(self, lease: Lease) -> None:
+        """As ``SQLiteStore.release_lease``."""
+        async with self._write_lock, self._write() as db:
+            await db.execute(schema.RELEASE_LEASE, (lease.run_id, lease.token))
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        with translate_errors(self.path):
+            db = self._db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
+    async def lease(self, run_id: str) -> Lease | None:
+        """The run's lease holder, live or expired; ``None`` if nobody holds it (or the log
+        predates leases)."""
+        try:
+            rows = await self._fetch(schema.SELECT_LEASE, (run_id,))
+        except StoreError:
+            if await self._fetch("SELECT count(*) FROM sqlite_master WHERE name = 'leases'", ()) == [(0,)]:
+                return None  # an older log opened read-only
+            raise
+        return _lease.holder(run_id, rows[0] if rows else None)
 
     async def find_answers(self, request_hash: str) -> list[StoredEvent]:
         sql = schema.ANSWERS_BY_HASH if self._shares else schema.ANSWERS_BY_HASH_BEFORE_SHARES

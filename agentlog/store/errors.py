@@ -32,3 +32,34 @@ class SchemaError(StoreError):
 
 class StoreBusy(StoreError):
     """The database stayed locked by another process longer than the busy timeout."""
+
+
+def _when(expires_at: float) -> str:
+    import time
+
+    left = expires_at - time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires_at))
+    return f"{stamp}, in {left:.0f} s" if left > 0 else f"{stamp}, expired"
+
+
+class LeaseHeld(StoreError):
+    """Another owner holds a live lease on the run: this process must not drive it."""
+
+    def __init__(self, run_id: str, owner: str, expires_at: float):
+        self.run_id, self.owner, self.expires_at = run_id, owner, expires_at
+        super().__init__(
+            f"run {run_id} is being driven by {owner} (its lease expires at {_when(expires_at)}); "
+            f"wait for it to end, or resume it once the lease has expired"
+        )
+
+
+class LeaseLost(StoreError):
+    """This process's lease on the run was taken over (or released): it must stop writing."""
+
+    def __init__(self, run_id: str, token: int, holder: str | None):
+        self.run_id, self.token, self.holder = run_id, token, holder
+        now = f"it is now held by {holder}" if holder else "nobody holds it now"
+        super().__init__(
+            f"run {run_id}: this process lost its lease (token {token}; {now}); it stopped without "
+            f"sending anything further"
+        )

@@ -45,3 +45,17 @@ class RunSummary(msgspec.Struct, frozen=True):
 
     def as_row(self) -> tuple:
         return msgspec.structs.astuple(self)
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """Who drives a run: ``owner`` (``host:pid``) until ``expires_at`` (Unix time, renewed by
+    heartbeat). ``token`` is the fencing epoch: it grows with every acquisition, and an append
+    made under a lease commits only while the run's token is still this one."""
+
+    run_id: str
+    owner: str
+    token: int
+    expires_at: float
+
+    def live(self, now: float) -> bool:
+        return self.expires_at > now

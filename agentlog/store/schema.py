@@ -98,6 +98,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX events_answers_by_hash ON events (request_hash) WHERE request_hash IS NOT NULL;
         """,
     ),
+    (
+        "m005_leases",
+        # Who drives a live run. A released lease keeps its row (owner NULL) so that its
+        # token, the fencing epoch, keeps growing across owners.
+        """
+        CREATE TABLE leases (
+            run_id      TEXT    PRIMARY KEY,
+            owner       TEXT,
+            token       INTEGER NOT NULL,
+            expires_at  REAL    NOT NULL,
+            acquired_at REAL    NOT NULL
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -176,6 +190,17 @@ ANSWERS_BY_HASH_BEFORE_SHARES = (
     "SELECT run_id, seq, type, version, recorded_at, data FROM events "
     "WHERE json_extract(data, '$.request_hash') = ? AND type = 'LLMCallAnswered'"
 )
+
+# Leases: the SQL only; when a lease may be taken over is the caller's policy.
+SELECT_LEASE = "SELECT owner, token, expires_at FROM leases WHERE run_id = ?"
+LEASE_TOKEN = "SELECT token FROM leases WHERE run_id = ? AND owner IS NOT NULL"
+CLAIM_LEASE = (
+    "INSERT INTO leases (run_id, owner, token, expires_at, acquired_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, token = excluded.token, "
+    "expires_at = excluded.expires_at, acquired_at = excluded.acquired_at"
+)
+RENEW_LEASE = "UPDATE leases SET expires_at = ? WHERE run_id = ? AND token = ? AND owner IS NOT NULL"
+RELEASE_LEASE = "UPDATE leases SET owner = NULL, expires_at = 0 WHERE run_id = ? AND token = ?"
 
 
 def list_runs_query(

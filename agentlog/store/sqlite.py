@@ -29,17 +29,18 @@ from agentlog.events import Event
 from agentlog.events import blob_refs
 from agentlog.events.packed import Unpacker
 
-from . import index, schema
+from . import _lease, index, schema
 from ._batch import check_schema_version, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
 from .blobs import BlobReader, BlobWriter, PackCache, packs_of
 from .errors import (
     ConcurrencyError,
+    LeaseLost,
     RunNotFound,
     SchemaError,
     StoreBusy,
     StoreError,
 )
-from .records import RunSummary, StoredEvent
+from .records import Lease, RunSummary, StoredEvent
 
 # The runs-index row is updated in place: ``INSERT OR REPLACE`` would delete and
 # re-insert it, rewriting the table's and both indexes' pages on every append.
@@ -170,15 +171,17 @@ class SQLiteStore:
 
     # --- writing -----------------------------------------------------------------
 
-    def append(self, run_id: str, events: Sequence[Event], expected_seq: int) -> int:
+    def append(self, run_id: str, events: Sequence[Event], expected_seq: int, *, lease: Lease | None = None) -> int:
         """Append ``events`` after event ``expected_seq`` of the run; return the new last seq.
 
-        Raises ``ConcurrencyError`` if the stream is not at ``expected_seq``. Returns once
-        the batch is committed, possibly in one transaction with other threads' batches.
+        Raises ``ConcurrencyError`` if the stream is not at ``expected_seq``, and, given the
+        ``lease`` the writer drives the run under, ``LeaseLost`` if the run's lease is no
+        longer that one (checked in the same transaction). Returns once the batch is
+        committed, possibly in one transaction with other threads' batches.
         """
         if not events:
             return expected_seq
-        mine = _Append(run_id, events, expected_seq)
+        mine = _Append(run_id, events, expected_seq, lease)
         with self._group:
             self._queued.append(mine)
             leading = not self._leading
@@ -213,13 +216,14 @@ class SQLiteStore:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     now = time.time()
+                    fenced = self._fence(db, group)
                     try:
-                        self._apply_group(db, group, now)
+                        self._apply_group(db, fenced, now)
                     except sqlite3.IntegrityError:  # not foreseen by the checks: find whose it is
                         db.execute("ROLLBACK")
                         db.execute("BEGIN IMMEDIATE")
-                        for item in group:
-                            self._apply(db, item, now, group)
+                        for item in fenced:
+                            self._apply(db, item, now, fenced)
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
@@ -233,6 +237,21 @@ class SQLiteStore:
             raise
         for item in group:
             item.done = True
+
+    @staticmethod
+    def _fence(db: sqlite3.Connection, group: list["_Append"]) -> list["_Append"]:
+        """The batches whose writer still holds the lease it appends under (or needs none);
+        the others get ``LeaseLost``. One step of the append transaction, before the batches."""
+        passed = []
+        for item in group:
+            if item.lease is not None:
+                run_id, token = item.lease.run_id, item.lease.token
+                if not _lease.holds(token, db.execute(schema.LEASE_TOKEN, (run_id,)).fetchone()):
+                    row = db.execute(schema.SELECT_LEASE, (run_id,)).fetchone()
+                    item.result, item.error = 0, _lease.lost(run_id, token, row)
+                    continue
+            passed.append(item)
+        return passed
 
     def _apply_group(self, db: sqlite3.Connection, group: list["_Append"], now: float) -> None:
         """Every batch of the group, checked in order as if appended one after another."""
@@ -331,6 +350,52 @@ class SQLiteStore:
             return
         db.execute("RELEASE append")
         item.result = expected_seq + len(item.events)
+
+    # --- leases ------------------------------------------------------------------
+
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, *, take_over: int | None = None) -> Lease:
+        """Make ``owner`` the run's driver for ``ttl`` seconds; return its lease (a new token).
+
+        Raises ``LeaseHeld`` naming the holder while another owner's lease is live, unless
+        ``take_over`` is that lease's token (the caller judged its holder dead).
+        """
+        with self._lock, translate_errors(self.path), self._write() as db:
+            now = time.time()
+            row = db.execute(schema.SELECT_LEASE, (run_id,)).fetchone()
+            lease = _lease.claim(run_id, owner, ttl, take_over, row, now)
+            db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
+        return lease
+
+    def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """The same lease, ``ttl`` seconds from now; ``LeaseLost`` if it was taken over or released."""
+        expires_at = time.time() + _lease.check_ttl(ttl)
+        with self._lock, translate_errors(self.path), self._write() as db:
+            if db.execute(schema.RENEW_LEASE, (expires_at, lease.run_id, lease.token)).rowcount != 1:
+                row = db.execute(schema.SELECT_LEASE, (lease.run_id,)).fetchone()
+                current = _lease.holder(lease.run_id, row)
+                raise LeaseLost(lease.run_id, lease.token, current.owner if current else None)
+        return Lease(lease.run_id, lease.owner, lease.token, expires_at)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the run up (a no-op if the lease was already taken over)."""
+        with self._lock, translate_errors(self.path), self._write() as db:
+            db.execute(schema.RELEASE_LEASE, (lease.run_id, lease.token))
+
+    def lease(self, run_id: str) -> Lease | None:
+        """The run's lease holder, live or expired; ``None`` if nobody holds it."""
+        rows = self._fetch(schema.SELECT_LEASE, (run_id,))
+        return _lease.holder(run_id, rows[0] if rows else None)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def rebuild_index(self) -> int:
         """Recompute the runs index from the events alone; return how many runs it holds."""
@@ -479,10 +544,10 @@ def _file_size(path: str) -> int:
 class _Append:
     """One writer's batch, waiting in the queue for a group commit."""
 
-    __slots__ = ("run_id", "events", "expected_seq", "result", "error", "done", "wake")
+    __slots__ = ("run_id", "events", "expected_seq", "lease", "result", "error", "done", "wake")
 
-    def __init__(self, run_id: str, events: Sequence[Event], expected_seq: int):
-        self.run_id, self.events, self.expected_seq = run_id, events, expected_seq
+    def __init__(self, run_id: str, events: Sequence[Event], expected_seq: int, lease: Lease | None = None):
+        self.run_id, self.events, self.expected_seq, self.lease = run_id, events, expected_seq, lease
         self.result = expected_seq
         self.error: BaseException | None = None
         self.done = False
