@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "agentlog.actors": ("RunAborted", "RunHandle", "agent_configs", "run", "start_run"),
+    "agentlog.actors": ("AgentDied", "RunAborted", "RunHandle", "RunStopped", "agent_configs", "run", "start_run"),
     "agentlog.events": ("AgentConfig", "Event", "Findings", "Review"),
     "agentlog.models": ("Endpoint", "Gateway", "RetryPolicy"),
     "agentlog.replay": ("NotWaiting", "Overrides", "RunView", "VerifyResult", "build_view", "decide_run", "fork",
                         "resume", "start_rereview", "verify"),
     "agentlog.runconfig": ("RunConfig", "load_run_config"),
-    "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "RunNotFound", "RunSummary", "SQLiteStore",
-                       "StoredEvent"),
+    "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "LeaseHeld", "LeaseLost", "RunNotFound",
+                       "RunSummary", "SQLiteStore", "StoredEvent"),
     "agentlog.tools": ("Tool", "ToolRegistry"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -41,11 +41,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors
-    from .actors import RunAborted, RunHandle, agent_configs, run, start_run
+    from .actors import AgentDied, RunAborted, RunHandle, RunStopped, agent_configs, run, start_run
     from .events import AgentConfig, Event, Findings, Review
     from .models import Endpoint, Gateway, RetryPolicy
     from .replay import (NotWaiting, Overrides, RunView, VerifyResult, build_view, decide_run, fork, resume,
                          start_rereview, verify)
     from .runconfig import RunConfig, load_run_config
-    from .store import AsyncSQLiteStore, ConcurrencyError, RunNotFound, RunSummary, SQLiteStore, StoredEvent
+    from .store import (
+        AsyncSQLiteStore,
+        ConcurrencyError,
+        LeaseHeld,
+        LeaseLost,
+        RunNotFound,
+        RunSummary,
+        SQLiteStore,
+        StoredEvent,
+    )
     from .tools import Tool, ToolRegistry

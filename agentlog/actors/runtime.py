@@ -83,6 +83,12 @@ class RunHandle:
         refs = [self._orchestrator, *self._agents.values()]
         for ref in refs:
             ref.stop(block=False)
+        # The orchestrator never waits on the network: once it has stopped, the run's lease
+        # is released and its future settled, so the run can be resumed at once.
+        try:
+            self._orchestrator.stop(block=True, timeout=max(grace, 5.0))
+        except pykka.Timeout:
+            pass
         deadline = time.monotonic() + grace
         for ref in refs:
             ref.actor_stopped.wait(max(0.0, deadline - time.monotonic()))
