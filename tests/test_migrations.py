@@ -146,11 +146,15 @@ OLD_ROW = RunSummary("0123456789abcdef", None, None, STARTED.task, "content", "r
 def write_old_rows(path: Path) -> None:
     """A run recorded by an older release: its events and its runs-index row, in raw SQL."""
     con = sqlite3.connect(path)
+    columns = [row[1] for row in con.execute("PRAGMA table_info(events)")]
     with con:
         for seq, event in enumerate(OLD_EVENTS, start=1):
             type_name, version, data = encode(event)
             con.execute("INSERT INTO events (run_id, seq, type, version, recorded_at, data) VALUES (?, ?, ?, ?, ?, ?)",
                         (OLD_ROW.run_id, seq, type_name, version, 1700000000.0 + seq / 2, data.decode()))
+            if "request_hash" in columns and isinstance(event, LLMCallAnswered):  # schema 4 on
+                con.execute("UPDATE events SET request_hash = ? WHERE run_id = ? AND seq = ?",
+                            (event.request_hash, OLD_ROW.run_id, seq))
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", OLD_ROW.as_row())
     con.close()
 

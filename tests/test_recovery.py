@@ -5,7 +5,6 @@ Driven from the CLI against a real HTTP server on 127.0.0.1 that counts requests
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from contextlib import closing
@@ -16,7 +15,7 @@ import pytest
 from agentlog.actors import RunStopped, agent_configs, start_run
 from agentlog.events import RunFailed
 from agentlog.models import Endpoint, Gateway, RetryPolicy
-from tests.conftest import SECRET, cli_env
+from tests.conftest import SECRET, cli_env, logged_events
 from tests.fake_openai import Fault, FakeOpenAIServer
 from tests.test_cli import TASK, agentlog
 
@@ -30,9 +29,7 @@ def down_server():
 
 
 def events_of(db: str, run_id: str) -> list[tuple[int, str, dict]]:
-    with closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute("SELECT seq, type, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
-    return [(seq, t, json.loads(d)) for seq, t, d in rows]
+    return [(seq, t, data) for run, seq, t, data in logged_events(db) if run == run_id]
 
 
 def newest_run(db: str) -> str:
