@@ -110,7 +110,7 @@ class Decisions:
         except NotWaiting as exc:
             store.close()
             raise Refused(409, str(exc)) from None
-        except (ReplayError, StoreError) as exc:
+        except (ReplayError, StoreError, ValueError) as exc:  # ValueError: a pipeline this process lacks
             store.close()
             raise Refused(400, str(exc)) from None
         return self._continue(store, run_id)
