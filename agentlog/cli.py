@@ -312,7 +312,8 @@ def _finish(ctx: Context, store: SQLiteStore, summary: RunSummary) -> int:
     out = getattr(ctx.args, "out", None)
     if view.status == "waiting" and view.waiting_for is not None:
         # The draft a person decides on goes where a final draft would: edit it, then `agentlog edit`.
-        _write_draft(out, view.drafts[view.waiting_for - 1].draft, f"draft {view.waiting_for} written to {out}")
+        asked = view.drafts[view.waiting_for - 1].draft if len(view.drafts) >= view.waiting_for else ""
+        _write_draft(out, asked, f"draft {view.waiting_for} written to {out}")
         for line in render.waiting_lines(summary.run_id, view.waiting_for, view.waiting_point or "final"):
             _err(line)
         return EXIT_WAITING

@@ -161,7 +161,7 @@ def decision_form(run: RunPage, token: str, default_by: str) -> str:
               f'<input type="hidden" name="seq" value="{view.last_seq}">')
     by = (f'<label>Your name <input type="text" name="by" value="{e(default_by)}" maxlength="100" '
           f'autocomplete="off"></label>')
-    draft = view.drafts[n - 1].draft
+    draft = view.drafts[n - 1].draft if len(view.drafts) >= n else ""
     return f"""<div class="decide cols">
 <form id="approve-form" method="post" action="{url}">{hidden}<input type="hidden" name="decision" value="approve">
 <h3>Approve</h3><p class="muted">The run finishes with draft {n}.</p>

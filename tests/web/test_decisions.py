@@ -260,3 +260,19 @@ def test_agentlog_serve_continues_a_decided_run_and_read_only_does_not_offer_dec
                 time.sleep(0.05)
     finally:
         stop(proc)
+
+
+def test_a_decision_on_a_run_of_an_unknown_pipeline_is_refused_in_one_line(tmp_path):
+    from agentlog.events import ApprovalRequested, RunStarted
+
+    db = str(tmp_path / "log.db")
+    with SQLiteStore(db) as store:
+        store.append("0dd0000000000001", [
+            RunStarted(task="t", pipeline="someone-elses", agents={}, max_iterations=1, threshold=8),
+            ApprovalRequested(iteration=1, point="final"),
+        ], 0)
+    with serving(create_app(db)) as url:
+        status, _, html = fetch(f"{url}/runs/0dd0000000000001")
+        assert status == 200
+        status, body = post(f"{url}/runs/0dd0000000000001/decision", form_fields(html, "approve-form"))
+        assert status == 400 and "unknown pipeline &#x27;someone-elses&#x27;" in body
