@@ -250,3 +250,19 @@ def test_cli_decision_without_continuing_leaves_the_run_for_resume(tmp_path):
     with SQLiteStore(db, create=False) as store:
         writer = [c for c in calls(store, run_id) if c.agent == "writer"]
         assert NOTE in writer[-1].request["messages"][-1]["content"]
+
+
+def test_cli_two_people_deciding_at_once_one_is_recorded_the_other_gets_exit_2(tmp_path):
+    db = tmp_path / "log.db"
+    with SQLiteStore(db) as store:
+        run_id = waiting_run(store)
+    procs = [subprocess.Popen([PYTHON, "-m", "agentlog.cli", *args, "--db", str(db), "--no-continue"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+             for args in (("approve", run_id, "--by", "ada"), ("reject", run_id, "--by", "bob", "--note", NOTE))]
+    results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=60)]]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert loser.count("\n") == 1 and loser.startswith(f"agentlog: run {run_id} is not waiting for a person")
+    with SQLiteStore(db, create=False) as store:
+        assert types(store, run_id).count("ApprovalDecided") == 1
