@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "agentlog.actors": ("AgentDied", "RunAborted", "RunHandle", "RunStopped", "agent_configs", "run", "start_run"),
+    "agentlog.actors": ("AgentDied", "Piece", "RunAborted", "RunHandle", "RunStopped", "agent_configs", "run",
+                        "start_run"),
     "agentlog.events": ("AgentConfig", "Event", "Findings", "Review"),
     "agentlog.models": ("Endpoint", "Gateway", "RetryPolicy"),
     "agentlog.replay": ("NotWaiting", "Overrides", "RunView", "VerifyResult", "build_view", "decide_run", "fork",
@@ -41,7 +42,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors
-    from .actors import AgentDied, RunAborted, RunHandle, RunStopped, agent_configs, run, start_run
+    from .actors import AgentDied, Piece, RunAborted, RunHandle, RunStopped, agent_configs, run, start_run
     from .events import AgentConfig, Event, Findings, Review
     from .models import Endpoint, Gateway, RetryPolicy
     from .replay import (NotWaiting, Overrides, RunView, VerifyResult, build_view, decide_run, fork, resume,

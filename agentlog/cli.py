@@ -66,6 +66,7 @@ from .store import (
     StoreError,
     StoredEvent,
 )
+from .terminal import LiveTerminal
 from .tools import ToolRegistry
 
 EXIT_FAILED, EXIT_USAGE, EXIT_CONFLICT, EXIT_WAITING, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
@@ -281,16 +282,25 @@ def _err(message: str) -> None:
     print(f"agentlog: {message}", file=sys.stderr)
 
 
-def _progress(quiet: bool) -> Callable[[StoredEvent], None] | None:
+def _progress(quiet: bool, terminal: LiveTerminal | None = None) -> Callable[[StoredEvent], None] | None:
     if quiet:
         return None
 
     def observe(stored: StoredEvent) -> None:
         line = render.progress_line(stored.event)
-        if line:
+        if line and terminal is not None:
+            terminal.line(line)
+        elif line:
             print(line, file=sys.stderr, flush=True)
 
     return observe
+
+
+def _watch(quiet: bool) -> dict[str, Any]:
+    """``observer`` and ``watcher`` for a run: progress lines, and streamed answers when stderr
+    is a terminal (never into a pipe or a file)."""
+    terminal = LiveTerminal(sys.stderr) if not quiet and sys.stderr.isatty() else None
+    return {"observer": _progress(quiet, terminal), "watcher": terminal}
 
 
 def _wait(handle: RunHandle) -> RunSummary:
@@ -414,8 +424,8 @@ def cmd_run(ctx: Context) -> int:
     store = ctx.store(create=True)
     try:
         handle = start_run(store, args.task, agents=agents, max_iterations=max_iterations, threshold=threshold,
-                           gateway=gateway, observer=_progress(args.quiet), research=run_config.research,
-                           tools=tools, registry=registry, approval=approval)
+                           gateway=gateway, research=run_config.research, tools=tools, registry=registry,
+                           approval=approval, **_watch(args.quiet))
         if not args.quiet:
             print(f"run {handle.run_id} (log: {ctx.db_path})", file=sys.stderr)
         return _finish(ctx, store, _wait(handle))
@@ -512,8 +522,8 @@ def cmd_resume(ctx: Context) -> int:
     models = _models_in_use(store, run_id, overrides)
     _label_offline(models)
     tools = ctx.tools()
-    return _continue(ctx, lambda s, g: resume(s, run_id, overrides=overrides, gateway=g,
-                                              observer=_progress(ctx.args.quiet), tools=tools), models)
+    return _continue(ctx, lambda s, g: resume(s, run_id, overrides=overrides, gateway=g, tools=tools,
+                                              **_watch(ctx.args.quiet)), models)
 
 
 def cmd_fork(ctx: Context) -> int:
@@ -525,8 +535,8 @@ def cmd_fork(ctx: Context) -> int:
     tools = ctx.tools()
     if not ctx.args.quiet:
         print(f"forking run {run_id} at event {ctx.args.at}", file=sys.stderr)
-    return _continue(ctx, lambda s, g: fork(s, run_id, ctx.args.at, overrides=overrides, gateway=g,
-                                            observer=_progress(ctx.args.quiet), tools=tools), models)
+    return _continue(ctx, lambda s, g: fork(s, run_id, ctx.args.at, overrides=overrides, gateway=g, tools=tools,
+                                            **_watch(ctx.args.quiet)), models)
 
 
 def _read_draft(path: str) -> str:
@@ -567,7 +577,7 @@ def cmd_decide(ctx: Context) -> int:
             return 0
         assert gateway is not None
         _label_offline(models)
-        handle = resume(store, run_id, gateway=gateway, observer=_progress(args.quiet), tools=tools)
+        handle = resume(store, run_id, gateway=gateway, tools=tools, **_watch(args.quiet))
         return _finish(ctx, store, _wait(handle))
     finally:
         if gateway is not None:

@@ -3,14 +3,21 @@
 By default it answers like the offline model (schema-valid findings and reviews, Markdown
 drafts), so whole pipelines run against it through the real ``openai`` client. Faults
 can be queued: HTTP statuses (429, 500, ...), a hang longer than the client's timeout, a
-body that is not JSON, or a reply whose content is not valid JSON; a model can be declared
-down (every request for it gets one status). Every request is recorded with its headers,
-so tests can count calls and check what was sent.
+body that is not JSON, a reply whose content is not valid JSON, or a stream cut off after
+some chunks; a model can be declared down (every request for it gets one status). Every
+request is recorded with its headers, so tests can count calls and check what was sent.
+
+A request with ``stream=True`` is answered as OpenAI does: server-sent events, one chunk
+per word, usage in a last chunk when ``stream_options.include_usage`` asks for it. Other
+servers are imitated by ``streaming="json"`` (a plain JSON body whatever was asked) and
+``streaming="reject"`` (HTTP 400 to any stream request).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import socket
 import threading
 import time
 from collections import deque
@@ -44,13 +51,23 @@ class Fault:
     def content(cls, text: str, **kw: Any) -> "Fault":
         return cls("content", text, **kw)
 
+    @classmethod
+    def drop_stream(cls, after_chunks: int, **kw: Any) -> "Fault":
+        """A streamed answer whose connection is closed after ``after_chunks`` chunks."""
+        return cls("drop", after_chunks, **kw)
+
 
 class FakeOpenAIServer:
     def __init__(self, *, delay: float = 0.0, responder: Callable[[dict], dict] | None = None,
-                 down: dict[str, int] | None = None):
+                 down: dict[str, int] | None = None, streaming: str = "sse", chunk_delay: float = 0.0):
+        if streaming not in ("sse", "json", "reject"):
+            raise ValueError(f"streaming is 'sse', 'json' or 'reject', not {streaming!r}")
         self.delay = delay
         self.responder = responder
         self.down = dict(down or {})  # model name -> the HTTP status every request for it gets
+        self.streaming, self.chunk_delay = streaming, chunk_delay
+        self.chunks_sent = 0  # streamed chunks written, over all requests
+        self.chunk_sent = threading.Condition()
         self.requests: list[dict[str, Any]] = []
         self.faults: deque[Fault] = deque()
         self._lock = threading.Lock()
@@ -165,9 +182,15 @@ class FakeOpenAIServer:
                 if fault is not None and fault.kind == "garbage":
                     self._send(200, b"<html>this is not json</html>", "text/html")
                     return
+                if body.get("stream") and server.streaming == "reject":
+                    self._send(400, b'{"error": {"message": "streaming is not supported", "type": "invalid"}}')
+                    return
                 answer = server._answer(body)
                 if fault is not None and fault.kind == "content":
                     answer = {**answer, "content": fault.value}
+                if body.get("stream") and server.streaming == "sse":
+                    self._stream(body, answer, fault.value if fault is not None and fault.kind == "drop" else None)
+                    return
                 prompt, completion = answer.get("prompt_tokens", 10), answer.get("completion_tokens", 10)
                 message: dict[str, Any] = {"role": "assistant", "content": answer.get("content")}
                 if answer.get("tool_calls"):
@@ -184,7 +207,62 @@ class FakeOpenAIServer:
                 }
                 self._send(200, json.dumps(payload).encode())
 
+            def _stream(self, body: dict, answer: dict, drop_after: int | None) -> None:
+                """The answer as OpenAI streams it; ``drop_after`` chunks, then the connection is cut."""
+                base = {"id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion.chunk",
+                        "created": int(time.time()), "model": body.get("model", "fake")}
+
+                def chunk(delta: dict, finish: str | None = None) -> dict:
+                    return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+                chunks = [chunk({"role": "assistant", "content": ""})]
+                chunks += [chunk({"content": w}) for w in re.findall(r"\s*\S+\s*", answer.get("content") or "")]
+                for i, call in enumerate(answer.get("tool_calls") or []):
+                    arguments = call["function"]["arguments"]
+                    half = len(arguments) // 2
+                    chunks.append(chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                                         "function": {"name": call["function"]["name"],
+                                                                      "arguments": arguments[:half]}}]}))
+                    chunks.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": arguments[half:]}}]}))
+                chunks.append(chunk({}, "tool_calls" if answer.get("tool_calls") else "stop"))
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    prompt, completion = answer.get("prompt_tokens", 10), answer.get("completion_tokens", 10)
+                    chunks.append({**base, "choices": [], "usage": {
+                        "prompt_tokens": prompt, "completion_tokens": completion,
+                        "total_tokens": prompt + completion}})
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for n, c in enumerate(chunks):
+                        if drop_after is not None and n >= drop_after:
+                            # Cut mid-body: no terminating chunk, so the client sees a broken stream.
+                            self.close_connection = True
+                            self.wfile.flush()
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
+                        self._chunk(f"data: {json.dumps(c)}\n\n".encode())
+                        with server.chunk_sent:
+                            server.chunks_sent += 1
+                            server.chunk_sent.notify_all()
+                        if server.chunk_delay:
+                            time.sleep(server.chunk_delay)
+                    self._chunk(b"data: [DONE]\n\n")
+                    self._chunk(b"")
+                except OSError:  # the client went away (a test killed it): nothing to answer
+                    self.close_connection = True
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
         return Handler
+
+    def wait_chunks(self, n: int, timeout: float = 10.0) -> bool:
+        """Wait until ``n`` streamed chunks have been written in all (False on timeout)."""
+        with self.chunk_sent:
+            return self.chunk_sent.wait_for(lambda: self.chunks_sent >= n, timeout)
 
 
 def main() -> None:
@@ -194,8 +272,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--port-file")
+    parser.add_argument("--streaming", choices=["sse", "json", "reject"], default="sse")
+    parser.add_argument("--chunk-delay", type=float, default=0.0)
     args = parser.parse_args()
-    server = FakeOpenAIServer(delay=args.delay).start()
+    server = FakeOpenAIServer(delay=args.delay, streaming=args.streaming, chunk_delay=args.chunk_delay).start()
     if args.port_file:
         with open(args.port_file, "w") as fh:
             fh.write(server.base_url)

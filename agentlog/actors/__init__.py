@@ -2,6 +2,7 @@
 
 from .agent import AgentActor
 from .errors import AgentDied, RunAborted, RunStopped
+from .live import LiveAnswer, Piece, Watcher
 from .orchestrator import Orchestrator
 from .runtime import (
     DEFAULT_MAX_ITERATIONS,
@@ -18,7 +19,7 @@ from .runtime import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_ITERATIONS", "DEFAULT_TEMPERATURES", "DEFAULT_THRESHOLD", "AgentActor", "AgentDied", "Orchestrator",
-    "RunAborted", "RunStopped",
-    "RunHandle", "agent_configs", "drive", "new_run_id", "resolve_tools", "run", "start_run", "validate_run_settings",
+    "DEFAULT_MAX_ITERATIONS", "DEFAULT_TEMPERATURES", "DEFAULT_THRESHOLD", "AgentActor", "AgentDied", "LiveAnswer",
+    "Orchestrator", "Piece", "RunAborted", "RunHandle", "RunStopped", "Watcher", "agent_configs", "drive",
+    "new_run_id", "resolve_tools", "run", "start_run", "validate_run_settings",
 ]

@@ -77,8 +77,10 @@ class AgentActor(pykka.ThreadingActor):
         def report(failure: AttemptFailure) -> None:
             reply_to.tell(AttemptFailed(message.call_id, self.name, failure))
 
+        live = message.live
         try:
-            completion = self.gateway.complete(message.request, report)
+            completion = self.gateway.complete(message.request, report,
+                                               on_delta=live.delta if live is not None else None)
         except CallFailed:
             return  # its last attempt was reported with gave_up=True
         except pykka.ActorDeadError:
@@ -87,4 +89,7 @@ class AgentActor(pykka.ThreadingActor):
             report(AttemptFailure(attempt=1, error_kind="internal", message=f"{type(exc).__name__}: {exc}",
                                   retryable=False, gave_up=True))
             return
+        finally:
+            if live is not None:
+                live.end()
         reply_to.tell(CallCompleted(message.call_id, self.name, completion))

@@ -15,6 +15,7 @@ class CallRequest(msgspec.Struct, frozen=True):
     call_id: str
     request: dict[str, Any]
     reply_to: pykka.ActorRef
+    live: Any = None  # a LiveAnswer: the call is streamed to it
 
 
 class AttemptFailed(msgspec.Struct, frozen=True):

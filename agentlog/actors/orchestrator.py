@@ -41,6 +41,7 @@ from agentlog.tools import ToolNotRegistered, ToolRegistry, default_registry
 
 from .errors import AgentDied, RunStopped
 from .lease import HeldLease
+from .live import LiveAnswer, Watcher
 from .messages import AgentCrashed, AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
 from .reuse import find_recorded_answer
 
@@ -62,9 +63,11 @@ class Orchestrator(pykka.ThreadingActor):
         reuse: bool = True,
         tools: ToolRegistry | None = None,
         lease: HeldLease | None = None,
+        watcher: Watcher | None = None,
     ):
         super().__init__()
         self.lease = lease
+        self.watcher = watcher
         self.store, self.run_id, self.pipeline = store, run_id, pipeline
         self.agents, self.done, self.observer, self.reuse = agents, done, observer, reuse
         self.tools = tools if tools is not None else default_registry
@@ -229,7 +232,9 @@ class Orchestrator(pykka.ThreadingActor):
             raise KeyError(f"run {self.run_id} has no agent {command.agent!r}")
         self._flush()
         self.in_flight.add(command.call_id)
-        agent.tell(CallRequest(command.call_id, command.request, self.actor_ref))
+        live = LiveAnswer(self.store, self.run_id, command.call_id, command.agent, command.request,
+                          watcher=self.watcher)
+        agent.tell(CallRequest(command.call_id, command.request, self.actor_ref, live))
         return False
 
     def _invoke(self, command: InvokeTool) -> bool:

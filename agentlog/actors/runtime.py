@@ -18,6 +18,7 @@ from agentlog.tools import Tool, ToolRegistry, default_registry
 from .agent import AgentActor
 from .lease import HeldLease, acquire
 from .lease import lease_seconds as lease_ttl
+from .live import Watcher
 from .orchestrator import Observer, Orchestrator, settled
 
 # The counter researcher extracts and organises like the researcher: the same low temperature.
@@ -99,7 +100,7 @@ class RunHandle:
 def drive(
     store: SQLiteStore, run_id: str, *, gateway: Gateway | None = None, observer: Observer | None = None,
     reuse: bool = True, tools: ToolRegistry | None = None, lease: Lease | None = None,
-    lease_seconds: float | None = None,
+    lease_seconds: float | None = None, watcher: Watcher | None = None,
 ) -> RunHandle:
     """Start the actors of an existing run; they continue from its last event.
 
@@ -107,6 +108,7 @@ def drive(
     The process drives the run under its lease (``lease``, or one acquired here: raises
     ``LeaseHeld`` while another process drives it), renewed by heartbeat every third of
     ``lease_seconds`` (default: ``$AGENTLOG_LEASE_SECONDS``, else 30) and released when the run ends.
+    ``watcher`` is told each piece of the answers as they are streamed.
     """
     ttl = lease_ttl(lease_seconds)
     first = store.read(run_id, 0, 1)
@@ -122,7 +124,7 @@ def drive(
         agents = {name: AgentActor.start(name, gateway) for name in (started.agents or pipeline.roles)}
         done: pykka.Future = pykka.ThreadingFuture()
         orchestrator = Orchestrator.start(store, run_id, pipeline, agents, done, observer=observer, reuse=reuse,
-                                          tools=tools, lease=held)
+                                          tools=tools, lease=held, watcher=watcher)
     except BaseException:
         held.release()
         raise
@@ -145,6 +147,7 @@ def start_run(
     registry: ToolRegistry | None = None,
     approval: Literal["never", "final", "each-review"] = "never",
     lease_seconds: float | None = None,
+    watcher: Watcher | None = None,
     **options: Any,
 ) -> RunHandle:
     """Record a new run's ``RunStarted`` and start driving it.
@@ -173,7 +176,8 @@ def start_run(
     store.append(run_id, [RunStarted(task=task, pipeline=pipeline, agents=agents, max_iterations=max_iterations,
                                      threshold=threshold, research=research, tools=specs, approval=approval,
                                      **options)], 0)
-    return drive(store, run_id, gateway=gateway, observer=observer, tools=registry, lease_seconds=lease_seconds)
+    return drive(store, run_id, gateway=gateway, observer=observer, tools=registry, lease_seconds=lease_seconds,
+                 watcher=watcher)
 
 
 def resolve_tools(

@@ -4,10 +4,17 @@ Remote and local models are reached only through the ``openai`` client (chat
 completions), with its own retries off: tenacity retries transient failures (429, 408,
 409, 5xx, timeouts, connection errors, unreadable responses) with bounded, jittered
 exponential backoff, and every failed attempt is reported so it can be logged.
+
+Given an ``on_delta`` callback, a call is streamed (server-sent events, usage in the last
+chunk) and each piece is reported as it arrives; the ``Completion`` is the same as the
+unstreamed call's. A connection cut mid-stream is a retryable failure like any other. A
+server that does not stream (it answers with one JSON body, or refuses ``stream``) is
+called without streaming from then on.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -17,10 +24,11 @@ from typing import Any
 import msgspec
 import openai
 import tenacity
+from openai.types.chat import ChatCompletion
 
 from . import offline
 from .spec import ModelSpec, parse_model
-from .types import AttemptFailure, CallFailed, Completion, ModelNotConfigured
+from .types import AttemptFailure, CallFailed, Completion, Delta, ModelNotConfigured
 
 NO_MODEL_HINT = (
     "no model configured: set OPENAI_API_KEY (or --base-url URL for an OpenAI-compatible "
@@ -136,6 +144,7 @@ class Gateway:
         self._lock = threading.Lock()
         self._clients: dict[str, tuple[openai.OpenAI, str]] = {}
         self._local: dict[str, Any] = {}
+        self._unstreamed: set[str] = set()  # specs whose server answered a stream request otherwise
 
     # --- configuration checks, before a run starts --------------------------------
 
@@ -186,9 +195,13 @@ class Gateway:
     # --- calls -----------------------------------------------------------------
 
     def complete(
-        self, request: dict[str, Any], on_failure: Callable[[AttemptFailure], None] = lambda f: None
+        self, request: dict[str, Any], on_failure: Callable[[AttemptFailure], None] = lambda f: None,
+        *, on_delta: Callable[[Delta], None] | None = None,
     ) -> Completion:
-        """Complete ``request``; report each failed attempt; raise ``CallFailed`` on giving up."""
+        """Complete ``request``; report each failed attempt; raise ``CallFailed`` on giving up.
+
+        With ``on_delta``, the answer is streamed and each piece reported as it arrives.
+        """
         spec = parse_model(request["model"])
         if spec.provider == "offline":
             return offline.complete(request)
@@ -214,9 +227,19 @@ class Gateway:
                     number = attempt.retry_state.attempt_number
                     started = time.perf_counter()
                     try:
+                        refused = False
+                        if on_delta is not None and spec.text not in self._unstreamed:
+                            completion = self._streamed(spec.text, client, wire_model, request["messages"],
+                                                        kwargs, lambda text: on_delta(Delta(text=text, attempt=number)))
+                            if completion is not None:
+                                return msgspec.structs.replace(
+                                    completion, latency_ms=(time.perf_counter() - started) * 1000)
+                            refused = True
                         response = client.chat.completions.create(
                             model=wire_model, messages=request["messages"], **kwargs
                         )
+                        if refused:  # the plain request worked: this server does not stream
+                            self._unstreamed.add(spec.text)
                         return _completion(response, (time.perf_counter() - started) * 1000)
                     except Exception as exc:  # classified below; nothing escapes unrecorded
                         kind, retryable = classify(exc)
@@ -235,9 +258,71 @@ class Gateway:
             raise CallFailed(last) from None
         raise AssertionError("unreachable")
 
+    def _streamed(self, spec: str, client: openai.OpenAI, model: str, messages: Any, kwargs: dict[str, Any],
+                  report: Callable[[str], None]) -> Completion | None:
+        """The answer, streamed; ``None`` if this server turned out not to stream (remembered)."""
+        try:
+            stream = client.chat.completions.create(
+                model=model, messages=messages, stream=True, stream_options={"include_usage": True}, **kwargs)
+        except openai.APIStatusError as exc:
+            if exc.status_code in _NO_STREAM_STATUSES:  # e.g. 400 "stream is not supported"
+                return None
+            raise
+        with stream:
+            kind = stream.response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind == "application/json":  # a server that ignores ``stream``: the whole answer at once
+                self._unstreamed.add(spec)
+                body = json.loads(stream.response.read())
+                return _completion(ChatCompletion.model_validate(body), 0.0)
+            if kind != "text/event-stream":
+                raise ValueError(f"a stream request was answered with {kind or 'no content type'}")
+            return _assemble(stream, report)
+
     def _redact(self, text: str) -> str:
         key = self.endpoint.api_key
         return text.replace(key, "[redacted]") if key else text
+
+
+# Statuses with which a server may refuse ``stream=True``; the plain request decides for itself.
+_NO_STREAM_STATUSES = frozenset({400, 404, 405, 415, 422, 501})
+
+
+def _assemble(chunks: Any, report: Callable[[str], None]) -> Completion:
+    """One ``Completion`` from streamed chunks: content and tool-call pieces joined, usage from the end."""
+    content: list[str] = []
+    calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+    usage, model, finished, pieces = None, "", False, 0
+    for chunk in chunks:
+        model = getattr(chunk, "model", None) or model
+        usage = getattr(chunk, "usage", None) or usage
+        for choice in (chunk.choices or [])[:1]:
+            delta = choice.delta
+            if delta is not None and delta.content:
+                content.append(delta.content)
+                pieces += 1
+                report(delta.content)
+            for part in (delta.tool_calls or []) if delta is not None else []:
+                call = calls.setdefault(part.index, ["", "", ""])
+                call[0] = part.id or call[0]
+                if part.function is not None:
+                    call[1] += part.function.name or ""
+                    if part.function.arguments:
+                        call[2] += part.function.arguments
+                        pieces += 1
+                        report(part.function.arguments)
+            finished = finished or choice.finish_reason is not None
+    if not finished:  # the server closed the stream before the answer's end
+        raise ValueError("the streamed answer ended before it was complete")
+    # A server that streams without usage (llama-cpp-python's) sends a token per chunk;
+    # its prompt's size is not known.
+    return Completion(
+        content="".join(content),
+        tool_calls=[(i, n, a) for _, (i, n, a) in sorted(calls.items())],
+        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        completion_tokens=(getattr(usage, "completion_tokens", 0) or 0) if usage is not None else pieces,
+        latency_ms=0.0,
+        model=model,
+    )
 
 
 def _completion(response: Any, latency_ms: float) -> Completion:

@@ -14,6 +14,14 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     model: str
 
 
+class Delta(msgspec.Struct, frozen=True, kw_only=True):
+    """A piece of an answer as it is streamed: new ``text`` (content or tool-call arguments)
+    of attempt number ``attempt``; a new attempt starts its answer again."""
+
+    text: str
+    attempt: int = 1
+
+
 class AttemptFailure(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     error_kind: str

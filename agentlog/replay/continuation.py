@@ -12,7 +12,7 @@ from typing import Literal
 
 import msgspec
 
-from agentlog.actors import RunHandle, drive, new_run_id, validate_run_settings
+from agentlog.actors import RunHandle, Watcher, drive, new_run_id, validate_run_settings
 from agentlog.actors.lease import acquire, lease_seconds as lease_ttl
 from agentlog.actors.orchestrator import Observer
 from agentlog.events import (
@@ -85,6 +85,7 @@ def _agents_now(events: Sequence[Event]) -> dict[str, AgentConfig]:
 def resume(
     store: SQLiteStore, run_id: str, *, overrides: Overrides = Overrides(), gateway: Gateway | None = None,
     observer: Observer | None = None, tools: ToolRegistry | None = None, lease_seconds: float | None = None,
+    watcher: Watcher | None = None,
 ) -> RunHandle:
     """Continue an unfinished (or failed) run from its last event.
 
@@ -111,13 +112,15 @@ def resume(
     except BaseException:
         store.release_lease(lease)
         raise
-    return drive(store, run_id, gateway=gateway, observer=observer, tools=tools, lease=lease, lease_seconds=ttl)
+    return drive(store, run_id, gateway=gateway, observer=observer, tools=tools, lease=lease, lease_seconds=ttl,
+                 watcher=watcher)
 
 
 def fork(
     store: SQLiteStore, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
     gateway: Gateway | None = None, observer: Observer | None = None, tools: ToolRegistry | None = None,
     lease_seconds: float | None = None,
+    watcher: Watcher | None = None,
 ) -> RunHandle:
     """A new run whose first ``at_seq`` events are run ``run_id``'s, then the overrides, then live.
 
@@ -132,7 +135,8 @@ def fork(
     new_id = new_run_id()
     batch = [*copied, RunForked(parent_run_id=run_id, parent_seq=at_seq), *overrides.events(_agents_now(copied))]
     store.append(new_id, batch, 0)
-    return drive(store, new_id, gateway=gateway, observer=observer, tools=tools, lease_seconds=lease_seconds)
+    return drive(store, new_id, gateway=gateway, observer=observer, tools=tools, lease_seconds=lease_seconds,
+                 watcher=watcher)
 
 
 def start_rereview(

@@ -15,12 +15,12 @@ from .errors import (
     StoreBusy,
     StoreError,
 )
-from .records import Lease, RunSummary, StoredEvent
+from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite import SQLiteStore, VacuumReport
 
 __all__ = [
     "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "Lease",
-    "LeaseHeld", "LeaseLost", "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "StoreBusy", "StoreError",
-    "StoredEvent", "VacuumReport",
+    "LeaseHeld", "LeaseLost", "PartialAnswer", "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "StoreBusy",
+    "StoreError", "StoredEvent", "VacuumReport",
 ]

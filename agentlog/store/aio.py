@@ -18,7 +18,7 @@ from agentlog.events import Event
 from . import _lease, blobs, schema
 from ._batch import check_schema_version, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
 from .errors import ConcurrencyError, LeaseLost, RunNotFound, SchemaError, StoreError
-from .records import Lease, RunSummary, StoredEvent
+from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 from .sqlite import SYNCHRONOUS, SQLiteStore, translate_errors
 
 
@@ -269,6 +269,16 @@ class AsyncSQLiteStore:
     async def find_answers(self, request_hash: str) -> list[StoredEvent]:
         sql = schema.ANSWERS_BY_HASH if self._shares else schema.ANSWERS_BY_HASH_BEFORE_SHARES
         return await self._decode(await self._fetch(sql, (request_hash,)))
+
+    async def partials(self, run_id: str) -> list[PartialAnswer]:
+        """The run's answers being streamed; none in a log older than the table (read as it is)."""
+        try:
+            rows = await self._fetch(schema.SELECT_PARTIALS, (run_id,))
+        except StoreError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        return [PartialAnswer.from_row(r) for r in rows]
 
     async def close(self) -> None:
         await self._db.close()

@@ -59,3 +59,24 @@ class Lease(msgspec.Struct, frozen=True):
 
     def live(self, now: float) -> bool:
         return self.expires_at > now
+
+
+class PartialAnswer(msgspec.Struct, frozen=True):
+    """An answer still being streamed (``text`` so far, of attempt ``attempt``): not an event,
+    kept apart from the log for watchers in other processes, gone once the call ends."""
+
+    run_id: str
+    call_id: str
+    agent: str
+    attempt: int
+    text: str
+    pieces: int
+    started_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "PartialAnswer":
+        return cls(*row)
+
+    def as_row(self) -> tuple:
+        return msgspec.structs.astuple(self)

@@ -112,6 +112,24 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "m006_partial_answers",
+        # Answers still being streamed, for watchers in other processes (the viewer). Not
+        # part of the log: rewritten a few times a second, deleted when the call ends.
+        """
+        CREATE TABLE partial_answers (
+            run_id     TEXT    NOT NULL,
+            call_id    TEXT    NOT NULL,
+            agent      TEXT    NOT NULL,
+            attempt    INTEGER NOT NULL,
+            text       TEXT    NOT NULL,
+            pieces     INTEGER NOT NULL,
+            started_at REAL    NOT NULL,
+            updated_at REAL    NOT NULL,
+            PRIMARY KEY (run_id, call_id)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -170,6 +188,10 @@ LINEAGE = """
     SELECT run_id FROM chain ORDER BY depth
 """
 CHILDREN = f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ? ORDER BY created_at, run_id"
+PARTIAL_COLUMNS = "run_id, call_id, agent, attempt, text, pieces, started_at, updated_at"
+UPSERT_PARTIAL = f"INSERT OR REPLACE INTO partial_answers ({PARTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+DELETE_PARTIAL = "DELETE FROM partial_answers WHERE run_id = ? AND call_id = ?"
+SELECT_PARTIALS = f"SELECT {PARTIAL_COLUMNS} FROM partial_answers WHERE run_id = ? ORDER BY started_at, call_id"
 # ``request_hash`` is filled for answers only; the partial index holds just those rows.
 # An answer in a shared prefix is found in every run that shares it, as a copy would be.
 ANSWERS_BY_HASH = """

@@ -40,7 +40,7 @@ from .errors import (
     StoreBusy,
     StoreError,
 )
-from .records import Lease, RunSummary, StoredEvent
+from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 
 # The runs-index row is updated in place: ``INSERT OR REPLACE`` would delete and
 # re-insert it, rewriting the table's and both indexes' pages on every append.
@@ -452,6 +452,20 @@ class SQLiteStore:
                                 before, _file_size(self.path))
 
     # --- reading -----------------------------------------------------------------
+
+    # --- answers being streamed (beside the log, not in it) ----------------------------
+
+    def put_partial(self, partial: PartialAnswer) -> None:
+        """Record (replace) what a call's streamed answer holds so far."""
+        with self._lock, translate_errors(self.path):
+            self._db.execute(schema.UPSERT_PARTIAL, partial.as_row())
+
+    def clear_partial(self, run_id: str, call_id: str) -> None:
+        with self._lock, translate_errors(self.path):
+            self._db.execute(schema.DELETE_PARTIAL, (run_id, call_id))
+
+    def partials(self, run_id: str) -> list[PartialAnswer]:
+        return [PartialAnswer.from_row(r) for r in self._fetch(schema.SELECT_PARTIALS, (run_id,))]
 
     def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple]:
         with self._lock, translate_errors(self.path):

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,7 +24,7 @@ from agentlog.replay.approval import default_decider
 from agentlog.store import AmbiguousRunId, AsyncSQLiteStore, RunNotFound, SchemaError
 from agentlog.tools import ToolRegistry
 
-from . import assets, queries, render
+from . import assets, live, queries, render
 from .decisions import Decisions, Refused, Tokens, check_origin, parse_form
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -161,6 +161,15 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
             "sections": render.sections(shown) if new else {},
         })
 
+    async def run_stream(request: Request) -> Response:
+        """The run's answers as they stream (server-sent events), until the run ends."""
+        store = request.app.state.store
+        try:
+            run_id = await resolve(store, request.path_params["run_id"])
+        except (RunNotFound, AmbiguousRunId) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        return StreamingResponse(live.partial_answer_events(store, run_id), media_type="text/event-stream")
+
     async def compare(request: Request) -> Response:
         store = request.app.state.store
         a, b = request.query_params.get("a", "").strip(), request.query_params.get("b", "").strip()
@@ -186,6 +195,7 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
         Route("/runs/{run_id}", run),
         Route("/runs/{run_id}/events", run_events),
         *([Route("/runs/{run_id}/decision", decide, methods=["POST"])] if decisions is not None else []),
+        Route("/runs/{run_id}/stream", run_stream),
         Route("/compare", compare),
         Route("/static/viewer.css", static(assets.CSS, "text/css; charset=utf-8")),
         Route("/static/viewer.js", static(assets.JS, "text/javascript; charset=utf-8")),

@@ -70,6 +70,9 @@ table.scores { width: auto; min-width: 16rem; }
 #config table { table-layout: fixed; }
 .error { background: #fee2e2; border: 1px solid #fecaca; padding: .6rem .8rem; border-radius: 6px; }
 .livenote { font-size: .8rem; color: #1d4ed8; }
+.streaming .partial h3 { font-size: .85rem; margin: .6rem 0 .2rem; color: #1d4ed8; }
+.streaming .partial pre { white-space: pre-wrap; max-height: 16rem; overflow: auto; background: #fff;
+  border: 1px dashed #93c5fd; border-radius: 6px; padding: .5rem .7rem; margin: 0; }
 svg.chart { max-width: 100%; height: auto; background: #fff; border: 1px solid var(--line); border-radius: 6px; }
 """
 
@@ -112,6 +115,33 @@ JS = """
       .catch(function () { delay = Math.min(delay * 2, 10000); setTimeout(tick, delay); });
   }
   setTimeout(tick, delay);
+})();
+
+// Answers as they stream (server-sent events); shown as text, never as HTML.
+(function () {
+  "use strict";
+  var root = document.querySelector("[data-stream-url]");
+  var box = document.getElementById("streaming");
+  if (!root || !box || !window.EventSource) { return; }
+  var source = new EventSource(root.getAttribute("data-stream-url"));
+  source.addEventListener("partials", function (ev) {
+    var list = JSON.parse(ev.data);
+    box.textContent = "";
+    list.forEach(function (p) {
+      var part = document.createElement("div");
+      part.className = "partial";
+      part.setAttribute("data-call", p.call_id);
+      var head = document.createElement("h3");
+      head.textContent = p.agent + " is answering (call " + p.call_id +
+        (p.attempt > 1 ? ", attempt " + p.attempt : "") + ", " + p.pieces + " tokens so far)";
+      var text = document.createElement("pre");
+      text.textContent = p.text;
+      part.appendChild(head);
+      part.appendChild(text);
+      box.appendChild(part);
+    });
+  });
+  source.addEventListener("end", function () { source.close(); box.textContent = ""; });
 })();
 """
 

@@ -111,9 +111,10 @@ def run_page(run: RunPage, ancestors: list[RunSummary], children: list[RunSummar
     s = run.summary
     live = ""
     if s.status == "running":
-        live = f' data-live-url="{e(run_url(s.run_id) + "/events")}" data-last-seq="{run.view.last_seq}"'
-    note = '<p id="livenote" class="livenote">running: new events appear here as they are recorded</p>' \
-        if s.status == "running" else ""
+        live = (f' data-live-url="{e(run_url(s.run_id) + "/events")}" data-last-seq="{run.view.last_seq}"'
+                f' data-stream-url="{e(run_url(s.run_id) + "/stream")}"')
+    note = ('<p id="livenote" class="livenote">running: new events appear here as they are recorded</p>'
+            '<section id="streaming" class="streaming"></section>') if s.status == "running" else ""
     rows = "".join(timeline_row(r, run) for r in run.view.timeline)
     part = sections(run)
     return f"""<div class="run-page"{live}>
