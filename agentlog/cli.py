@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where a person decides on the draft: final (before the run finishes), each-review "
                    "(after every review), never (default); the run waits for `agentlog approve|edit|reject`")
     p.add_argument("--out", metavar="FILE", help="write the final draft here instead of stdout")
+    _otlp_flags(p, required=False)
 
     p = sub.add_parser("runs", parents=[common], help="list runs")
     p.add_argument("--status", choices=["running", "waiting", "finished", "failed"])
@@ -233,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("vacuum", parents=[common], help="drop stored text no event refers to, compact the file")
     p.add_argument("--dry-run", action="store_true", help="only say what it would free")
+
+    p = sub.add_parser("trace", parents=[common], help="send recorded runs as OpenTelemetry spans (OTLP/HTTP)")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    _otlp_flags(p, required=True)
+
     p = sub.add_parser("serve", parents=[common, endpoint, tooling],
                        help="a web viewer of the log on 127.0.0.1, where a person can decide on waiting runs")
     p.add_argument("--host", default="127.0.0.1")
@@ -240,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-only", action="store_true",
                    help="no decisions from the browser: no forms, no POST routes (always so off loopback)")
     return parser
+
+
+def _otlp_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
+    when = "" if required else " when the run ends"
+    p.add_argument("--otlp", metavar="URL", required=required,
+                   help=f"send the run's spans{when} to this OTLP/HTTP receiver, e.g. http://127.0.0.1:4318")
+    p.add_argument("--with-content", action="store_true",
+                   help="include prompts, answers, tool arguments and results in the spans (default: left out)")
+    p.add_argument("--otlp-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="give up sending spans after this long (default 10)")
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -391,6 +407,7 @@ def cmd_run(ctx: Context) -> int:
     args = ctx.args
     if not args.task.strip():
         raise UsageError("the task is empty: say what the pipeline should write about")
+    _check_otlp(args)
     run_config = ctx.run_config()
     if args.research:
         run_config = msgspec.structs.replace(run_config, research=args.research)
@@ -428,9 +445,45 @@ def cmd_run(ctx: Context) -> int:
                            approval=approval, **_watch(args.quiet))
         if not args.quiet:
             print(f"run {handle.run_id} (log: {ctx.db_path})", file=sys.stderr)
-        return _finish(ctx, store, _wait(handle))
+        code = _finish(ctx, store, _wait(handle))
     finally:
         gateway.close()
+    if args.otlp:
+        _send_trace(ctx, store, [handle.run_id], after_run=True)
+    return code
+
+
+def _check_otlp(args: argparse.Namespace) -> None:
+    """A malformed ``--otlp`` URL or timeout is refused before anything runs."""
+    if not args.otlp:
+        return
+    from .tracing import traces_endpoint
+
+    traces_endpoint(args.otlp)
+    if not args.otlp_timeout > 0:  # also refuses nan
+        raise UsageError(f"--otlp-timeout must be a positive number of seconds, got {args.otlp_timeout}")
+
+
+def _send_trace(ctx: Context, store: SQLiteStore, run_ids: Sequence[str], *, after_run: bool = False) -> int:
+    from .tracing import TraceError, export_runs
+
+    args = ctx.args
+    try:
+        count = export_runs([(r, store.read(r)) for r in run_ids], args.otlp, with_content=args.with_content,
+                            timeout=args.otlp_timeout)
+    except TraceError as exc:
+        _err(f"{exc}; the run is recorded as it was" if after_run else str(exc))
+        return EXIT_FAILED
+    if not getattr(args, "quiet", False):
+        print(f"sent {count} spans of {len(run_ids)} run(s) to the OTLP receiver", file=sys.stderr)
+    return 0
+
+
+def cmd_trace(ctx: Context) -> int:
+    _check_otlp(ctx.args)
+    store = ctx.store()
+    run_ids = list(dict.fromkeys(_run_id(store, r) for r in ctx.args.runs))
+    return _send_trace(ctx, store, run_ids)
 
 
 def cmd_runs(ctx: Context) -> int:
@@ -709,8 +762,8 @@ def cmd_vacuum(ctx: Context) -> int:
 COMMANDS: dict[str, Callable[[Context], int]] = {
     "run": cmd_run, "runs": cmd_runs, "show": cmd_show, "replay": cmd_replay, "resume": cmd_resume,
     "fork": cmd_fork, "rereview": cmd_rereview, "verify": cmd_verify, "export": cmd_export,
-    "import": cmd_import, "serve": cmd_serve, "approve": cmd_decide, "edit": cmd_decide, "reject": cmd_decide,
-    "vacuum": cmd_vacuum,
+    "import": cmd_import, "trace": cmd_trace, "serve": cmd_serve, "approve": cmd_decide, "edit": cmd_decide,
+    "reject": cmd_decide, "vacuum": cmd_vacuum,
 }
 
 
