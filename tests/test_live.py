@@ -14,9 +14,9 @@ from contextlib import closing
 
 import pytest
 
-from agentlog.actors import agent_configs, start_run
+from agentlog.actors import LiveAnswer, agent_configs, start_run
 from agentlog.events import LLMCallAnswered, LLMCallRequested
-from agentlog.models import Endpoint, Gateway, RetryPolicy
+from agentlog.models import Delta, Endpoint, Gateway, RetryPolicy
 from agentlog.store import SQLiteStore
 from agentlog.terminal import CLEAR_LINE
 from tests.conftest import PYTHON, SECRET, cli_env
@@ -59,6 +59,39 @@ def run_in_process(db, server: FakeOpenAIServer, watcher=None):
     finally:
         gateway.close()
         store.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_growing_answer_is_written_at_most_four_times_a_second_and_removed_at_the_end(tmp_path):
+    clock, writes = Clock(), []
+    with SQLiteStore(tmp_path / "log.db") as store:
+        live = LiveAnswer(store, "run1", "write-1/1", "writer", {"model": "m", "messages": []}, clock=clock)
+        for n in range(200):  # two seconds of pieces, one every 10 ms
+            clock.now += 0.01
+            live.delta(Delta(text=f"w{n} ", attempt=1))
+            rows = store.partials("run1")
+            if rows and (not writes or rows[0].pieces != writes[-1].pieces):
+                writes.append(rows[0])
+        assert 7 <= len(writes) <= 8 and writes[0].pieces >= 25  # none in the first quarter second
+        assert writes[-1].text == "".join(f"w{n} " for n in range(writes[-1].pieces))
+        live.delta(Delta(text="again", attempt=2))  # a retry starts the answer again
+        clock.now += 0.3
+        live.delta(Delta(text=" and on", attempt=2))
+        [retried] = store.partials("run1")
+        assert (retried.attempt, retried.text, retried.pieces) == (2, "again and on", 2)
+        live.end()
+        assert store.partials("run1") == []
+
+        quick = LiveAnswer(store, "run1", "review-1/1", "reviewer", {"model": "m", "messages": []}, clock=clock)
+        quick.delta(Delta(text="{}", attempt=1))
+        assert store.partials("run1") == []  # a fast answer never touches the table
 
 
 def test_a_streamed_run_logs_the_same_events_as_an_unstreamed_one(tmp_path):

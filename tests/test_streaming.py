@@ -123,3 +123,17 @@ def test_a_stream_that_is_not_server_sent_events_is_a_retryable_bad_response():
         gateway.close()
     assert [(f.error_kind, f.retryable) for f in failures] == [("bad_response", True)]
     assert completion.content
+
+
+def test_a_failing_on_delta_does_not_fail_or_repeat_the_call(caplog):
+    def broken(delta: Delta) -> None:
+        raise RuntimeError("watcher bug")
+
+    with FakeOpenAIServer() as server:
+        gateway = make_gateway(server)
+        failures: list = []
+        completion = gateway.complete(REQUEST, failures.append, on_delta=broken)
+        gateway.close()
+        assert server.count() == 1
+    assert completion.content and failures == []
+    assert "on_delta failed" in caplog.text

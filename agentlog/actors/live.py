@@ -39,21 +39,22 @@ class LiveAnswer:
     """One model call's answer while it streams. Used from the agent's thread only."""
 
     def __init__(self, store: SQLiteStore, run_id: str, call_id: str, agent: str, request: dict[str, Any], *,
-                 watcher: Watcher | None = None, interval: float = STORE_INTERVAL):
+                 watcher: Watcher | None = None, interval: float = STORE_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic):
         self.store, self.run_id, self.call_id, self.agent = store, run_id, call_id, agent
         self.structured = request.get("response_format") is not None
-        self.watcher, self.interval = watcher, interval
+        self.watcher, self.interval, self._clock = watcher, interval, clock
         self.attempt, self.parts = 0, []
         self.started = time.time()
         # A fast answer is never written: the first write waits a whole interval.
-        self._stored_at, self._stored = time.monotonic(), False
+        self._stored_at, self._stored = clock(), False
 
     def delta(self, delta: Delta) -> None:
         if delta.attempt != self.attempt:  # a retry starts its answer again
             self.attempt, self.parts = delta.attempt, []
         self.parts.append(delta.text)
         self._tell(delta.text)
-        now = time.monotonic()
+        now = self._clock()
         if now - self._stored_at >= self.interval:
             self._stored_at = now
             self._store(lambda: self.store.put_partial(PartialAnswer(

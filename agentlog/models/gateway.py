@@ -15,6 +15,7 @@ called without streaming from then on.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -29,6 +30,8 @@ from openai.types.chat import ChatCompletion
 from . import offline
 from .spec import ModelSpec, parse_model
 from .types import AttemptFailure, CallFailed, Completion, Delta, ModelNotConfigured
+
+log = logging.getLogger(__name__)
 
 NO_MODEL_HINT = (
     "no model configured: set OPENAI_API_KEY (or --base-url URL for an OpenAI-compatible "
@@ -230,7 +233,7 @@ class Gateway:
                         refused = False
                         if on_delta is not None and spec.text not in self._unstreamed:
                             completion = self._streamed(spec.text, client, wire_model, request["messages"],
-                                                        kwargs, lambda text: on_delta(Delta(text=text, attempt=number)))
+                                                        kwargs, _reporter(on_delta, number))
                             if completion is not None:
                                 return msgspec.structs.replace(
                                     completion, latency_ms=(time.perf_counter() - started) * 1000)
@@ -260,7 +263,7 @@ class Gateway:
 
     def _streamed(self, spec: str, client: openai.OpenAI, model: str, messages: Any, kwargs: dict[str, Any],
                   report: Callable[[str], None]) -> Completion | None:
-        """The answer, streamed; ``None`` if this server turned out not to stream (remembered)."""
+        """The answer, streamed; ``None`` if the server refused to stream (ask it plainly)."""
         try:
             stream = client.chat.completions.create(
                 model=model, messages=messages, stream=True, stream_options={"include_usage": True}, **kwargs)
@@ -281,6 +284,18 @@ class Gateway:
     def _redact(self, text: str) -> str:
         key = self.endpoint.api_key
         return text.replace(key, "[redacted]") if key else text
+
+
+def _reporter(on_delta: Callable[[Delta], None], attempt: int) -> Callable[[str], None]:
+    """Pieces of attempt ``attempt`` to ``on_delta``, whose failure must not fail the call."""
+
+    def report(text: str) -> None:
+        try:
+            on_delta(Delta(text=text, attempt=attempt))
+        except Exception:  # noqa: BLE001 - a watcher's bug is not the model's failure
+            log.exception("on_delta failed; the call goes on")
+
+    return report
 
 
 # Statuses with which a server may refuse ``stream=True``; the plain request decides for itself.
