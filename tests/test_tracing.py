@@ -232,3 +232,10 @@ def test_traces_endpoint_keeps_a_full_url_and_completes_a_base_one():
     assert traces_endpoint("http://127.0.0.1:4318") == "http://127.0.0.1:4318/v1/traces"
     assert traces_endpoint("http://127.0.0.1:4318/") == "http://127.0.0.1:4318/v1/traces"
     assert traces_endpoint("https://otel.example/v1/traces") == "https://otel.example/v1/traces"
+
+
+def test_tracing_stays_at_the_command_line_level():
+    probe = ("import sys, agentlog.store, agentlog.actors, agentlog.replay, agentlog.web, agentlog.cli; "
+             "print(sorted(m for m in sys.modules if m == 'agentlog.tracing' or m.startswith('opentelemetry')))")
+    out = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
