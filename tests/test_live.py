@@ -145,8 +145,8 @@ def test_sigkill_mid_stream_then_resume_repeats_that_call_only(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=10)
         before = server.count()
-        with closing(sqlite3.connect(db)) as conn:
-            types = [t for (t,) in conn.execute("SELECT type FROM events WHERE run_id = ? ORDER BY seq", (run_id,))]
+        with SQLiteStore(db, create=False) as store:
+            types = [s.type for s in store.read(run_id)]
         resumed = subprocess.run([PYTHON, "-m", "agentlog.cli", "resume", run_id, *args], env=env,
                                  capture_output=True, text=True, timeout=120)
         bodies = [r["body"] for r in server.requests]
@@ -157,9 +157,8 @@ def test_sigkill_mid_stream_then_resume_repeats_that_call_only(tmp_path):
     repeated = {k for k in keys if keys.count(k) > 1}
     assert len(repeated) == 1 and keys.index(next(iter(repeated))) == before - 1  # the call cut off, once more
     assert keys[before] == keys[before - 1]  # ... and it is the first request of the resume
-    with closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute("SELECT type, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
-    answered = [json.loads(d)["call_id"] for t, d in rows if t == "LLMCallAnswered"]
+    with SQLiteStore(db, create=False) as store:
+        answered = [s.event.call_id for s in store.read(run_id) if isinstance(s.event, LLMCallAnswered)]
     assert answered.count(call_id) == 1 and len(answered) == len(set(answered))
     assert partial_rows(db) == []  # the resumed call cleared what the killed one left
 
