@@ -137,3 +137,13 @@ def test_a_failing_on_delta_does_not_fail_or_repeat_the_call(caplog):
         assert server.count() == 1
     assert completion.content and failures == []
     assert "on_delta failed" in caplog.text
+
+
+def test_a_client_error_that_is_not_about_streaming_is_the_calls_own_failure():
+    with FakeOpenAIServer(down={"gpt-4o": 404}) as server:
+        gateway = make_gateway(server)
+        with pytest.raises(CallFailed) as failed:
+            complete(gateway)
+        gateway.close()
+        assert server.count() == 1  # not asked again without streaming
+    assert failed.value.failure.error_kind == "http_404"

@@ -268,7 +268,8 @@ class Gateway:
             stream = client.chat.completions.create(
                 model=model, messages=messages, stream=True, stream_options={"include_usage": True}, **kwargs)
         except openai.APIStatusError as exc:
-            if exc.status_code in _NO_STREAM_STATUSES:  # e.g. 400 "stream is not supported"
+            # e.g. 400 "stream is not supported"; a 404 for an unknown model is the call's own failure.
+            if exc.status_code in _NO_STREAM_STATUSES and "stream" in str(exc).lower():
                 return None
             raise
         with stream:
@@ -298,7 +299,7 @@ def _reporter(on_delta: Callable[[Delta], None], attempt: int) -> Callable[[str]
     return report
 
 
-# Statuses with which a server may refuse ``stream=True``; the plain request decides for itself.
+# Statuses with which a server may refuse ``stream=True`` (saying so); the plain request decides then.
 _NO_STREAM_STATUSES = frozenset({400, 404, 405, 415, 422, 501})
 
 
