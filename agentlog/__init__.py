@@ -20,7 +20,7 @@ _EXPORTS = {
     "agentlog.replay": ("NotWaiting", "Overrides", "RunView", "VerifyResult", "build_view", "decide_run", "fork",
                         "resume", "start_rereview", "verify"),
     "agentlog.runconfig": ("RunConfig", "load_run_config"),
-    "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "LeaseHeld", "LeaseLost", "RunNotFound",
+    "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent", "LeaseHeld", "LeaseLost", "RunNotFound",
                        "RunSummary", "SQLiteStore", "StoredEvent"),
     "agentlog.tools": ("Tool", "ToolRegistry"),
 }
@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # for type checkers and editors
     from .store import (
         AsyncSQLiteStore,
         ConcurrencyError,
+        DamagedEvent,
         LeaseHeld,
         LeaseLost,
         RunNotFound,

@@ -30,7 +30,7 @@ from .actors import (
     validate_run_settings,
 )
 from .config import Config, ConfigError, default_db_path, load_config
-from .events import CodecError, decode, encode
+from .events import CodecError, RunStarted, decode, encode
 from .models import (
     NO_MODEL_HINT,
     OFFLINE_LABEL,
@@ -552,8 +552,8 @@ def _continue(ctx: Context, start: Callable[[SQLiteStore, Gateway], RunHandle], 
         gateway.close()
 
 
-def _models_in_use(store: SQLiteStore, run_id: str, overrides: Overrides) -> list[str]:
-    view = build_view(run_id, store.read(run_id))
+def _models_in_use(store: SQLiteStore, run_id: str, overrides: Overrides, upto: int | None = None) -> list[str]:
+    view = build_view(run_id, store.read(run_id, upto=upto))
     return [overrides.models.get(name, a.model) for name, a in view.agents.items()]
 
 
@@ -582,8 +582,11 @@ def cmd_resume(ctx: Context) -> int:
 def cmd_fork(ctx: Context) -> int:
     store = ctx.store()
     run_id = _run_id(store, ctx.args.run)
+    last = store.last_seq(run_id)
+    if not ctx.args.at <= last:  # before any model is resolved
+        raise UsageError(f"--at must be an event of run {run_id}: 1 to {last}, not {ctx.args.at}")
     overrides = _overrides(ctx)
-    models = _models_in_use(store, run_id, overrides)
+    models = _models_in_use(store, run_id, overrides, upto=ctx.args.at)  # the events after --at may be damaged
     _label_offline(models)
     tools = ctx.tools()
     if not ctx.args.quiet:
@@ -641,6 +644,8 @@ def cmd_rereview(ctx: Context) -> int:
     args = ctx.args
     store = ctx.store()
     run_ids = list(dict.fromkeys(_run_id(store, r) for r in args.runs))
+    for run_id in run_ids:  # a damaged run is refused before any re-review starts
+        store.read(run_id)
     gateway = ctx.gateway()
     gateway.check(args.model)
     _label_offline([args.model])
@@ -694,8 +699,9 @@ def cmd_export(ctx: Context) -> int:
     store = ctx.store()
     run_id = _run_id(store, ctx.args.run)
     for s in store.read(run_id):
-        _type, _version, data = encode(s.event)
-        print(json.dumps({"run_id": s.run_id, "seq": s.seq, "type": s.type, "version": s.version,
+        # The data is today's encoding of the (upcast) event: it is written with today's version.
+        type_name, version, data = encode(s.event)
+        print(json.dumps({"run_id": s.run_id, "seq": s.seq, "type": type_name, "version": version,
                           "data": json.loads(data)}))
     return 0
 
@@ -716,12 +722,21 @@ def cmd_import(ctx: Context) -> int:
             streams.setdefault(row["run_id"], []).append((int(row["seq"]), event))
         except (ValueError, KeyError, TypeError, CodecError) as exc:
             raise UsageError(f"{path}:{number}: not an exported event ({exc})") from None
-    store = ctx.store(create=True)
+    if not streams:
+        raise UsageError(f"{path} holds no events")
     for run_id, events in streams.items():
         seqs = [seq for seq, _ in events]
         if seqs != list(range(1, len(seqs) + 1)):
             raise UsageError(f"{path}: run {run_id} does not hold events 1..{len(seqs)} in order")
-        store.append(run_id, [e for _, e in events], 0)
+        if not isinstance(events[0][1], RunStarted):
+            raise UsageError(f"{path}: run {run_id} does not start with RunStarted (it starts with "
+                             f"{type(events[0][1]).__name__})")
+    store = ctx.store(create=True)
+    try:  # every run or none
+        store.append_all([(run_id, [e for _, e in events], 0) for run_id, events in streams.items()])
+    except ConcurrencyError as exc:
+        raise UsageError(f"run {exc.run_id} already exists in {ctx.db_path}; nothing was imported") from None
+    for run_id, events in streams.items():
         print(f"imported run {run_id} ({len(events)} events)", file=sys.stderr)
     return 0
 

@@ -230,6 +230,7 @@ def verify_line(result: VerifyResult) -> str:
 
 
 def stored_to_builtins(stored: StoredEvent) -> dict:
-    _type, _version, data = encode(stored.event)
-    return {"run_id": stored.run_id, "seq": stored.seq, "type": stored.type, "version": stored.version,
+    # The data is today's encoding of the (upcast) event, so it carries today's version.
+    type_name, version, data = encode(stored.event)
+    return {"run_id": stored.run_id, "seq": stored.seq, "type": type_name, "version": version,
             "recorded_at": stored.recorded_at, "data": json.loads(data)}

@@ -20,7 +20,7 @@ from agentlog.events import LLMCallAnswered, LLMCallRequested, RunStarted, Usage
 from agentlog.events.types import AgentConfig
 from agentlog.store import MIGRATIONS, SCHEMA_VERSION, AsyncSQLiteStore, RunSummary, SchemaError, SQLiteStore, StoreBusy
 from agentlog.store import sqlite as sqlite_face
-from agentlog.store.schema import ANSWERS_BY_HASH
+from agentlog.store.schema import ANSWERS_BY_HASH, APPLICATION_ID
 
 GOLDEN = Path(__file__).parent / "golden_schema"
 FACES = ("sync", "async")
@@ -87,6 +87,7 @@ def test_a_fresh_database_is_at_the_schema_version_in_wal_mode(tmp_path, face):
     open_and_close(face, path)
     assert pragma(path, "user_version") == SCHEMA_VERSION == len(MIGRATIONS)
     assert pragma(path, "journal_mode") == "wal"  # persistent: recorded in the file itself
+    assert pragma(path, "application_id") == APPLICATION_ID
     assert schema_of(path) == golden_text(SCHEMA_VERSION)
 
 
@@ -169,6 +170,7 @@ def test_migrating_from_each_older_version(tmp_path, k, face):
     open_and_close(face, path)
 
     assert pragma(path, "user_version") == SCHEMA_VERSION
+    assert pragma(path, "application_id") == APPLICATION_ID  # a log from before the id is recognised, then marked
     assert schema_of(path) == golden_text(SCHEMA_VERSION)  # the same schema as a fresh database
     with SQLiteStore(path, create=False) as store:
         if k >= 1:
@@ -220,12 +222,38 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path, rng, kind, face):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
 
-def make_foreign(path: Path) -> None:
+def make_foreign(path: Path, user_version: int = 0, application_id: int = 0, tables: str = "") -> None:
     con = sqlite3.connect(path)
     with con:
         con.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
         con.execute("INSERT INTO notes (body) VALUES ('buy milk')")
+        if tables:
+            con.executescript(tables)
+        con.execute(f"PRAGMA user_version = {user_version}")
+        con.execute(f"PRAGMA application_id = {application_id}")
     con.close()
+
+
+FOREIGN = {
+    **{f"user-version-{v}": {"user_version": v} for v in (0, 1, 2, SCHEMA_VERSION, SCHEMA_VERSION + 1, 1000)},
+    "another-application-id": {"user_version": SCHEMA_VERSION, "application_id": 0x5AEBBA5E},
+    # Tables named like ours, columns not: not taken for a log written before the application id.
+    "look-alike-tables": {"user_version": 2, "tables": "CREATE TABLE events (id INTEGER, payload BLOB);"
+                                                       "CREATE TABLE runs (id INTEGER, name TEXT);"},
+}
+
+
+@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize("kind", FOREIGN)
+def test_another_applications_file_is_refused_before_anything_changes_it(tmp_path, face, kind):
+    path = tmp_path / "notes.db"
+    make_foreign(path, **FOREIGN[kind])
+    content = path.read_bytes()
+    with pytest.raises(SchemaError, match=r"notes\.db is an SQLite database, but not an agentlog one"):
+        open_and_close(face, path)
+    assert path.read_bytes() == content  # not switched to WAL, not migrated, not marked as ours
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+    assert pragma(path, "journal_mode") == "delete"
 
 
 @pytest.mark.parametrize("face", FACES)
@@ -272,19 +300,19 @@ def test_a_directory_is_refused(tmp_path, face, create):
 
 def test_an_opener_that_loses_the_race_to_migrate_a_new_file_still_opens_it(tmp_path, monkeypatch):
     path = tmp_path / "log.db"
-    check = sqlite_face.check_schema_version
+    check = sqlite_face.check_identity
     interposed = []
 
-    def another_opener_migrates_meanwhile(found, where):
+    def another_opener_migrates_meanwhile(where, identity, columns):
         # The race, made deterministic: this opener has just read user_version 0; before it
         # goes on, another opener creates and migrates the file.
         if not interposed:
-            interposed.append(found)
+            interposed.append(identity[1])
             SQLiteStore(path).close()
             assert pragma(path, "user_version") == SCHEMA_VERSION
-        return check(found, where)
+        return check(where, identity, columns)
 
-    monkeypatch.setattr(sqlite_face, "check_schema_version", another_opener_migrates_meanwhile)
+    monkeypatch.setattr(sqlite_face, "check_identity", another_opener_migrates_meanwhile)
     SQLiteStore(path).close()
     assert interposed == [0]
     assert pragma(path, "user_version") == SCHEMA_VERSION
@@ -347,7 +375,7 @@ def _newer(path: Path) -> None:
         (lambda path: path.mkdir(), "no agentlog database at"),
         (lambda path: path.write_bytes(b""), "is not an agentlog database"),
         (lambda path: path.write_text("plain text, not SQLite\n" * 50), "is not an agentlog database"),
-        (make_foreign, "is not an agentlog database"),
+        (make_foreign, "not an agentlog one"),
         (_newer, "newer agentlog"),
     ],
     ids=["missing", "directory", "empty-file", "text", "another-application", "newer-schema"],

@@ -744,6 +744,19 @@ class TestSQLiteStore(StoreContract):
             assert shared.get_run(f"run-{n}").iterations == batches
 
 
+    def test_append_all_appends_every_run_or_none(self, store):
+        store.append("old", approved_run("t")[:2], 0)
+        assert store.append_all([("a", approved_run("a")[:3], 0), ("old", approved_run("t")[2:4], 2)]) == [3, 4]
+        before = {run_id: store.read(run_id) for run_id in ("a", "old")}
+        with pytest.raises(ConcurrencyError) as caught:  # "old" is not new: nothing at all is appended
+            store.append_all([("b", approved_run("b")[:3], 0), ("old", approved_run("t")[:1], 0)])
+        assert caught.value.run_id == "old"
+        assert store.read("b") == [] and {run_id: store.read(run_id) for run_id in ("a", "old")} == before
+        with pytest.raises(RunNotFound):
+            store.get_run("b")
+        assert store.append("b", approved_run("b")[:1], 0) == 1  # no transaction was left open
+
+
 class TestAsyncSQLiteStore(StoreContract):
     face = "async"
 

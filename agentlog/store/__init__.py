@@ -8,6 +8,7 @@ from .aio import AsyncSQLiteStore
 from .errors import (
     AmbiguousRunId,
     ConcurrencyError,
+    DamagedEvent,
     LeaseHeld,
     LeaseLost,
     RunNotFound,
@@ -20,7 +21,7 @@ from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite import SQLiteStore, VacuumReport
 
 __all__ = [
-    "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "Lease",
+    "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent", "Lease",
     "LeaseHeld", "LeaseLost", "PartialAnswer", "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "StoreBusy",
     "StoreError", "StoredEvent", "VacuumReport",
 ]

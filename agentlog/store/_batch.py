@@ -53,6 +53,30 @@ def check_schema_version(found: int, path: str) -> None:
         )
 
 
+def check_identity(path: str, identity: tuple[int, int, int], columns: list[tuple[str, str]]) -> int:
+    """The file's schema version if it is an agentlog database this release can open (a new,
+    empty file is version 0); ``SchemaError`` for another application's file or a newer schema.
+
+    ``identity`` is ``(application_id, user_version, objects)`` and ``columns`` the
+    ``(table, column)`` pairs (schema.IDENTITY, schema.TABLE_COLUMNS), read before any pragma.
+    """
+    application_id, found, objects = identity
+    if application_id == schema.APPLICATION_ID:
+        check_schema_version(found, path)
+        return found
+    if application_id == 0:
+        if found == 0 and objects == 0:
+            return 0
+        tables: dict[str, set[str]] = {}
+        for table, column in columns:
+            tables.setdefault(table, set()).add(column)
+        if 1 <= found < schema.APPLICATION_ID_SINCE and all(
+            wanted <= tables.get(name, set()) for name, wanted in schema.FIRST_TABLES.items()
+        ):
+            return found  # a log written before the application id was set
+    raise SchemaError(f"{path} is an SQLite database, but not an agentlog one")
+
+
 def prefix_bounds(prefix: str) -> tuple[str, str]:
     if not prefix:
         raise RunNotFound(prefix)

@@ -16,7 +16,15 @@ import aiosqlite
 from agentlog.events import Event
 
 from . import _lease, blobs, schema
-from ._batch import check_schema_version, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
+from ._batch import (
+    check_identity,
+    check_schema_version,
+    encode_batch,
+    fork_point,
+    lineage_of,
+    pick_run_id,
+    prefix_bounds,
+)
 from .errors import ConcurrencyError, LeaseLost, RunNotFound, SchemaError, StoreError
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 from .sqlite import SYNCHRONOUS, SQLiteStore, translate_errors
@@ -76,8 +84,9 @@ class AsyncSQLiteStore:
             uri = f"{Path(path).resolve().as_uri()}?mode=ro"
             db = await aiosqlite.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
             try:
-                found = (await (await db.execute("PRAGMA user_version")).fetchone())[0]
-                check_schema_version(found, path)
+                identity = await (await db.execute(schema.IDENTITY)).fetchone()
+                columns = await (await db.execute(schema.TABLE_COLUMNS)).fetchall()
+                found = check_identity(path, tuple(identity), [tuple(c) for c in columns])
                 if found == 0:
                     raise SchemaError(f"{path} is not an agentlog database")
             except BaseException:

@@ -30,6 +30,14 @@ class SchemaError(StoreError):
     """The file is not an agentlog database this release can use."""
 
 
+class DamagedEvent(StoreError):
+    """A stored event this release cannot read: its row is damaged, or from a newer agentlog."""
+
+    def __init__(self, run_id: str, seq: int, reason: str):
+        self.run_id, self.seq, self.reason = run_id, seq, reason
+        super().__init__(f"run {run_id}, event {seq} cannot be read: {reason}")
+
+
 class StoreBusy(StoreError):
     """The database stayed locked by another process longer than the busy timeout."""
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
-from agentlog.events import Event, decode
+from agentlog.events import CodecError, Event, decode
 from agentlog.events.packed import Resolve, Unpacker
+
+from .errors import DamagedEvent
 
 
 class StoredEvent(msgspec.Struct, frozen=True, gc=False):
@@ -18,9 +20,15 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):
 
     @classmethod
     def from_row(cls, row: tuple, resolve: Resolve | Unpacker | None = None) -> "StoredEvent":
-        """The event of one ``events`` row; ``resolve`` reads the large text it refers to."""
+        """The event of one ``events`` row; ``resolve`` reads the large text it refers to.
+        A row that does not decode is a ``DamagedEvent`` naming run and seq."""
         run_id, seq, type_name, version, recorded_at, data = row
-        return cls(run_id, seq, type_name, version, recorded_at, decode(type_name, version, data, resolve))
+        try:
+            if not isinstance(type_name, str) or not isinstance(version, int):
+                raise CodecError(f"stored type {type_name!r} / version {version!r} are not a name and a number")
+            return cls(run_id, seq, type_name, version, recorded_at, decode(type_name, version, data, resolve))
+        except (CodecError, UnicodeDecodeError, TypeError, ValueError) as exc:
+            raise DamagedEvent(run_id, seq, str(exc)) from exc
 
 
 class RunSummary(msgspec.Struct, frozen=True):

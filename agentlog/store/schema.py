@@ -130,10 +130,30 @@ MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        "m007_application_id",
+        # Marks the file as an agentlog log (b"aglg"), so another application's is refused.
+        "PRAGMA application_id = 1634167911",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 SHARES_VERSION = 4  # the first schema with blobs, shared prefixes and events.request_hash
+
+# How an agentlog database is recognised before anything in it is changed: its
+# application id, or (a log written before the id was set) the tables of m001 with
+# (at least) their columns and a user_version below the migration that sets the id.
+APPLICATION_ID = int.from_bytes(b"aglg", "big")
+APPLICATION_ID_SINCE = next(n for n, (name, _) in enumerate(MIGRATIONS, start=1) if name.endswith("_application_id"))
+FIRST_TABLES = {
+    "events": {"run_id", "seq", "type", "version", "recorded_at", "data"},
+    "runs": {"run_id", "parent_run_id", "fork_seq", "task", "pipeline", "status", "created_at", "updated_at",
+             "score", "iterations", "tokens", "last_seq"},
+}
+# Read-only: the header fields and every table's columns, read in one snapshot.
+IDENTITY = "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version), " \
+    "(SELECT count(*) FROM sqlite_master)"
+TABLE_COLUMNS = "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p WHERE m.type = 'table'"
 
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",

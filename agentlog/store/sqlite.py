@@ -30,7 +30,7 @@ from agentlog.events import blob_refs
 from agentlog.events.packed import Unpacker
 
 from . import _lease, index, schema
-from ._batch import check_schema_version, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
+from ._batch import check_identity, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
 from .blobs import BlobReader, BlobWriter, PackCache, packs_of
 from .errors import (
     ConcurrencyError,
@@ -133,40 +133,36 @@ class SQLiteStore:
                 time.sleep(0.005)
 
     def _open(self, durability: str, busy_timeout: float) -> None:
-        found, foreign = self._inspect()
-        check_schema_version(found, self.path)
-        if foreign:  # refused before anything, even the journal mode, is changed
-            raise SchemaError(f"{self.path} is an SQLite database, but not an agentlog one")
+        found = self._inspect()  # refuses another application's file before any pragma changes it
         for pragma in schema.PRAGMAS:
             self._execute_waiting(pragma, busy_timeout)
         self._db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[durability]}")
         if found < schema.SCHEMA_VERSION:
             self._migrate()
 
-    def _inspect(self) -> tuple[int, bool]:
-        """``(user_version, holds another application's tables)``, read in one snapshot."""
+    def _inspect(self) -> int:
+        """The schema version of this agentlog database, read in one snapshot (see ``check_identity``)."""
         self._db.execute("BEGIN")
         try:
-            found = self._db.execute("PRAGMA user_version").fetchone()[0]
-            tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            identity = self._db.execute(schema.IDENTITY).fetchone()
+            columns = self._db.execute(schema.TABLE_COLUMNS).fetchall()
         finally:
             self._db.execute("COMMIT")
-        return found, found == 0 and tables > 0
+        return check_identity(self.path, identity, columns)
 
     def _migrate(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             # Re-read under the write lock: another opener may have migrated meanwhile.
-            found = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if found == 0 and self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise SchemaError(f"{self.path} is an SQLite database, but not an agentlog one")
+            found = check_identity(self.path, self._db.execute(schema.IDENTITY).fetchone(),
+                                   self._db.execute(schema.TABLE_COLUMNS).fetchall())
             for number, (_name, sql) in enumerate(schema.MIGRATIONS[found:], start=found + 1):
                 for statement in _statements(sql):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number}")
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            _rollback(self._db)
             raise
 
     # --- writing -----------------------------------------------------------------
@@ -209,6 +205,31 @@ class SQLiteStore:
             raise mine.error
         return mine.result
 
+    def append_all(self, batches: Sequence[tuple[str, Sequence[Event], int]]) -> list[int]:
+        """Append ``(run_id, events, expected_seq)`` batches of different runs in one transaction:
+        all of them, or none (the first batch's error is raised, e.g. ``ConcurrencyError``).
+
+        Returns each run's new last seq, in the order given.
+        """
+        items = [_Append(run_id, events, expected_seq) for run_id, events, expected_seq in batches]
+        if len({item.run_id for item in items}) != len(items):
+            raise ValueError("append_all takes one batch per run")
+        items = [item for item in items if item.events]
+        with self._lock, translate_errors(self.path):
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._apply_group(db, items, time.time())
+                failed = next((item.error for item in items if item.error is not None), None)
+                if failed is not None:
+                    raise failed
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+        results = {item.run_id: item.result for item in items}
+        return [results.get(run_id, expected_seq) for run_id, _events, expected_seq in batches]
+
     def _commit_group(self, group: list["_Append"], leader: "_Append") -> None:
         db = self._db
         try:
@@ -226,7 +247,7 @@ class SQLiteStore:
                             self._apply(db, item, now, fenced)
                     db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    _rollback(db)
                     raise
         except Exception as exc:  # the whole transaction failed: every writer in it hears so
             for item in group:
@@ -414,7 +435,7 @@ class SQLiteStore:
                 db.executemany(schema.UPSERT_RUN, [r.as_row() for r in rows.values()])
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         return len(rows)
 
@@ -576,6 +597,12 @@ def _copy_error(exc: Exception) -> Exception:
         clone = StoreError(str(exc))
     clone.__cause__ = exc
     return clone
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back the open transaction, unless SQLite already has (it does on a full disk)."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def _statements(sql: str) -> list[str]:

@@ -153,10 +153,11 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
         except RunNotFound as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
         new = [r for r in shown.view.timeline if r.seq > after]
+        damaged = render.damaged_row(shown) if shown.damage and shown.damage.seq > after else ""
         return JSONResponse({
             "status": shown.summary.status,
-            "last_seq": shown.view.last_seq,
-            "rows": "".join(render.timeline_row(r, shown) for r in new),
+            "last_seq": shown.last_seq,
+            "rows": "".join(render.timeline_row(r, shown) for r in new) + damaged,
             "summary": render.summary_items(shown),
             "sections": render.sections(shown) if new else {},
         })

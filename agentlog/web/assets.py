@@ -51,6 +51,7 @@ section.decision form.edit { margin-top: 1rem; }
 .cols > * { flex: 1 1 20rem; min-width: 0; }
 td.when { white-space: nowrap; }
 tr.copied td { color: var(--muted); }
+tr.damaged td { background: #fee2e2; }
 #timeline td.detail { overflow-wrap: anywhere; max-width: 36rem; }
 #timeline td.answer, #timeline td code { white-space: nowrap; }
 pre.draft, pre.diff { background: var(--bg); border: 1px solid var(--line); border-radius: 6px; padding: .6rem .8rem;

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentlog.replay import build_view
-from agentlog.store import AsyncSQLiteStore, RunNotFound, RunSummary
+from agentlog.store import AsyncSQLiteStore, DamagedEvent, RunNotFound, RunSummary
 
 from .views import RunPage
 
@@ -35,9 +35,15 @@ async def runs_page(store: AsyncSQLiteStore, *, status: str, text: str, page: in
 
 
 async def load_run(store: AsyncSQLiteStore, run_id: str) -> RunPage:
-    """The run folded for display. The summary is read first, so the events are never behind it."""
+    """The run folded for display. The summary is read first, so the events are never behind it.
+
+    A damaged event ends what can be shown: the events before it, and the damage itself."""
     summary = await store.get_run(run_id)
-    return RunPage(summary, build_view(run_id, await store.read(run_id)))
+    try:
+        return RunPage(summary, build_view(run_id, await store.read(run_id)))
+    except DamagedEvent as damage:
+        readable = await store.read(run_id, upto=damage.seq - 1)
+        return RunPage(summary, build_view(run_id, readable), damage)
 
 
 async def ancestors(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:

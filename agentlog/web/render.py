@@ -110,12 +110,15 @@ def run_page(run: RunPage, ancestors: list[RunSummary], children: list[RunSummar
     """A run's page; ``decision`` is the form a waiting run offers (empty when read-only)."""
     s = run.summary
     live = ""
-    if s.status == "running":
-        live = (f' data-live-url="{e(run_url(s.run_id) + "/events")}" data-last-seq="{run.view.last_seq}"'
+    if s.status == "running" and run.damage is None:
+        live = (f' data-live-url="{e(run_url(s.run_id) + "/events")}" data-last-seq="{run.last_seq}"'
                 f' data-stream-url="{e(run_url(s.run_id) + "/stream")}"')
     note = ('<p id="livenote" class="livenote">running: new events appear here as they are recorded</p>'
-            '<section id="streaming" class="streaming"></section>') if s.status == "running" else ""
-    rows = "".join(timeline_row(r, run) for r in run.view.timeline)
+            '<section id="streaming" class="streaming"></section>') if live else ""
+    if run.damage is not None:
+        note += (f'<p id="damage" class="error">Event {run.damage.seq} cannot be read ({e(run.damage.reason)}): '
+                 f"shown are the events before it; later events are not.</p>")
+    rows = "".join(timeline_row(r, run) for r in run.view.timeline) + damaged_row(run)
     part = sections(run)
     return f"""<div class="run-page"{live}>
 <h1>Run <code>{e(s.run_id)}</code></h1>
@@ -317,6 +320,16 @@ def timeline_row(r: TimelineRow, run: RunPage) -> str:
             f'+{r.recorded_at - start:.3f}s</td><td>{e(r.type)}</td><td>{e(r.step)}</td><td>{e(r.agent)}</td>'
             f'<td><code>{e(r.model)}</code></td><td class="num">{latency}</td><td class="num">{tokens}</td>'
             f'<td class="answer">{answer}</td><td class="detail">{detail}</td></tr>')
+
+
+def damaged_row(run: RunPage) -> str:
+    """The timeline row that marks the event that cannot be read ("" if there is none)."""
+    if run.damage is None:
+        return ""
+    return (f'<tr class="event damaged" data-seq="{run.damage.seq}" data-type="damaged">'
+            f'<td class="num">{run.damage.seq}</td><td></td><td>damaged</td><td></td><td></td><td></td>'
+            f'<td class="num"></td><td class="num"></td><td class="answer"></td>'
+            f'<td class="detail">cannot be read: {e(run.damage.reason)}</td></tr>')
 
 
 # --- compare page ------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from agentlog.events import AgentConfig, RunFailed, RunFinished
 from agentlog.replay import RunView
-from agentlog.store import RunSummary
+from agentlog.store import DamagedEvent, RunSummary
 
 CONFIG_EVENTS = ("AgentReconfigured", "SettingsChanged")
 
@@ -16,6 +16,12 @@ CONFIG_EVENTS = ("AgentReconfigured", "SettingsChanged")
 class RunPage:
     summary: RunSummary
     view: RunView
+    damage: DamagedEvent | None = None  # the first event that cannot be read; the view stops before it
+
+    @property
+    def last_seq(self) -> int:
+        """The last event the page accounts for, the damaged one included."""
+        return self.damage.seq if self.damage else self.view.last_seq
 
     @property
     def scores(self) -> dict[int, int]:

@@ -209,3 +209,32 @@ def test_serve_prints_its_url_and_serves_on_loopback(viewer):
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+def test_a_damaged_event_is_marked_and_the_readable_part_shown(tmp_path: Path):
+    from agentlog.actors.runtime import agent_configs, run
+
+    from tests.damage import damage_event
+
+    db = str(tmp_path / "log.db")
+    with SQLiteStore(db) as store:
+        damaged = run(store, "Explain SQLite WAL mode", agents=agent_configs("offline")).run_id
+        other = run(store, "Compare B-trees and LSM trees", agents=agent_configs("offline")).run_id
+        last = store.last_seq(damaged)
+    damage_event(db, damaged, 7, "truncated")
+    with serving(create_app(db)) as url:
+        status, _, body = fetch(f"{url}/runs/{damaged}")
+        assert status == 200
+        assert re.findall(r'<tr class="event[^"]*" data-seq="(\d+)"', body) == [str(n) for n in range(1, 8)]
+        assert '<tr class="event damaged" data-seq="7"' in body and "Event 7 cannot be read" in body
+        assert "data-live-url" not in body  # nothing after the damage can be shown, so no polling for it
+        status, _, text = fetch(f"{url}/runs/{damaged}/events?after=5")
+        answer = json.loads(text)
+        assert status == 200 and answer["last_seq"] == 7
+        assert re.findall(r'data-seq="(\d+)"', answer["rows"]) == ["6", "7"]
+        status, _, body = fetch(f"{url}/compare?a={damaged}&b={other}")
+        assert status == 200
+        status, _, body = fetch(f"{url}/runs/{other}")
+        assert status == 200 and 'class="event damaged"' not in body and f'data-seq="{last}"' in body
+        status, _, body = fetch(f"{url}/")
+        assert status == 200 and damaged in body and other in body
