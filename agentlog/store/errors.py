@@ -1,5 +1,7 @@
 """The store's own exceptions: every sqlite3 error leaves the store as one of these."""
 
+from agentlog.events import CodecError
+
 
 class StoreError(Exception):
     """Base class for event-log errors."""
@@ -30,8 +32,10 @@ class SchemaError(StoreError):
     """The file is not an agentlog database this release can use."""
 
 
-class DamagedEvent(StoreError):
-    """A stored event this release cannot read: its row is damaged, or from a newer agentlog."""
+class DamagedEvent(StoreError, CodecError):
+    """A stored event this release cannot read: its row is damaged, or from a newer agentlog.
+
+    A ``CodecError`` too, for code that caught the codec's error before the store named the event."""
 
     def __init__(self, run_id: str, seq: int, reason: str):
         self.run_id, self.seq, self.reason = run_id, seq, reason
