@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import threading
@@ -58,6 +59,7 @@ from .replay import (
 )
 from .store import (
     ConcurrencyError,
+    DiskFull,
     LeaseHeld,
     LeaseLost,
     RunSummary,
@@ -92,6 +94,23 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is from 1 to 65535, got {value}")
     return value
 
 
@@ -138,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or ~/.local/share/agentlog/agentlog.db)")
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
-    endpoint.add_argument("--timeout", type=float, metavar="SECONDS", help="per-request timeout (default 120)")
+    endpoint.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="per-request timeout (default 120)")
     endpoint.add_argument("--retries", type=_positive_int, default=5, metavar="N",
                           help="attempts per call for transient errors (default 5)")
     endpoint.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -242,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common, endpoint, tooling],
                        help="a web viewer of the log on 127.0.0.1, where a person can decide on waiting runs")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_positive_int, default=8765)
+    p.add_argument("--port", type=_port, default=8765)
     p.add_argument("--read-only", action="store_true",
                    help="no decisions from the browser: no forms, no POST routes (always so off loopback)")
     return parser
@@ -267,14 +286,27 @@ class Context:
         self.notes: list[str] = []
         self.db_path = Path(args.db).expanduser() if args.db else default_db_path(config)
 
-    def store(self, *, create: bool = False) -> SQLiteStore:
-        return SQLiteStore(self.db_path, create=create)
+    def store(self, *, create: bool = False, read_only: bool = False) -> SQLiteStore:
+        return SQLiteStore(self.db_path, create=create, read_only=read_only)
+
+    def check_out(self) -> None:
+        """``--out FILE`` must be writable as a file: checked before anything is paid for."""
+        out = getattr(self.args, "out", None)
+        if not out:
+            return
+        path = Path(out).expanduser()
+        if path.is_dir():
+            raise UsageError(f"--out {out} is a directory: name a file to write the final draft to")
+        if not path.parent.is_dir():
+            raise UsageError(f"--out {out}: there is no directory {path.parent}")
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise UsageError(f"--out {out}: cannot write there")
 
     def gateway(self) -> Gateway:
         args = self.args
         timeout = args.timeout if args.timeout is not None else self.config.timeout
-        if timeout <= 0:
-            raise UsageError(f"--timeout must be positive, got {timeout}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise UsageError(f"the timeout must be a positive, finite number of seconds, got {timeout}")
         base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or self.config.base_url
         return Gateway(Endpoint.from_env(base_url=base_url), retry=RetryPolicy(max_attempts=args.retries),
                        timeout=timeout)
@@ -331,6 +363,10 @@ def _wait(handle: RunHandle) -> RunSummary:
         handle.stop()
         _err(f"interrupted; the log is consistent. Continue with: agentlog resume {handle.run_id}")
         raise SystemExit(EXIT_INTERRUPTED) from None
+    except DiskFull as exc:
+        handle.stop()
+        _err(f"{exc}: free some space, then continue with: agentlog resume {handle.run_id}")
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def _finish(ctx: Context, store: SQLiteStore, summary: RunSummary) -> int:
@@ -339,7 +375,7 @@ def _finish(ctx: Context, store: SQLiteStore, summary: RunSummary) -> int:
     if view.status == "waiting" and view.waiting_for is not None:
         # The draft a person decides on goes where a final draft would: edit it, then `agentlog edit`.
         asked = view.drafts[view.waiting_for - 1].draft if len(view.drafts) >= view.waiting_for else ""
-        _write_draft(out, asked, f"draft {view.waiting_for} written to {out}")
+        _write_draft(out, asked, f"draft {view.waiting_for} written to {out}", summary.run_id)
         for line in render.waiting_lines(summary.run_id, view.waiting_for, view.waiting_point or "final"):
             _err(line)
         return EXIT_WAITING
@@ -347,14 +383,18 @@ def _finish(ctx: Context, store: SQLiteStore, summary: RunSummary) -> int:
         _err(f"run {summary.run_id} failed: {view.failure}")
         _err(f"see `agentlog show {summary.run_id}`; continue with `agentlog resume {summary.run_id}`")
         return EXIT_FAILED
-    _write_draft(out, view.final_draft or "", f"final draft written to {out}")
+    _write_draft(out, view.final_draft or "", f"final draft written to {out}", summary.run_id)
     print(render.outcome_line(view), file=sys.stderr)
     return 0
 
 
-def _write_draft(out: str | None, draft: str, written: str) -> None:
+def _write_draft(out: str | None, draft: str, written: str, run_id: str) -> None:
     if out:
-        Path(out).write_text(draft)
+        try:  # checked before the run, it can still fail (the disk filled, the directory went away)
+            Path(out).expanduser().write_text(draft)
+        except OSError as exc:
+            raise UsageError(f"cannot write {out} ({exc.strerror}); the draft is in the log: "
+                             f"agentlog show {run_id}") from None
         print(written, file=sys.stderr)
     else:
         sys.stdout.write(draft if draft.endswith("\n") else draft + "\n")
@@ -407,16 +447,20 @@ def cmd_run(ctx: Context) -> int:
     args = ctx.args
     if not args.task.strip():
         raise UsageError("the task is empty: say what the pipeline should write about")
+    if any("\ud800" <= c <= "\udfff" for c in args.task):  # bytes that were not UTF-8
+        raise UsageError(f"the task is not valid UTF-8 text: {render.escaped(args.task)}")
+    ctx.check_out()
     _check_otlp(args)
     run_config = ctx.run_config()
     if args.research:
         run_config = msgspec.structs.replace(run_config, research=args.research)
     roles = run_config.run_roles()
-    default, per_agent = _resolve_models(ctx, fallback=run_config.model)
-    temperatures = {n: a.temperature for n, a in ctx.config.agents.items() if a.temperature is not None}
     flagged = [agent for agent, _ in (*args.model, *args.temperature) if agent]
     if "counter_researcher" in flagged and "counter_researcher" not in roles:
         raise UsageError("the counter_researcher runs only in parallel research: add --research parallel")
+    _check_agents(dict.fromkeys(flagged, ""), roles)  # before the models are resolved
+    default, per_agent = _resolve_models(ctx, fallback=run_config.model)
+    temperatures = {n: a.temperature for n, a in ctx.config.agents.items() if a.temperature is not None}
     _check_agents(per_agent, roles)
     _check_agents(dict(args.temperature), roles)
     # Flags win over the run config, which wins over the user's config file.
@@ -487,7 +531,7 @@ def cmd_trace(ctx: Context) -> int:
 
 
 def cmd_runs(ctx: Context) -> int:
-    store = ctx.store()
+    store = ctx.store(read_only=True)
     runs = store.list_runs(status=ctx.args.status, text=ctx.args.search, limit=ctx.args.limit)
     if ctx.args.json:
         print(json.dumps([msgspec.to_builtins(r) for r in runs], indent=2))
@@ -507,7 +551,7 @@ def _run_id(store: SQLiteStore, text: str) -> str:
 
 
 def cmd_show(ctx: Context) -> int:
-    store = ctx.store()
+    store = ctx.store(read_only=True)
     run_id = _run_id(store, ctx.args.run)
     stored = store.read(run_id)
     if ctx.args.json:
@@ -519,7 +563,7 @@ def cmd_show(ctx: Context) -> int:
 
 
 def cmd_replay(ctx: Context) -> int:
-    store = ctx.store()
+    store = ctx.store(read_only=True)
     run_id = _run_id(store, ctx.args.run)
     view = build_view(run_id, store.read(run_id))
     if ctx.args.json:
@@ -554,10 +598,12 @@ def _continue(ctx: Context, start: Callable[[SQLiteStore, Gateway], RunHandle], 
 
 def _models_in_use(store: SQLiteStore, run_id: str, overrides: Overrides, upto: int | None = None) -> list[str]:
     view = build_view(run_id, store.read(run_id, upto=upto))
+    _check_agents({**overrides.models, **overrides.temperatures}, list(view.agents))  # before any model
     return [overrides.models.get(name, a.model) for name, a in view.agents.items()]
 
 
 def cmd_resume(ctx: Context) -> int:
+    ctx.check_out()
     store = ctx.store()
     run_id = _run_id(store, ctx.args.run)
     summary = store.get_run(run_id)
@@ -580,6 +626,7 @@ def cmd_resume(ctx: Context) -> int:
 
 
 def cmd_fork(ctx: Context) -> int:
+    ctx.check_out()
     store = ctx.store()
     run_id = _run_id(store, ctx.args.run)
     last = store.last_seq(run_id)
@@ -679,7 +726,7 @@ def cmd_rereview(ctx: Context) -> int:
 
 
 def cmd_verify(ctx: Context) -> int:
-    store = ctx.store()
+    store = ctx.store(read_only=True)
     if ctx.args.all:
         run_ids = [r.run_id for r in store.list_runs()]
     elif ctx.args.runs:
@@ -696,7 +743,7 @@ def cmd_verify(ctx: Context) -> int:
 
 
 def cmd_export(ctx: Context) -> int:
-    store = ctx.store()
+    store = ctx.store(read_only=True)
     run_id = _run_id(store, ctx.args.run)
     for s in store.read(run_id):
         # The data is today's encoding of the (upcast) event: it is written with today's version.
@@ -746,16 +793,19 @@ def cmd_serve(ctx: Context) -> int:
 
     if not ctx.db_path.exists():
         raise UsageError(f"no agentlog database at {ctx.db_path}")
-    ctx.store().close()  # fail early, in one line, on a file that is not an agentlog log
-    if ctx.args.read_only:
-        web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, read_only=True)
-        return 0
-    # Runs a person unblocks in the browser go on in this process, with these models and tools.
-    gateway = ctx.gateway()
+    ctx.store(read_only=True).close()  # fail early, in one line, on a file that is not an agentlog log
     try:
-        web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, gateway=gateway, tools=ctx.tools())
-    finally:
-        gateway.close()
+        if ctx.args.read_only:
+            web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, read_only=True)
+            return 0
+        # Runs a person unblocks in the browser go on in this process, with these models and tools.
+        gateway = ctx.gateway()
+        try:
+            web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, gateway=gateway, tools=ctx.tools())
+        finally:
+            gateway.close()
+    except web.ListenError as exc:  # a busy port is bad input (exit 2), not another writer (3)
+        raise UsageError(str(exc)) from None
     return 0
 
 
@@ -811,13 +861,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``agentlog export RUN | head -1``): it had what it wanted,
+    so that is no error (exit 0). Later writes, and the flush at exit, go to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 def entry() -> None:
     """Console-script entry point."""
     code = main()
     # Agent threads blocked in an HTTP call after Ctrl-C must not keep the process alive.
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_closed()
     sys.stderr.flush()
     if threading.active_count() > 1:
         os._exit(code)

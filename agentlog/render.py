@@ -32,8 +32,24 @@ from .replay import RunView, VerifyResult
 from .store import RunSummary, StoredEvent
 
 
+def escaped(text: str) -> str:
+    """``text`` safe for a terminal line: control characters (NUL, ESC, newlines, ...) and bytes
+    that were not UTF-8 (kept by Python as lone surrogates) shown as escapes like ``\\x00``."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append(c)
+        elif "\udc80" <= c <= "\udcff":  # an undecodable byte of a command-line argument
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        else:
+            out.append(c.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(out)
+
+
 def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = escaped(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -121,7 +137,7 @@ def runs_table(runs: Sequence[RunSummary]) -> str:
 
 
 def _header(view: RunView) -> list[str]:
-    lines = [f"run       {view.run_id}", f"task      {view.task}", f"pipeline  {view.pipeline}",
+    lines = [f"run       {view.run_id}", f"task      {escaped(view.task)}", f"pipeline  {view.pipeline}",
              f"status    {view.status}" + (f" ({view.finish_reason})" if view.finish_reason else "")]
     if view.failure:
         lines.append(f"failure   {view.failure}")

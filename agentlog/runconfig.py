@@ -91,6 +91,10 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                         importlib.import_module(module)
                     except ImportError as exc:
                         raise ConfigError(f"tool module {module!r}: {exc}") from None
+                    except Exception as exc:  # noqa: BLE001 - the module's own code failed: one line, not a traceback
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                        raise ConfigError(f"tool module {module!r} failed to import: {type(exc).__name__}"
+                                          + (f": {first}" if first else "")) from None
             finally:
                 sys.path.pop(0)
         registry = (base if base is not None else default_registry).copy()

@@ -27,6 +27,11 @@ _ANGLES = ("core concepts", "how it works", "configuration", "failure modes", "t
 _COUNTER_ANGLES = ("limitations", "counter-arguments", "open questions", "costs", "alternatives", "risks")
 
 
+def _line(text: str) -> str:
+    """``text`` cut to fit a line of the output schemas (300 characters)."""
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
 def _task(messages: list[dict[str, Any]]) -> str:
     for m in messages:
         if m.get("role") == "user":
@@ -45,15 +50,16 @@ def _pick(seed: str, items: tuple[str, ...], k: int) -> list[str]:
 def _findings(task: str, messages: list[dict[str, Any]]) -> Findings:
     counter = any(m.get("role") == "user" and "counter-arguments" in str(m.get("content", "")) for m in messages)
     areas = _pick(task, _COUNTER_ANGLES if counter else _ANGLES, 3)
-    facts = [AreaFacts(area=a.capitalize(), facts=[f"[offline] a stated fact about the {a} of {task}."]) for a in areas]
+    facts = [AreaFacts(area=a.capitalize(), facts=[_line(f"[offline] a stated fact about the {a} of {task}.")])
+             for a in areas]
     cited, found = _tool_evidence(messages)
     if found:
         facts.append(AreaFacts(area="From the documents", facts=found))
     return Findings(
         key_areas=[a.capitalize() for a in areas] + (["From the documents"] if found else []),
         facts=facts,
-        misconceptions=[f"[offline] an overlooked limitation of {task}." if counter
-                        else f"[offline] a common misconception about {task}."],
+        misconceptions=[_line(f"[offline] an overlooked limitation of {task}." if counter
+                              else f"[offline] a common misconception about {task}.")],
         sources=cited or ["offline model: no sources consulted"],
     )
 
@@ -71,10 +77,10 @@ def _tool_evidence(messages: list[dict[str, Any]]) -> tuple[list[str], list[str]
             results = []
         for hit in results if isinstance(results, list) else []:
             if isinstance(hit, dict) and "path" in hit:
-                where = f"{hit['path']}:{hit.get('line', 1)}"
+                where = _line(f"{hit['path']}:{hit.get('line', 1)}")
                 sources.append(where)
-                facts.append(f"[offline] {where} says: {' '.join(str(hit.get('snippet', '')).split())}")
-    return list(dict.fromkeys(sources)), facts
+                facts.append(_line(f"[offline] {where} says: {' '.join(str(hit.get('snippet', '')).split())}"))
+    return list(dict.fromkeys(sources))[:8], facts[:8]
 
 
 def _tool_call(tool: dict[str, Any], task: str) -> tuple[str, str, str]:

@@ -9,6 +9,7 @@ from .errors import (
     AmbiguousRunId,
     ConcurrencyError,
     DamagedEvent,
+    DiskFull,
     LeaseHeld,
     LeaseLost,
     RunNotFound,
@@ -21,7 +22,7 @@ from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite import SQLiteStore, VacuumReport
 
 __all__ = [
-    "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent", "Lease",
+    "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent", "DiskFull", "Lease",
     "LeaseHeld", "LeaseLost", "PartialAnswer", "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "StoreBusy",
     "StoreError", "StoredEvent", "VacuumReport",
 ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from agentlog.events import Event, LLMCallAnswered, RunForked, pack
 from agentlog.events.packed import Put
 
 from . import index, schema
-from .errors import AmbiguousRunId, RunNotFound, SchemaError
+from .errors import AmbiguousRunId, RunNotFound, SchemaError, StoreError
 from .records import RunSummary
 
 
@@ -75,6 +77,25 @@ def check_identity(path: str, identity: tuple[int, int, int], columns: list[tupl
         ):
             return found  # a log written before the application id was set
     raise SchemaError(f"{path} is an SQLite database, but not an agentlog one")
+
+
+def read_only_uri(path: str) -> str:
+    """The URI that opens ``path`` for reading only.
+
+    In a directory this process cannot write (a read-only mount, say), SQLite cannot make
+    the WAL index a reader of a WAL database needs; no writer can be at work there either,
+    so the file is opened ``immutable``. A write-ahead file left non-empty there holds
+    events that immutable reading would miss: that is refused.
+    """
+    file = Path(path).resolve()
+    uri = f"{file.as_uri()}?mode=ro"
+    if os.access(file.parent, os.W_OK) or Path(f"{file}-shm").exists():
+        return uri
+    wal = Path(f"{file}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(f"{path}: the log's last events are in {wal.name}, which cannot be read in a "
+                         f"directory that is not writable; copy the log and its {wal.name} elsewhere to read it")
+    return uri + "&immutable=1"
 
 
 def prefix_bounds(prefix: str) -> tuple[str, str]:

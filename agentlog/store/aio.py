@@ -24,6 +24,7 @@ from ._batch import (
     lineage_of,
     pick_run_id,
     prefix_bounds,
+    read_only_uri,
 )
 from .errors import ConcurrencyError, LeaseLost, RunNotFound, SchemaError, StoreError
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
@@ -81,8 +82,7 @@ class AsyncSQLiteStore:
         if not Path(path).is_file():
             raise SchemaError(f"no agentlog database at {path}")
         with translate_errors(path):
-            uri = f"{Path(path).resolve().as_uri()}?mode=ro"
-            db = await aiosqlite.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+            db = await aiosqlite.connect(read_only_uri(path), uri=True, timeout=busy_timeout, isolation_level=None)
             try:
                 identity = await (await db.execute(schema.IDENTITY)).fetchone()
                 columns = await (await db.execute(schema.TABLE_COLUMNS)).fetchall()

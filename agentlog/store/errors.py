@@ -42,6 +42,10 @@ class DamagedEvent(StoreError, CodecError):
         super().__init__(f"run {run_id}, event {seq} cannot be read: {reason}")
 
 
+class DiskFull(StoreError):
+    """The disk (or the file system's quota) is full: nothing of the failed append was written."""
+
+
 class StoreBusy(StoreError):
     """The database stayed locked by another process longer than the busy timeout."""
 

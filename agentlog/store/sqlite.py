@@ -30,10 +30,11 @@ from agentlog.events import blob_refs
 from agentlog.events.packed import Unpacker
 
 from . import _lease, index, schema
-from ._batch import check_identity, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds
+from ._batch import check_identity, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds, read_only_uri
 from .blobs import BlobReader, BlobWriter, PackCache, packs_of
 from .errors import (
     ConcurrencyError,
+    DiskFull,
     LeaseLost,
     RunNotFound,
     SchemaError,
@@ -73,6 +74,12 @@ def translate_errors(path: str) -> Iterator[None]:
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
             raise StoreBusy(f"{path}: database is locked by another process ({exc})") from exc
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+        if code == sqlite3.SQLITE_FULL:
+            raise DiskFull(f"{path}: the disk is full (every event written before is kept)") from exc
+        if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY) and not os.access(Path(path).parent, os.W_OK):
+            raise StoreError(f"{path}: the log's directory cannot be written ({exc}); "
+                             f"commands that only read the log still work") from exc
         raise StoreError(f"{path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         raise SchemaError(f"{path} is not an agentlog database ({exc})") from exc
@@ -88,7 +95,13 @@ class SQLiteStore:
         create: bool = True,
         durability: str = "normal",
         busy_timeout: float = 10.0,
+        read_only: bool = False,
     ):
+        """Open (creating with ``create``, and migrating) the log at ``path``.
+
+        ``read_only`` never writes, not even a migration or a pragma: a log of an older
+        schema is read as it is, and a log in a directory that is not writable can be read.
+        """
         self.path = str(path)
         if self.path != ":memory:":
             p = Path(self.path)
@@ -97,20 +110,34 @@ class SQLiteStore:
             if p.is_dir():
                 raise SchemaError(f"{self.path} is a directory, not a database file")
             if create:
-                p.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot make the directory of {self.path}: {exc.strerror}") from None
         self._lock = threading.RLock()
         self._queued: list[_Append] = []  # appends waiting for a group commit
         self._group = threading.Lock()  # guards the queue and the leader flag
         self._leading = False
         self._pack_cache = PackCache()
         with translate_errors(self.path):
-            self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            if read_only and self.path != ":memory:":
+                self._db = sqlite3.connect(read_only_uri(self.path), uri=True, timeout=busy_timeout,
+                                           isolation_level=None, check_same_thread=False)
+            else:
+                self._db = sqlite3.connect(
+                    self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+                )
             self._blobs = Unpacker(BlobReader(self._db, self._pack_cache))
             self._shares: dict[str, bool] = {}  # run id -> shares a prefix (fixed once it has events)
+            self._before_shares = False  # a read-only open of a log older than the shares table
             try:
-                self._open(durability, busy_timeout)
+                if read_only:
+                    found = self._inspect()
+                    if found == 0:
+                        raise SchemaError(f"{self.path} is not an agentlog database (it holds no log)")
+                    self._before_shares = found < schema.SHARES_VERSION
+                else:
+                    self._open(durability, busy_timeout)
             except BaseException:
                 self._db.close()
                 raise
@@ -500,7 +527,7 @@ class SQLiteStore:
     def _read_rows(self, db: sqlite3.Connection, run_id: str, after: int, upto: int) -> list[StoredEvent]:
         shares = self._shares.get(run_id)
         if shares is None:
-            shares = db.execute(schema.SELECT_SHARE, (run_id,)).fetchone() is not None
+            shares = not self._before_shares and db.execute(schema.SELECT_SHARE, (run_id,)).fetchone() is not None
         sql = schema.SELECT_SHARED_EVENTS if shares else schema.SELECT_EVENTS
         blobs = self._blobs
         # Decoded row by row: holding every raw row too would double the live objects,

@@ -6,6 +6,6 @@ person's decisions on waiting runs.
 person's decision (POST, per-page token), off with ``read_only=True``.
 """
 
-from .app import create_app, serve
+from .app import ListenError, allowed_hosts_for, create_app, serve
 
-__all__ = ["create_app", "serve"]
+__all__ = ["ListenError", "allowed_hosts_for", "create_app", "serve"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -209,6 +211,44 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
                      exception_handlers={404: not_found})
 
 
+class ListenError(OSError):
+    """The viewer cannot listen where it was asked to: a busy port, an address not of this machine."""
+
+
+def allowed_hosts_for(host: str) -> tuple[str, ...]:
+    """The ``Host`` names a viewer bound to ``host`` answers to. Bound to a loopback address
+    (any of 127.0.0.0/8, ``::1``, or a name that resolves only to them), only loopback names
+    and the address itself: a page elsewhere cannot read the log by DNS rebinding. Bound to
+    any other interface, every name."""
+    literal = host.strip("[]")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(literal, None, proto=socket.IPPROTO_TCP)}
+        loopback = bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+    except (OSError, ValueError):
+        loopback = False
+    if not loopback:
+        return ("*",)
+    return tuple(dict.fromkeys((*LOOPBACK_NAMES, "[::1]", f"[{literal}]" if ":" in literal else literal.lower())))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``; ``ListenError`` in one line if it cannot be had."""
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {shown}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {shown}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def serve(db_path: str, host: str = "127.0.0.1", port: int = 8765, *, read_only: bool = False,
           gateway: Gateway | None = None, tools: ToolRegistry | None = None) -> None:
     """Serve the viewer until Ctrl-C. Binds the loopback interface unless told otherwise.
@@ -217,16 +257,21 @@ def serve(db_path: str, host: str = "127.0.0.1", port: int = 8765, *, read_only:
     """
     import uvicorn
 
-    loopback = host in ("127.0.0.1", "localhost")
+    hosts = allowed_hosts_for(host)
+    loopback = "*" not in hosts
     if not loopback and not read_only:
         read_only = True
         print("agentlog viewer: read-only, since it is served beyond this machine (decide from the terminal)",
               flush=True)
-    app = create_app(db_path, allowed_hosts=LOOPBACK_NAMES if loopback else ("*",), read_only=read_only,
-                     gateway=gateway, tools=tools)
+    app = create_app(db_path, allowed_hosts=hosts, read_only=read_only, gateway=gateway, tools=tools)
     # A file that is not an agentlog database fails here, as one StoreError, not in uvicorn's startup.
     asyncio.run(_check_opens(db_path))
-    shown = f"[{host}]" if ":" in host else host
-    mode = "reading" if read_only else "reading, and recording decisions in,"
-    print(f"agentlog viewer: http://{shown}:{port}/  ({mode} {db_path}; Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", ws="none", lifespan="on")
+    sock = listen(host, port)  # a busy port is one ListenError, not uvicorn's log and exit
+    try:
+        shown = f"[{host}]" if ":" in host else host
+        mode = "reading" if read_only else "reading, and recording decisions in,"
+        print(f"agentlog viewer: http://{shown}:{port}/  ({mode} {db_path}; Ctrl-C to stop)", flush=True)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="none", lifespan="on")
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

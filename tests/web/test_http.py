@@ -238,3 +238,54 @@ def test_a_damaged_event_is_marked_and_the_readable_part_shown(tmp_path: Path):
         assert status == 200 and 'class="event damaged"' not in body and f'data-seq="{last}"' in body
         status, _, body = fetch(f"{url}/")
         assert status == 200 and damaged in body and other in body
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "::1", "localhost"])
+def test_bound_to_any_loopback_address_a_foreign_host_is_refused(viewer, host):
+    if host == "::1" and not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = "127.0.0.1" if host == "localhost" else host
+    with socket.socket(family) as s:
+        s.bind((address, 0))
+        port = s.getsockname()[1]
+    shown = f"[{address}]" if ":" in address else address
+    proc = subprocess.Popen([sys.executable, "-W", "error", "-m", "agentlog.cli", "serve", "--db", viewer.db,
+                             "--host", host, "--port", str(port)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert proc.stdout.readline().startswith("agentlog viewer: http://")
+        url = f"http://{shown}:{port}/"
+        deadline = time.monotonic() + 10
+        while True:  # the socket listens before the URL is printed; uvicorn serves it soon after
+            try:
+                status, _, body = fetch(url)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the viewer did not answer"
+                time.sleep(0.05)
+        assert status == 200 and viewer.runs.finished in body
+        for foreign in ("evil.example", f"evil.example:{port}", "attacker.test.", "127.0.0.1.evil.example"):
+            assert fetch(url, headers={"Host": foreign})[0] == 400, foreign
+        assert fetch(url, headers={"Host": f"localhost:{port}"})[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def test_bound_to_another_interface_every_host_name_is_answered():
+    from agentlog.web import allowed_hosts_for
+
+    assert allowed_hosts_for("0.0.0.0") == ("*",)
+    assert "*" not in allowed_hosts_for("127.0.0.2") and "127.0.0.2" in allowed_hosts_for("127.0.0.2")
+    assert "[::1]" in allowed_hosts_for("::1") and "*" not in allowed_hosts_for("[::1]")
