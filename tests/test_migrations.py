@@ -338,7 +338,11 @@ def test_opening_while_another_connection_writes_waits_out_the_busy_timeout(tmp_
 # --- the viewer's read-only open ---------------------------------------------------------
 
 
-def read_only_view(path: Path) -> tuple[list[RunSummary], list]:
+def read_only_view(path: Path, face: str = "async") -> tuple[list[RunSummary], list]:
+    if face == "sync":
+        with SQLiteStore(path, create=False, read_only=True) as store:
+            return store.list_runs(), store.events(OLD_ROW.run_id)
+
     async def go():
         store = await AsyncSQLiteStore.open(path, read_only=True)
         try:
@@ -349,13 +353,14 @@ def read_only_view(path: Path) -> tuple[list[RunSummary], list]:
     return asyncio.run(go())
 
 
+@pytest.mark.parametrize("face", FACES)
 @pytest.mark.parametrize("k", range(1, SCHEMA_VERSION + 1))
-def test_read_only_open_reads_any_released_schema_as_it_is(tmp_path, k):
+def test_read_only_open_reads_any_released_schema_as_it_is(tmp_path, k, face):
     path = tmp_path / "log.db"
     create_at_version(path, k)
     write_old_rows(path)
     content = path.read_bytes()
-    assert read_only_view(path) == ([OLD_ROW], OLD_EVENTS)
+    assert read_only_view(path, face) == ([OLD_ROW], OLD_EVENTS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.db"]
     assert path.read_bytes() == content  # not migrated, not switched to WAL
     assert pragma(path, "user_version") == k
