@@ -83,7 +83,11 @@ def packs_of_rows(rows: Iterable[tuple]) -> set[int]:
     for row in rows:
         data = row[-1]
         if is_packed(data):
-            for reference in blob_refs(data):
+            try:
+                references = blob_refs(data)
+            except Exception:  # noqa: BLE001 - a damaged row: decoding it names run and seq (DamagedEvent)
+                continue
+            for reference in references:
                 found.update(packs_of(reference))
     return found
 

@@ -17,6 +17,8 @@ import pytest
 from agentlog.store import SchemaError, SQLiteStore
 from agentlog.web import create_app
 
+from tests.damage import DAMAGES, damage_event
+
 from .builders import FORK_LINE, build_many, serving
 from .conftest import fetch
 
@@ -211,17 +213,16 @@ def test_serve_prints_its_url_and_serves_on_loopback(viewer):
         proc.stdout.close()
 
 
-def test_a_damaged_event_is_marked_and_the_readable_part_shown(tmp_path: Path):
+@pytest.mark.parametrize("kind", DAMAGES)
+def test_a_damaged_event_is_marked_and_the_readable_part_shown(tmp_path: Path, kind: str):
     from agentlog.actors.runtime import agent_configs, run
-
-    from tests.damage import damage_event
 
     db = str(tmp_path / "log.db")
     with SQLiteStore(db) as store:
         damaged = run(store, "Explain SQLite WAL mode", agents=agent_configs("offline")).run_id
         other = run(store, "Compare B-trees and LSM trees", agents=agent_configs("offline")).run_id
         last = store.last_seq(damaged)
-    damage_event(db, damaged, 7, "truncated")
+    damage_event(db, damaged, 7, kind)
     with serving(create_app(db)) as url:
         status, _, body = fetch(f"{url}/runs/{damaged}")
         assert status == 200
