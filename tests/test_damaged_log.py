@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -32,7 +31,8 @@ def damaged(pristine, tmp_path):
     """A copy of the pristine log; returns (path, damaged run, other run, damage it)."""
     source, run_id, other = pristine
     db = tmp_path / "log.db"
-    shutil.copy(source, db)
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(db)) as dst:
+        src.backup(dst)  # the write-ahead file's events too, which a file copy could miss
     return str(db), run_id, other
 
 
