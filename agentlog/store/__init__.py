@@ -22,7 +22,7 @@ from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite import SQLiteStore, VacuumReport
 
 __all__ = [
-    "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent", "DiskFull", "Lease",
-    "LeaseHeld", "LeaseLost", "PartialAnswer", "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "StoreBusy",
+    "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent",
+    "DiskFull", "Lease", "LeaseHeld", "LeaseLost", "PartialAnswer", "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "StoreBusy",
     "StoreError", "StoredEvent", "VacuumReport",
 ]
