@@ -23,6 +23,6 @@ from .sqlite import SQLiteStore, VacuumReport
 
 __all__ = [
     "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent",
-    "DiskFull", "Lease", "LeaseHeld", "LeaseLost", "PartialAnswer", "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "StoreBusy",
-    "StoreError", "StoredEvent", "VacuumReport",
+    "DiskFull", "Lease", "LeaseHeld", "LeaseLost", "PartialAnswer", "RunNotFound", "RunSummary", "SQLiteStore",
+    "SchemaError", "StoreBusy", "StoreError", "StoredEvent", "VacuumReport",
 ]
