@@ -16,7 +16,8 @@ _EXPORTS = {
     "agentlog.actors": ("AgentDied", "Piece", "RunAborted", "RunHandle", "RunStopped", "agent_configs", "run",
                         "start_run"),
     "agentlog.events": ("AgentConfig", "Event", "Findings", "Review"),
-    "agentlog.models": ("Endpoint", "Gateway", "RetryPolicy"),
+    "agentlog.models": ("CallContext", "Completion", "Endpoint", "FunctionModel", "Gateway", "Model", "ModelRequest",
+                        "ModelUnavailable", "RetryPolicy", "ScriptedModel", "UnscriptedCall"),
     "agentlog.replay": ("NotWaiting", "Overrides", "RunView", "VerifyResult", "build_view", "decide_run", "fork",
                         "resume", "start_rereview", "verify"),
     "agentlog.runconfig": ("RunConfig", "load_run_config"),
@@ -44,7 +45,19 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and editors
     from .actors import AgentDied, Piece, RunAborted, RunHandle, RunStopped, agent_configs, run, start_run
     from .events import AgentConfig, Event, Findings, Review
-    from .models import Endpoint, Gateway, RetryPolicy
+    from .models import (
+        CallContext,
+        Completion,
+        Endpoint,
+        FunctionModel,
+        Gateway,
+        Model,
+        ModelRequest,
+        ModelUnavailable,
+        RetryPolicy,
+        ScriptedModel,
+        UnscriptedCall,
+    )
     from .replay import (NotWaiting, Overrides, RunView, VerifyResult, build_view, decide_run, fork, resume,
                          start_rereview, verify)
     from .runconfig import RunConfig, load_run_config

@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common, endpoint, tooling], help="run the research -> write -> review pipeline")
     p.add_argument("task", help="what to write about")
     p.add_argument("--model", action="append", type=_model_arg, default=[], metavar="[AGENT=]MODEL",
-                   help="model for every agent, or AGENT=MODEL for one (repeatable); 'offline' needs no key")
+                   help="model for every agent, or AGENT=MODEL for one (repeatable); 'offline' needs no key; "
+                   "python:MODULE:FACTORY is an in-process model")
     p.add_argument("--temperature", action="append", type=_temperature_arg, default=[], metavar="AGENT=T")
     p.add_argument("--max-iterations", type=_positive_int, metavar="N",
                    help=f"write/review rounds at most (default {DEFAULT_MAX_ITERATIONS})")
@@ -309,7 +310,12 @@ class Context:
             raise UsageError(f"the timeout must be a positive, finite number of seconds, got {timeout}")
         base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or self.config.base_url
         return Gateway(Endpoint.from_env(base_url=base_url), retry=RetryPolicy(max_attempts=args.retries),
-                       timeout=timeout)
+                       timeout=timeout, python_path=self.python_path())
+
+    def python_path(self) -> list[str]:
+        """Where ``python:MODULE:FACTORY`` models are looked for first: here, and beside --config."""
+        config = getattr(self.args, "config", None)
+        return [os.getcwd(), *([str(Path(config).expanduser().resolve().parent)] if config else [])]
 
     def run_config(self) -> RunConfig:
         path = getattr(self.args, "config", None)

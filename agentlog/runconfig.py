@@ -34,7 +34,7 @@ import msgspec
 from .actors import DEFAULT_MAX_ITERATIONS, DEFAULT_THRESHOLD, RunHandle, agent_configs, start_run
 from .config import ConfigError
 from .events import AgentConfig
-from .models import Gateway
+from .models import Gateway, named_models
 from .pipelines import get_pipeline
 from .store import SQLiteStore
 from .tools import ToolRegistry, default_registry
@@ -148,8 +148,15 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def start(self, store: SQLiteStore, task: str, *, model: str | None = None, gateway: Gateway | None = None,
               registry: ToolRegistry | None = None, **kwargs: Any) -> RunHandle:
-        """Start a run of this config (the Python face of ``agentlog run TASK --config FILE``)."""
+        """Start a run of this config (the Python face of ``agentlog run TASK --config FILE``).
+
+        ``models=`` (in-process models, see ``start_run``) may also be given; one model
+        given without ``model`` is the default for agents the file names no model for.
+        """
         registry = registry if registry is not None else self.registry()
+        named = named_models(kwargs.get("models"))
+        if model is None and self.model is None and len(named) == 1 and not isinstance(kwargs["models"], Mapping):
+            model = next(iter(named))
         agents = self.agent_configs(model)
         kwargs.setdefault("approval", self.approval or "never")
         return start_run(

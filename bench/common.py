@@ -85,7 +85,7 @@ def instant_answer(request: dict[str, Any]) -> str:
 class InstantGateway(Gateway):
     """A model that answers at once with fixed, schema-valid outputs (reviews always score 6)."""
 
-    def complete(self, request: dict[str, Any], on_failure: Any = None) -> Completion:
+    def complete(self, request: dict[str, Any], on_failure: Any = None, **context: Any) -> Completion:
         return Completion(content=instant_answer(request), tool_calls=[], prompt_tokens=100,
                           completion_tokens=50, latency_ms=0.0, model=request["model"])
 

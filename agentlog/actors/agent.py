@@ -79,7 +79,7 @@ class AgentActor(pykka.ThreadingActor):
 
         live = message.live
         try:
-            completion = self.gateway.complete(message.request, report,
+            completion = self.gateway.complete(message.request, report, context=message.context,
                                                on_delta=live.delta if live is not None else None)
         except CallFailed:
             return  # its last attempt was reported with gave_up=True

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pykka
 
-from agentlog.models import AttemptFailure, Completion
+from agentlog.models import AttemptFailure, CallContext, Completion
 from agentlog.tools import Tool
 
 
@@ -16,6 +16,7 @@ class CallRequest(msgspec.Struct, frozen=True):
     request: dict[str, Any]
     reply_to: pykka.ActorRef
     live: Any = None  # a LiveAnswer: the call is streamed to it
+    context: CallContext = CallContext()  # who asks; beside the request, not in its hash
 
 
 class AttemptFailed(msgspec.Struct, frozen=True):

@@ -35,6 +35,7 @@ from agentlog.events import (
     Usage,
     request_hash,
 )
+from agentlog.models import CallContext
 from agentlog.pipelines import CallModel, InvokeTool, Pipeline, Record, fold
 from agentlog.store import LeaseLost, SQLiteStore, StoredEvent
 from agentlog.tools import ToolNotRegistered, ToolRegistry, default_registry
@@ -234,7 +235,9 @@ class Orchestrator(pykka.ThreadingActor):
         self.in_flight.add(command.call_id)
         live = LiveAnswer(self.store, self.run_id, command.call_id, command.agent, command.request,
                           watcher=self.watcher)
-        agent.tell(CallRequest(command.call_id, command.request, self.actor_ref, live))
+        context = CallContext(run_id=self.run_id, agent=command.agent, step=command.step, attempt=command.attempt,
+                              call_id=command.call_id, round=command.round)
+        agent.tell(CallRequest(command.call_id, command.request, self.actor_ref, live, context))
         return False
 
     def _invoke(self, command: InvokeTool) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import pykka
 
 from agentlog.events import AgentConfig, RunStarted
-from agentlog.models import Gateway, parse_model
+from agentlog.models import Gateway, ModelLike, named_models, parse_model
 from agentlog.pipelines import get_pipeline
 from agentlog.store import Lease, RunSummary, SQLiteStore
 from agentlog.tools import Tool, ToolRegistry, default_registry
@@ -97,10 +97,13 @@ class RunHandle:
             self._gateway.close()
 
 
+Models = ModelLike | Mapping[str, ModelLike] | None
+
+
 def drive(
     store: SQLiteStore, run_id: str, *, gateway: Gateway | None = None, observer: Observer | None = None,
     reuse: bool = True, tools: ToolRegistry | None = None, lease: Lease | None = None,
-    lease_seconds: float | None = None, watcher: Watcher | None = None,
+    lease_seconds: float | None = None, watcher: Watcher | None = None, models: Models = None,
 ) -> RunHandle:
     """Start the actors of an existing run; they continue from its last event.
 
@@ -109,6 +112,8 @@ def drive(
     ``LeaseHeld`` while another process drives it), renewed by heartbeat every third of
     ``lease_seconds`` (default: ``$AGENTLOG_LEASE_SECONDS``, else 30) and released when the run ends.
     ``watcher`` is told each piece of the answers as they are streamed.
+    ``models`` are in-process models (one, under its own name, or a mapping of names to
+    models), registered with the gateway.
     """
     ttl = lease_ttl(lease_seconds)
     first = store.read(run_id, 0, 1)
@@ -120,6 +125,8 @@ def drive(
     try:
         owns_gateway = gateway is None
         gateway = gateway or Gateway()
+        for name, model in named_models(models).items():
+            gateway.register(name, model)
         # One actor per agent the run has (a run's agents are fixed by its RunStarted).
         agents = {name: AgentActor.start(name, gateway) for name in (started.agents or pipeline.roles)}
         done: pykka.Future = pykka.ThreadingFuture()
@@ -135,7 +142,8 @@ def start_run(
     store: SQLiteStore,
     task: str,
     *,
-    agents: dict[str, AgentConfig],
+    agents: dict[str, AgentConfig] | None = None,
+    models: Models = None,
     pipeline: str = "content",
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     threshold: int = DEFAULT_THRESHOLD,
@@ -157,8 +165,14 @@ def start_run(
     none). ``approval`` says where a person decides on the draft (``final``, ``each-review``,
     or ``never``); a run that reaches such a point is left waiting. ``tools`` maps an agent to
     the tools it is offered: names in ``registry`` (default: ``default_registry``) or ``Tool``
-    objects, which are added to the run's registry.
+    objects, which are added to the run's registry. ``models`` are in-process models (see
+    ``drive``); given one model and no ``agents``, every agent uses it.
     """
+    if agents is None:
+        named = named_models(models)
+        if len(named) != 1 or isinstance(models, Mapping):
+            raise ValueError("say which model each agent uses: agents=agent_configs(MODEL), or models=ONE_MODEL")
+        agents = agent_configs(next(iter(named)))
     validate_run_settings(task, max_iterations, threshold)
     lease_ttl(lease_seconds)
     get_pipeline(pipeline)
@@ -177,7 +191,7 @@ def start_run(
                                      threshold=threshold, research=research, tools=specs, approval=approval,
                                      **options)], 0)
     return drive(store, run_id, gateway=gateway, observer=observer, tools=registry, lease_seconds=lease_seconds,
-                 watcher=watcher)
+                 watcher=watcher, models=models)
 
 
 def resolve_tools(

@@ -1,5 +1,8 @@
 """The model gateway: one ``complete(request)`` for every model a run may name.
 
+In-process models (objects or functions, registered by name or named ``python:MODULE:FACTORY``)
+are called on a worker thread under the same timeout and retry policy (``inprocess.py``).
+
 Remote and local models are reached only through the ``openai`` client (chat
 completions), with its own retries off: tenacity retries transient failures (429, 408,
 409, 5xx, timeouts, connection errors, unreadable responses) with bounded, jittered
@@ -19,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -27,7 +30,8 @@ import openai
 import tenacity
 from openai.types.chat import ChatCompletion
 
-from . import offline
+from . import inprocess, offline
+from .inprocess import CallContext, ModelLike
 from .spec import ModelSpec, parse_model
 from .types import AttemptFailure, CallFailed, Completion, Delta, ModelNotConfigured
 
@@ -75,6 +79,17 @@ class _Transient(Exception):
     pass
 
 
+def _retrying(policy: RetryPolicy, sleep: Callable[[float], None]) -> tenacity.Retrying:
+    """Bounded, jittered exponential backoff over ``_Transient``; the last attempt's error is raised."""
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.max_attempts),
+        wait=tenacity.wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait),
+        retry=tenacity.retry_if_exception_type(_Transient),
+        sleep=sleep,
+        reraise=True,
+    )
+
+
 def classify(exc: BaseException) -> tuple[str, bool]:
     """``(error_kind, retryable)`` for an exception raised by the openai client."""
     match exc:
@@ -104,9 +119,9 @@ class _SharedClients:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._clients: dict[tuple[str | None, str, float], tuple[openai.OpenAI, int]] = {}
+        self._clients: dict[tuple[str | None, str, float | None], tuple[openai.OpenAI, int]] = {}
 
-    def acquire(self, base_url: str | None, api_key: str, timeout: float) -> openai.OpenAI:
+    def acquire(self, base_url: str | None, api_key: str, timeout: float | None) -> openai.OpenAI:
         key = (base_url, api_key, timeout)
         with self._lock:
             client, users = self._clients.get(key) or (
@@ -130,15 +145,24 @@ _SHARED = _SharedClients()
 
 
 class Gateway:
-    """Completes requests for every model a run uses. Thread-safe; one per run or process."""
+    """Completes requests for every model a run uses. Thread-safe; one per run or process.
+
+    ``timeout`` (seconds, ``None`` for none) bounds each request, in-process calls too:
+    those run on a worker thread so that it can, and inline when there is no timeout.
+    ``models`` is one in-process model (under its name) or maps names to them (see
+    ``register``); ``python_path`` lists directories searched first when a
+    ``python:MODULE:FACTORY`` model is imported.
+    """
 
     def __init__(
         self,
         endpoint: Endpoint | None = None,
         *,
         retry: RetryPolicy = RetryPolicy(),
-        timeout: float = 120.0,
+        timeout: float | None = 120.0,
         sleep: Callable[[float], None] = time.sleep,
+        models: ModelLike | Mapping[str, ModelLike] | None = None,
+        python_path: Sequence[str] = (),
     ):
         self.endpoint = endpoint if endpoint is not None else Endpoint.from_env()
         self.retry = retry
@@ -148,12 +172,45 @@ class Gateway:
         self._clients: dict[str, tuple[openai.OpenAI, str]] = {}
         self._local: dict[str, Any] = {}
         self._unstreamed: set[str] = set()  # specs whose server answered a stream request otherwise
+        self._models: dict[str, ModelLike] = {}
+        self._python_path = tuple(python_path)
+        for name, model in inprocess.named_models(models).items():
+            self.register(name, model)
+
+    def register(self, name: str, model: ModelLike) -> None:
+        """Answer requests for the model ``name`` with the in-process ``model``.
+
+        Raises ``ValueError`` if ``name`` already stands for another model here.
+        """
+        with self._lock:
+            held = self._models.get(name)
+            if held is not None and held is not model:
+                raise ValueError(f"model name {name!r} already stands for another in-process model in this gateway")
+            self._models[name] = model
+
+    def _in_process(self, name: str) -> ModelLike | None:
+        """The in-process model called ``name``, importing a ``python:`` one on first use."""
+        model = self._models.get(name)
+        if model is not None or not name.startswith("python:"):
+            return model
+        spec = parse_model(name)
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = inprocess.load_python_model(spec.name, self._python_path)
+            return self._models[name]
 
     # --- configuration checks, before a run starts --------------------------------
 
     def check(self, model: str) -> ModelSpec:
-        """Raise ``ModelNotConfigured`` if ``model`` cannot be reached with this configuration."""
+        """Raise ``ModelNotConfigured`` if ``model`` cannot be reached with this configuration.
+
+        A ``python:`` model is imported and built here, so a broken one fails before the run starts.
+        """
+        if model in self._models:
+            return ModelSpec("python", model, model)
         spec = parse_model(model)
+        if spec.provider == "python":
+            self._in_process(spec.text)
         if spec.provider == "openai" and not self.endpoint.configured:
             raise ModelNotConfigured(NO_MODEL_HINT)
         if spec.provider == "local":
@@ -176,7 +233,7 @@ class Gateway:
                 server.start()
                 self._local[spec.text] = server
                 base_url, key, wire = server.base_url, "local", server.model_name
-                timeout = max(self.timeout, LOCAL_MIN_TIMEOUT)
+                timeout = max(self.timeout, LOCAL_MIN_TIMEOUT) if self.timeout is not None else None
             else:
                 if not self.endpoint.configured:
                     raise ModelNotConfigured(NO_MODEL_HINT)
@@ -199,12 +256,17 @@ class Gateway:
 
     def complete(
         self, request: dict[str, Any], on_failure: Callable[[AttemptFailure], None] = lambda f: None,
-        *, on_delta: Callable[[Delta], None] | None = None,
+        *, on_delta: Callable[[Delta], None] | None = None, context: CallContext | None = None,
     ) -> Completion:
         """Complete ``request``; report each failed attempt; raise ``CallFailed`` on giving up.
 
         With ``on_delta``, the answer is streamed and each piece reported as it arrives.
+        ``context`` (who asks: run, agent, step, attempt) is handed to in-process models; it
+        is not part of the request and so not of its hash.
         """
+        model = self._in_process(request["model"])
+        if model is not None:
+            return self._complete_in_process(request["model"], model, request, on_failure, context)
         spec = parse_model(request["model"])
         if spec.provider == "offline":
             return offline.complete(request)
@@ -216,13 +278,7 @@ class Gateway:
             # llama.cpp's server takes the schema as {"type": "json_object", "schema": ...}.
             kwargs["response_format"] = local.llama_response_format(kwargs["response_format"])
         policy = self.retry
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(policy.max_attempts),
-            wait=tenacity.wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait),
-            retry=tenacity.retry_if_exception_type(_Transient),
-            sleep=self._sleep,
-            reraise=True,
-        )
+        retrying = _retrying(policy, self._sleep)
         last: AttemptFailure | None = None
         try:
             for attempt in retrying:
@@ -281,6 +337,33 @@ class Gateway:
             if kind != "text/event-stream":
                 raise ValueError(f"a stream request was answered with {kind or 'no content type'}")
             return _assemble(stream, report)
+
+    def _complete_in_process(self, name: str, model: ModelLike, request: dict[str, Any],
+                             on_failure: Callable[[AttemptFailure], None], context: CallContext | None) -> Completion:
+        fn, max_attempts = inprocess.invoke(model), self.retry.max_attempts
+        try:  # the first try without the retry machinery: it costs ~20 us, a third of the call
+            return inprocess.attempt(fn, name, request, context, 0, self.timeout)
+        except Exception as exc:  # replayed as the loop's first attempt, so the policy is the same
+            first: Exception | None = exc
+        last: AttemptFailure | None = None
+        try:
+            for attempt in _retrying(self.retry, self._sleep):
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    try:
+                        if first is not None:
+                            failed, first = first, None
+                            raise failed
+                        return inprocess.attempt(fn, name, request, context, number - 1, self.timeout)
+                    except Exception as exc:  # classified below; nothing escapes unrecorded
+                        last = inprocess.failure(exc, name, self.timeout, number, max_attempts, self._redact)
+                        on_failure(last)
+                        if last.gave_up:
+                            raise CallFailed(last) from exc
+                        raise _Transient() from exc
+        except _Transient:  # pragma: no cover - reraise=True means the last attempt raised CallFailed
+            raise CallFailed(last) from None
+        raise AssertionError("unreachable")
 
     def _redact(self, text: str) -> str:
         key = self.endpoint.api_key

@@ -6,12 +6,19 @@ import msgspec
 
 
 class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    """A model's answer: its text, the tools it asks for, and what it cost.
+
+    ``tool_calls`` are ``(id, name, arguments as JSON text)``. An in-process model may leave
+    ``latency_ms`` at 0 (the gateway measures it) and ``model`` empty (the name it was
+    called by is recorded).
+    """
+
     content: str
-    tool_calls: list[tuple[str, str, str]]  # (id, name, arguments JSON)
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    model: str
+    tool_calls: list[tuple[str, str, str]] = []
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    model: str = ""
 
 
 class Delta(msgspec.Struct, frozen=True, kw_only=True):

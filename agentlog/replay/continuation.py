@@ -14,6 +14,7 @@ import msgspec
 
 from agentlog.actors import RunHandle, Watcher, drive, new_run_id, validate_run_settings
 from agentlog.actors.lease import acquire, lease_seconds as lease_ttl
+from agentlog.actors.runtime import Models
 from agentlog.actors.orchestrator import Observer
 from agentlog.events import (
     AgentConfig,
@@ -28,7 +29,7 @@ from agentlog.events import (
     RunStarted,
     SettingsChanged,
 )
-from agentlog.models import Gateway
+from agentlog.models import Gateway, ModelLike, model_name, named_models
 from agentlog.store import ConcurrencyError, SQLiteStore
 from agentlog.tools import ToolRegistry
 
@@ -85,9 +86,12 @@ def _agents_now(events: Sequence[Event]) -> dict[str, AgentConfig]:
 def resume(
     store: SQLiteStore, run_id: str, *, overrides: Overrides = Overrides(), gateway: Gateway | None = None,
     observer: Observer | None = None, tools: ToolRegistry | None = None, lease_seconds: float | None = None,
-    watcher: Watcher | None = None,
+    watcher: Watcher | None = None, models: Models = None,
 ) -> RunHandle:
     """Continue an unfinished (or failed) run from its last event.
+
+    A run whose agents used in-process models needs them again: pass them as ``models``
+    (under the names the run recorded), or name them ``python:MODULE:FACTORY``.
 
     Tool results already in the run are not asked for again; ``tools`` must hold the
     callables of the tools the run offers, for calls it has not made yet.
@@ -113,14 +117,14 @@ def resume(
         store.release_lease(lease)
         raise
     return drive(store, run_id, gateway=gateway, observer=observer, tools=tools, lease=lease, lease_seconds=ttl,
-                 watcher=watcher)
+                 watcher=watcher, models=models)
 
 
 def fork(
     store: SQLiteStore, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
     gateway: Gateway | None = None, observer: Observer | None = None, tools: ToolRegistry | None = None,
     lease_seconds: float | None = None,
-    watcher: Watcher | None = None,
+    watcher: Watcher | None = None, models: Models = None,
 ) -> RunHandle:
     """A new run whose first ``at_seq`` events are run ``run_id``'s, then the overrides, then live.
 
@@ -136,15 +140,21 @@ def fork(
     batch = [*copied, RunForked(parent_run_id=run_id, parent_seq=at_seq), *overrides.events(_agents_now(copied))]
     store.append(new_id, batch, 0)
     return drive(store, new_id, gateway=gateway, observer=observer, tools=tools, lease_seconds=lease_seconds,
-                 watcher=watcher)
+                 watcher=watcher, models=models)
 
 
 def start_rereview(
-    store: SQLiteStore, run_id: str, model: str, *, temperature: float | None = None,
+    store: SQLiteStore, run_id: str, model: str | ModelLike, *, temperature: float | None = None,
     gateway: Gateway | None = None, observer: Observer | None = None, lease_seconds: float | None = None,
+    models: Models = None,
 ) -> RunHandle | None:
-    """A re-review run scoring every draft of ``run_id`` with ``model``; ``None`` if it has no drafts."""
+    """A re-review run scoring every draft of ``run_id`` with ``model``; ``None`` if it has no drafts.
+
+    ``model`` is a model name, or an in-process model (recorded under its name).
+    """
     lease_ttl(lease_seconds)
+    if not isinstance(model, str):
+        models, model = {**named_models(models), model_name(model): model}, model_name(model)
     started = _started(store, run_id)
     stored = store.read(run_id)
     findings = next((s.event for s in stored if isinstance(s.event, FindingsReady)), None)
@@ -166,7 +176,7 @@ def start_rereview(
         ),
     ]
     store.append(new_id, batch, 0)
-    return drive(store, new_id, gateway=gateway, observer=observer, lease_seconds=lease_seconds)
+    return drive(store, new_id, gateway=gateway, observer=observer, lease_seconds=lease_seconds, models=models)
 
 
 __all__ = ["ConcurrencyError", "Overrides", "ReplayError", "fork", "resume", "start_rereview"]
