@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "agentlog.actors": ("AgentDied", "Piece", "RunAborted", "RunHandle", "RunStopped", "agent_configs", "run",
-                        "start_run"),
-    "agentlog.events": ("AgentConfig", "Event", "Findings", "Review"),
+    "agentlog.actors": ("AgentDied", "Budget", "Piece", "RunAborted", "RunHandle", "RunStopped", "SharedBudget",
+                        "agent_configs", "run", "start_run"),
+    "agentlog.events": ("AgentConfig", "Event", "Findings", "Review", "SweepSpec", "SweepVariant"),
     "agentlog.models": ("CallContext", "Completion", "Endpoint", "FunctionModel", "Gateway", "Model", "ModelRequest",
-                        "ModelUnavailable", "RetryPolicy", "ScriptedModel", "UnscriptedCall"),
-    "agentlog.replay": ("NotWaiting", "Overrides", "RunView", "VerifyResult", "build_view", "decide_run", "fork",
-                        "resume", "start_rereview", "verify"),
+                        "ModelUnavailable", "Price", "PriceTable", "RetryPolicy", "ScriptedModel", "UnscriptedCall"),
+    "agentlog.replay": ("NotWaiting", "Overrides", "RunCost", "RunView", "VerifyResult", "build_view", "decide_run",
+                        "fork", "resume", "run_cost", "start_rereview", "verify"),
+    "agentlog.replay.sweep": ("list_sweeps", "load_comparison", "plan_sweep", "run_sweep"),
     "agentlog.runconfig": ("RunConfig", "load_run_config"),
     "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent", "LeaseHeld", "LeaseLost", "RunNotFound",
                        "RunSummary", "SQLiteStore", "StoredEvent"),
@@ -43,8 +44,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors
-    from .actors import AgentDied, Piece, RunAborted, RunHandle, RunStopped, agent_configs, run, start_run
-    from .events import AgentConfig, Event, Findings, Review
+    from .actors import (AgentDied, Budget, Piece, RunAborted, RunHandle, RunStopped, SharedBudget, agent_configs,
+                         run, start_run)
+    from .events import AgentConfig, Event, Findings, Review, SweepSpec, SweepVariant
     from .models import (
         CallContext,
         Completion,
@@ -54,12 +56,15 @@ if TYPE_CHECKING:  # for type checkers and editors
         Model,
         ModelRequest,
         ModelUnavailable,
+        Price,
+        PriceTable,
         RetryPolicy,
         ScriptedModel,
         UnscriptedCall,
     )
-    from .replay import (NotWaiting, Overrides, RunView, VerifyResult, build_view, decide_run, fork, resume,
-                         start_rereview, verify)
+    from .replay import (NotWaiting, Overrides, RunCost, RunView, VerifyResult, build_view, decide_run, fork,
+                         resume, run_cost, start_rereview, verify)
+    from .replay.sweep import list_sweeps, load_comparison, plan_sweep, run_sweep
     from .runconfig import RunConfig, load_run_config
     from .store import (
         AsyncSQLiteStore,

@@ -26,11 +26,12 @@ from .actors import (
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_THRESHOLD,
     RunAborted,
+    Budget,
     RunHandle,
     start_run,
     validate_run_settings,
 )
-from .config import Config, ConfigError, default_db_path, load_config
+from .config import Config, ConfigError, config_path, default_db_path, load_config
 from .events import CodecError, RunStarted, decode, encode
 from .models import (
     NO_MODEL_HINT,
@@ -39,6 +40,7 @@ from .models import (
     Gateway,
     ModelNameError,
     ModelNotConfigured,
+    PriceTable,
     RetryPolicy,
     parse_model,
 )
@@ -53,6 +55,7 @@ from .replay import (
     decide_run,
     fork,
     resume,
+    run_cost,
     start_rereview,
     verify,
     waiting,
@@ -121,6 +124,16 @@ def _score(text: str) -> int:
     return value
 
 
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an amount in USD, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"a budget must be a positive amount, got {text}")
+    return value
+
+
 def _assignment(text: str) -> tuple[str, str]:
     agent, sep, value = text.partition("=")
     if not sep or not agent.strip() or not value.strip():
@@ -166,12 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "DIR/.agentlog-docs.db) and give the researchers a search_documents tool")
     tooling.add_argument("--config", metavar="FILE", help="a run config (TOML): agents mapped onto roles with "
                          "their prompts, models, temperatures and tools (see docs/tools.md)")
+    budget = argparse.ArgumentParser(add_help=False)
+    budget.add_argument("--budget-usd", type=_usd, metavar="USD",
+                        help="stop before a request once the run has spent this much (by the price table)")
+    budget.add_argument("--budget-tokens", type=_positive_int, metavar="N",
+                        help="stop before a request once the run has spent this many tokens")
 
     parser = _Parser(prog="agentlog", description="Multi-agent LLM pipelines with every step in a durable log.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("run", parents=[common, endpoint, tooling], help="run the research -> write -> review pipeline")
+    p = sub.add_parser("run", parents=[common, endpoint, tooling, budget],
+                       help="run the research -> write -> review pipeline")
     p.add_argument("task", help="what to write about")
     p.add_argument("--model", action="append", type=_model_arg, default=[], metavar="[AGENT=]MODEL",
                    help="model for every agent, or AGENT=MODEL for one (repeatable); 'offline' needs no key; "
@@ -190,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(after every review), never (default); the run waits for `agentlog approve|edit|reject`")
     p.add_argument("--out", metavar="FILE", help="write the final draft here instead of stdout")
     _otlp_flags(p, required=False)
+    p.add_argument("--sample", type=_positive_int, default=1, metavar="K",
+                   help="ask for fresh sample K of every answer (K > 1 is a distinct request; default 1)")
 
     p = sub.add_parser("runs", parents=[common], help="list runs")
     p.add_argument("--status", choices=["running", "waiting", "finished", "failed"])
@@ -205,12 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("resume", parents=[common, endpoint, tooling], help="continue an unfinished run")
+    p = sub.add_parser("resume", parents=[common, endpoint, tooling, budget], help="continue an unfinished run")
     p.add_argument("run")
     p.add_argument("--model", action="append", type=_assignment, default=[], metavar="AGENT=MODEL")
     p.add_argument("--out", metavar="FILE")
 
-    p = sub.add_parser("fork", parents=[common, endpoint, tooling],
+    p = sub.add_parser("fork", parents=[common, endpoint, tooling, budget],
                        help="a new run from event SEQ of RUN, with overrides")
     p.add_argument("run")
     p.add_argument("--at", type=_positive_int, required=True, metavar="SEQ", help="last event copied from RUN")
@@ -265,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8765)
     p.add_argument("--read-only", action="store_true",
                    help="no decisions from the browser: no forms, no POST routes (always so off loopback)")
+    _add_sweep_parser(sub, [common, endpoint, tooling, budget])
     return parser
 
 
@@ -276,6 +298,47 @@ def _otlp_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
                    help="include prompts, answers, tool arguments and results in the spans (default: left out)")
     p.add_argument("--otlp-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="give up sending spans after this long (default 10)")
+def _list_arg(convert: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        values = [v.strip() for v in text.split(",")]
+        if not all(values):
+            raise argparse.ArgumentTypeError(f"expected {what}[,{what}...], got {text!r}")
+        return [convert(v) for v in values]
+    return parse
+
+
+def _sweep_axis(convert: Callable[[str], Any], what: str) -> Callable[[str], tuple[str, list[Any]]]:
+    def parse(text: str) -> tuple[str, list[Any]]:
+        agent, values = _assignment(text)
+        return agent, _list_arg(convert, what)(values)
+    return parse
+
+
+def _temperature_value(text: str) -> float:
+    return _temperature_arg(f"agent={text}")[1]
+
+
+def _add_sweep_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sweep", parents=parents, help="fork many runs with variants, and compare them "
+                       "(also: sweep list, sweep show ID)")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="runs to branch (or `list`, or `show ID`)")
+    p.add_argument("--at", metavar="POINT", help="the branch point: a step (research, write-2, review-1) or a seq")
+    p.add_argument("--search", metavar="TEXT", help="also every run whose task or id contains TEXT")
+    p.add_argument("--status", choices=["running", "waiting", "finished", "failed"], help="only runs with this status")
+    p.add_argument("--tasks", metavar="FILE", help="fresh runs instead: one task per line of FILE")
+    p.add_argument("--base-model", metavar="MODEL", help="with --tasks: the model of agents no variant sets")
+    p.add_argument("--model", action="append", type=_sweep_axis(str, "MODEL"), default=[],
+                   metavar="AGENT=A,B", help="one variant per model for AGENT (repeatable: every combination)")
+    p.add_argument("--temperature", action="append", type=_sweep_axis(_temperature_value, "T"), default=[],
+                   metavar="AGENT=T1,T2")
+    p.add_argument("--threshold", type=_list_arg(_score, "SCORE"), default=[], metavar="N,M")
+    p.add_argument("--max-iterations", type=_list_arg(_positive_int, "N"), default=[], metavar="N,M")
+    p.add_argument("--variants", metavar="FILE", help="named variants (TOML [variants.NAME] tables)")
+    p.add_argument("--samples", type=_positive_int, default=1, metavar="N",
+                   help="N fresh samples of every run x variant (default 1)")
+    p.add_argument("--concurrency", type=_positive_int, default=4, metavar="N", help="runs at once (default 4)")
+    p.add_argument("--json", action="store_true", help="the comparison as one JSON document")
+    p.add_argument("--csv", action="store_true", help="the per-variant comparison as CSV")
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -302,6 +365,9 @@ class Context:
             raise UsageError(f"--out {out}: there is no directory {path.parent}")
         if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
             raise UsageError(f"--out {out}: cannot write there")
+
+    def prices(self) -> PriceTable:
+        return self.config.price_table()
 
     def gateway(self) -> Gateway:
         args = self.args
@@ -390,7 +456,8 @@ def _finish(ctx: Context, store: SQLiteStore, summary: RunSummary) -> int:
         _err(f"see `agentlog show {summary.run_id}`; continue with `agentlog resume {summary.run_id}`")
         return EXIT_FAILED
     _write_draft(out, view.final_draft or "", f"final draft written to {out}", summary.run_id)
-    print(render.outcome_line(view), file=sys.stderr)
+    print(render.outcome_line(view, run_cost((s.event for s in store.read(summary.run_id)), ctx.prices())),
+          file=sys.stderr)
     return 0
 
 
@@ -440,6 +507,22 @@ def _resolve_models(ctx: Context, fallback: str | None = None) -> tuple[str, dic
     return default, per_agent
 
 
+def _check_priced(ctx: Context, models: Sequence[str]) -> None:
+    """A USD budget needs a price for every model that may be paid for."""
+    if getattr(ctx.args, "budget_usd", None) is None:
+        return
+    prices = ctx.prices()
+    unpriced = sorted({m for m in models if prices.price(m) is None})
+    if unpriced:
+        raise UsageError(f"--budget-usd needs a price for {', '.join(unpriced)}: add it to the config file "
+                         f"({config_path()}) as [prices.\"{unpriced[0]}\"] input = ..., output = ... (USD per "
+                         f"million tokens)")
+
+
+def _costs(store: SQLiteStore, run_ids: Sequence[str], prices: PriceTable) -> dict[str, Any]:
+    return {run_id: run_cost((s.event for s in store.read(run_id)), prices) for run_id in run_ids}
+
+
 def _check_agents(agents: dict[str, str], roles: Sequence[str]) -> None:
     for agent in agents:
         if agent not in roles:
@@ -447,6 +530,150 @@ def _check_agents(agents: dict[str, str], roles: Sequence[str]) -> None:
 
 
 # --- commands --------------------------------------------------------------------------
+
+
+def _print_comparison(ctx: Context, comparison: Any) -> None:
+    if ctx.args.json:
+        print(json.dumps(msgspec.to_builtins(comparison), indent=2))
+    elif ctx.args.csv:
+        sys.stdout.write(render.sweep_csv(comparison))
+    else:
+        print(render.sweep_comparison(comparison))
+
+
+def _sweep_selection(ctx: Context, store: SQLiteStore) -> list[str]:
+    args = ctx.args
+    chosen = [_run_id(store, r) for r in args.runs]
+    if args.search is not None or (args.status and not args.runs):
+        members = {s.run_id for s in store.events_of_type("SweepMember")}  # a sweep's own runs are not parents
+        chosen += [r.run_id for r in store.list_runs(status=args.status, text=args.search)
+                   if r.run_id not in members and r.pipeline == "content"]
+    if args.status and args.runs:
+        chosen = [r for r in chosen if store.get_run(r).status == args.status]
+    return sorted(set(chosen))
+
+
+def _sweep_tasks(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _sweep_variant_file(path: str) -> list[Any]:
+    import tomllib
+
+    from .events import SweepVariant
+
+    class VariantEntry(msgspec.Struct, forbid_unknown_fields=True):
+        models: dict[str, str] = {}
+        temperatures: dict[str, float] = {}
+        max_iterations: int | None = None
+        threshold: int | None = None
+
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+        entries = msgspec.convert(raw.get("variants", {}), dict[str, VariantEntry])
+        if set(raw) - {"variants"}:
+            raise UsageError(f"variants file {path}: unknown key {sorted(set(raw) - {'variants'})[0]!r} "
+                             f"(expected [variants.NAME] tables)")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise UsageError(f"variants file {path}: {exc}") from None
+    return [SweepVariant(label=name, **msgspec.structs.asdict(v)) for name, v in entries.items()]
+
+
+def cmd_sweep(ctx: Context) -> int:
+    from .replay import sweep
+
+    args = ctx.args
+    if args.json and args.csv:
+        raise UsageError("choose one of --json and --csv")
+    if args.runs[:1] == ["list"]:
+        infos = sweep.list_sweeps(ctx.store())
+        if args.json:
+            print(json.dumps([msgspec.to_builtins(i) for i in infos], indent=2))
+        elif infos:
+            print(render.sweeps_table(infos))
+        else:
+            print("no sweeps yet: start one with `agentlog sweep RUN... --at STEP --model AGENT=A,B`",
+                  file=sys.stderr)
+        return 0
+    if args.runs[:1] == ["show"]:
+        if len(args.runs) != 2:
+            raise UsageError("usage: agentlog sweep show ID")
+        store = ctx.store()
+        _print_comparison(ctx, sweep.load_comparison(store, sweep.resolve_sweep_id(store, args.runs[1]),
+                                                     ctx.prices()))
+        return 0
+    if args.tasks and (args.runs or args.search or args.status or args.at):
+        raise UsageError("--tasks starts fresh runs: it takes no RUN, --search, --status or --at")
+    if not args.tasks and not args.at:
+        raise UsageError("name the branch point with --at STEP (research, write-2, review-1, ...) or --at SEQ")
+    named = _sweep_variant_file(args.variants) if args.variants else []
+    found = sweep.variants(args.model, args.temperature, args.threshold, args.max_iterations, named)
+    if args.tasks:
+        tasks = _sweep_tasks(args.tasks)
+        if not tasks:
+            raise UsageError(f"{args.tasks} holds no tasks (one per line)")
+        base = args.base_model or _resolve_models(_WithoutModels(ctx))[0]
+        spec = sweep.SweepSpec(tasks=tasks, base_model=base, variants=found, samples=args.samples)
+        store = ctx.store(create=True)
+    else:
+        store = ctx.store()
+        spec = sweep.SweepSpec(runs=_sweep_selection(ctx, store), at=args.at, variants=found, samples=args.samples)
+    the_plan = sweep.plan_sweep(store, spec)
+    gateway = ctx.gateway()
+    models = the_plan.models(store)
+    for model in models:
+        gateway.check(model)
+    _check_priced(ctx, models)
+    for run_id, why in the_plan.skipped:
+        _err(f"run {run_id} {why}; skipped")
+    _label_offline(models)
+    progress = sweep.Progress(total=len(the_plan.members))
+    live = not args.quiet and sys.stderr.isatty()
+    if live:
+        lock = threading.Lock()
+
+        def show(p: Any) -> None:
+            with lock:
+                sys.stderr.write("\r" + p.line() + "\x1b[K")
+                sys.stderr.flush()
+
+        progress.on_change = show
+    if not args.quiet:
+        todo = sum(p.status != "finished" for p in the_plan.members)
+        print(f"sweep {the_plan.sweep_id}: {len(the_plan.members)} runs ({todo} to run) "
+              f"(log: {ctx.db_path})", file=sys.stderr)
+    try:
+        comparison = sweep.run_sweep(store, the_plan, gateway=gateway, prices=ctx.prices(),
+                                     concurrency=args.concurrency, budget_usd=args.budget_usd,
+                                     budget_tokens=args.budget_tokens, progress=progress, tools=ctx.tools())
+    except KeyboardInterrupt:
+        _err(f"interrupted; the log is consistent. Run the same sweep command again to resume sweep "
+             f"{the_plan.sweep_id}")
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    finally:
+        if live:
+            sys.stderr.write("\n")
+        gateway.close()
+    if not args.quiet:
+        print(progress.line(), file=sys.stderr)
+    _print_comparison(ctx, comparison)
+    return EXIT_FAILED if any(m.status != "finished" for m in comparison.members) else 0
+
+
+class _WithoutModels:
+    """A context whose --model flags (a sweep's variants) are not a run's model."""
+
+    def __init__(self, ctx: Context):
+        self.config, self.notes = ctx.config, ctx.notes
+        self.args = argparse.Namespace(**{**vars(ctx.args), "model": []})
 
 
 def cmd_run(ctx: Context) -> int:
@@ -483,6 +710,7 @@ def cmd_run(ctx: Context) -> int:
     for config in agents.values():
         gateway.check(config.model)
     validate_run_settings(args.task, max_iterations, threshold)
+    _check_priced(ctx, [a.model for a in agents.values()])
     registry = ctx.tools(run_config)
     tools = run_config.tools(registry, list(agents))
     for note in ctx.notes:  # only once the request is known to be valid
@@ -492,7 +720,8 @@ def cmd_run(ctx: Context) -> int:
     try:
         handle = start_run(store, args.task, agents=agents, max_iterations=max_iterations, threshold=threshold,
                            gateway=gateway, research=run_config.research, tools=tools, registry=registry,
-                           approval=approval, **_watch(args.quiet))
+                           approval=approval, budget=Budget(ctx.prices()), budget_usd=args.budget_usd,
+                           budget_tokens=args.budget_tokens, sample=args.sample, **_watch(args.quiet))
         if not args.quiet:
             print(f"run {handle.run_id} (log: {ctx.db_path})", file=sys.stderr)
         code = _finish(ctx, store, _wait(handle))
@@ -539,13 +768,14 @@ def cmd_trace(ctx: Context) -> int:
 def cmd_runs(ctx: Context) -> int:
     store = ctx.store(read_only=True)
     runs = store.list_runs(status=ctx.args.status, text=ctx.args.search, limit=ctx.args.limit)
+    costs = _costs(store, [r.run_id for r in runs], ctx.prices())
     if ctx.args.json:
-        print(json.dumps([msgspec.to_builtins(r) for r in runs], indent=2))
+        print(json.dumps([msgspec.to_builtins(r) | _cost_fields(costs[r.run_id]) for r in runs], indent=2))
         return 0
     if not runs:
         print("no runs yet: start one with `agentlog run TASK`", file=sys.stderr)
         return 0
-    print(render.runs_table(runs))
+    print(render.runs_table(runs, costs))
     total = store.count_runs(status=ctx.args.status, text=ctx.args.search)
     if total > len(runs):
         print(f"({len(runs)} of {total} runs; --limit N for more)", file=sys.stderr)
@@ -564,19 +794,27 @@ def cmd_show(ctx: Context) -> int:
         for s in stored:
             print(json.dumps(render.stored_to_builtins(s)))
         return 0
-    print(render.show(store.get_run(run_id), build_view(run_id, stored)))
+    cost = run_cost((s.event for s in stored), ctx.prices())
+    print(render.show(store.get_run(run_id), build_view(run_id, stored), cost))
     return 0
 
 
 def cmd_replay(ctx: Context) -> int:
     store = ctx.store(read_only=True)
     run_id = _run_id(store, ctx.args.run)
-    view = build_view(run_id, store.read(run_id))
+    stored = store.read(run_id)
+    view = build_view(run_id, stored)
+    cost = run_cost((s.event for s in stored), ctx.prices())
     if ctx.args.json:
-        print(json.dumps(view.to_builtins(), indent=2))
+        print(json.dumps(view.to_builtins() | {"cost": msgspec.to_builtins(cost)}, indent=2))
     else:
-        print(render.replay(view))
+        print(render.replay(view, cost))
     return 0
+
+
+def _cost_fields(cost: Any) -> dict[str, Any]:
+    """A run's cost for JSON: ``null`` USD means a price is unknown (``unpriced`` names the models)."""
+    return {"cost_usd": cost.spent_usd, "saved_usd": cost.saved_usd, "unpriced": cost.unpriced}
 
 
 def _overrides(ctx: Context) -> Overrides:
@@ -585,6 +823,7 @@ def _overrides(ctx: Context) -> Overrides:
         models=dict(args.model), temperatures=dict(getattr(args, "temperature", [])),
         max_iterations=getattr(args, "max_iterations", None), threshold=getattr(args, "threshold", None),
         approval=getattr(args, "approval", None),
+        budget_usd=getattr(args, "budget_usd", None), budget_tokens=getattr(args, "budget_tokens", None),
     )
 
 
@@ -625,10 +864,11 @@ def cmd_resume(ctx: Context) -> int:
         return EXIT_WAITING
     overrides = _overrides(ctx)
     models = _models_in_use(store, run_id, overrides)
+    _check_priced(ctx, models)
     _label_offline(models)
     tools = ctx.tools()
     return _continue(ctx, lambda s, g: resume(s, run_id, overrides=overrides, gateway=g, tools=tools,
-                                              **_watch(ctx.args.quiet)), models)
+                                              budget=Budget(ctx.prices()), **_watch(ctx.args.quiet)), models)
 
 
 def cmd_fork(ctx: Context) -> int:
@@ -640,12 +880,13 @@ def cmd_fork(ctx: Context) -> int:
         raise UsageError(f"--at must be an event of run {run_id}: 1 to {last}, not {ctx.args.at}")
     overrides = _overrides(ctx)
     models = _models_in_use(store, run_id, overrides, upto=ctx.args.at)  # the events after --at may be damaged
+    _check_priced(ctx, models)
     _label_offline(models)
     tools = ctx.tools()
     if not ctx.args.quiet:
         print(f"forking run {run_id} at event {ctx.args.at}", file=sys.stderr)
     return _continue(ctx, lambda s, g: fork(s, run_id, ctx.args.at, overrides=overrides, gateway=g, tools=tools,
-                                            **_watch(ctx.args.quiet)), models)
+                                            budget=Budget(ctx.prices()), **_watch(ctx.args.quiet)), models)
 
 
 def _read_draft(path: str) -> str:
@@ -802,12 +1043,13 @@ def cmd_serve(ctx: Context) -> int:
     ctx.store(read_only=True).close()  # fail early, in one line, on a file that is not an agentlog log
     try:
         if ctx.args.read_only:
-            web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, read_only=True)
+            web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, read_only=True, prices=ctx.prices())
             return 0
         # Runs a person unblocks in the browser go on in this process, with these models and tools.
         gateway = ctx.gateway()
         try:
-            web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, gateway=gateway, tools=ctx.tools())
+            web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, gateway=gateway, tools=ctx.tools(),
+                      prices=ctx.prices())
         finally:
             gateway.close()
     except web.ListenError as exc:  # a busy port is bad input (exit 2), not another writer (3)
@@ -834,7 +1076,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "run": cmd_run, "runs": cmd_runs, "show": cmd_show, "replay": cmd_replay, "resume": cmd_resume,
     "fork": cmd_fork, "rereview": cmd_rereview, "verify": cmd_verify, "export": cmd_export,
     "import": cmd_import, "trace": cmd_trace, "serve": cmd_serve, "approve": cmd_decide, "edit": cmd_decide,
-    "reject": cmd_decide, "vacuum": cmd_vacuum,
+    "reject": cmd_decide, "vacuum": cmd_vacuum, "sweep": cmd_sweep,
 }
 
 

@@ -1,8 +1,9 @@
 """Where things are and which models to use: flags, then environment, then the config file.
 
 The config file (TOML, ``$AGENTLOG_CONFIG`` or ``~/.config/agentlog/config.toml``) may set
-``model``, ``base_url``, ``db``, ``timeout`` and ``[agents.NAME]`` tables with ``model``
-and ``temperature``. API keys are read from ``OPENAI_API_KEY`` only, never from files
+``model``, ``base_url``, ``db``, ``timeout``, ``[agents.NAME]`` tables with ``model``
+and ``temperature``, and ``[prices."MODEL"]`` tables with ``input`` and ``output`` (USD per
+million tokens) for models the default price table lacks. API keys are read from ``OPENAI_API_KEY`` only, never from files
 agentlog writes.
 """
 
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from .models.prices import Price, PriceTable
 
 
 class ConfigError(ValueError):
@@ -31,6 +34,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     db: str | None = None
     timeout: float = 120.0
     agents: dict[str, AgentDefaults] = {}
+    prices: dict[str, Price] = {}
+
+    def price_table(self) -> PriceTable:
+        return PriceTable(self.prices)
 
 
 def config_path() -> Path:
@@ -46,6 +53,12 @@ def load_config(path: Path | None = None) -> Config:
         return Config()
     try:
         raw: dict[str, Any] = tomllib.loads(path.read_text())
+        prices = raw.get("prices")
+        for model, entry in prices.items() if isinstance(prices, dict) else ():
+            try:
+                msgspec.convert(entry, Price)
+            except msgspec.ValidationError as exc:  # name the entry: a table key is not in msgspec's path
+                raise ConfigError(f"config file {path}: [prices.{model!r}]: {exc}") from None
         return msgspec.convert(raw, Config)
     except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc

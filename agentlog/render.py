@@ -11,6 +11,7 @@ import msgspec
 from .events import (
     ApprovalDecided,
     ApprovalRequested,
+    BudgetReached,
     DraftReady,
     Event,
     FindingsReady,
@@ -28,7 +29,7 @@ from .events import (
     ToolReturned,
     encode,
 )
-from .replay import RunView, VerifyResult
+from .replay import RunCost, RunView, VerifyResult
 from .store import RunSummary, StoredEvent
 
 
@@ -104,6 +105,8 @@ def progress_line(event: Event) -> str | None:
                 f" - {_clip(event.note, 90)}" if event.note else "")
         case RunFinished():
             return f"finished: {event.reason.replace('_', ' ')} after {event.iterations} iteration(s)"
+        case BudgetReached():
+            return f"  {event.scope} budget ({event.budget}) reached: call {event.call_id} not sent"
         case RunFailed():
             return f"failed: {event.reason}"
     return None
@@ -120,20 +123,36 @@ def waiting_lines(run_id: str, iteration: int, point: str) -> list[str]:
     ]
 
 
-def outcome_line(view: RunView) -> str:
+def outcome_line(view: RunView, cost: RunCost | None = None) -> str:
     scores = " -> ".join(map(str, view.scores)) or "none"
     reused = f", {view.reused_tokens} reused" if view.reused_tokens else ""
+    spent = f", cost {cost_text(cost)}" if cost is not None else ""
     return (f"run {view.run_id}: {view.status} ({(view.finish_reason or '').replace('_', ' ')}), "
-            f"scores {scores}, {view.live_tokens} tokens{reused}")
+            f"scores {scores}, {view.live_tokens} tokens{reused}{spent}")
 
 
-def runs_table(runs: Sequence[RunSummary]) -> str:
+def cost_text(cost: RunCost) -> str:
+    """``$0.0123 spent, $0.0040 saved by reuse``; an unknown price is said, never shown as 0."""
+    saved = f", {cost.saved_text} saved by reuse" if cost.calls_reused else ""
+    return f"{cost.spent_text} spent{saved}"
+
+
+def _usd_cell(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:,.4f}"
+
+
+def runs_table(runs: Sequence[RunSummary], costs: dict[str, RunCost] | None = None) -> str:
+    costs = costs or {}
     rows = [
         (r.run_id, _clip(r.task, 48), r.pipeline, r.status, r.score if r.score is not None else "-",
-         r.iterations, r.tokens, _when(r.created_at), r.parent_run_id or "")
+         r.iterations, r.tokens,
+         _usd_cell(costs[r.run_id].spent_usd) if r.run_id in costs else "-",
+         _usd_cell(costs[r.run_id].saved_usd) if r.run_id in costs else "-",
+         _when(r.created_at), r.parent_run_id or "")
         for r in runs
     ]
-    return _table(("ID", "TASK", "PIPELINE", "STATUS", "SCORE", "ITER", "TOKENS", "STARTED", "PARENT"), rows)
+    return _table(("ID", "TASK", "PIPELINE", "STATUS", "SCORE", "ITER", "TOKENS", "COST", "SAVED", "STARTED",
+                   "PARENT"), rows)
 
 
 def _header(view: RunView) -> list[str]:
@@ -154,8 +173,23 @@ def _header(view: RunView) -> list[str]:
     return lines
 
 
-def show(summary: RunSummary, view: RunView) -> str:
-    lines = _header(view) + [f"started   {_when(summary.created_at)}", "", "events"]
+def _budget_lines(view: RunView, cost: RunCost | None) -> list[str]:
+    lines = []
+    if cost is not None:
+        lines.append(f"cost      {cost_text(cost)}")
+    limits = [f"${view.budget_usd:,.4f}" if view.budget_usd is not None else "",
+              f"{view.budget_tokens:,} tokens" if view.budget_tokens is not None else ""]
+    if any(limits):
+        lines.append("budget    " + ", ".join(x for x in limits if x))
+    if view.sample > 1:
+        lines.append(f"sample    {view.sample}")
+    if view.sweep_id:
+        lines.append(f"sweep     {view.sweep_id} (variant {view.sweep_variant})")
+    return lines
+
+
+def show(summary: RunSummary, view: RunView, cost: RunCost | None = None) -> str:
+    lines = _header(view) + _budget_lines(view, cost) + [f"started   {_when(summary.created_at)}", "", "events"]
     rows = [(t.seq, time.strftime("%H:%M:%S", time.localtime(t.recorded_at)), t.type, t.step, t.agent,
              _clip(t.detail, 70)) for t in view.timeline]
     lines.append(_table(("SEQ", "TIME", "TYPE", "STEP", "AGENT", "DETAIL"), rows))
@@ -165,8 +199,8 @@ def show(summary: RunSummary, view: RunView) -> str:
     return "\n".join(lines)
 
 
-def replay(view: RunView) -> str:
-    lines = _header(view) + ["", "timeline"]
+def replay(view: RunView, cost: RunCost | None = None) -> str:
+    lines = _header(view) + _budget_lines(view, cost) + ["", "timeline"]
     rows = []
     for c in view.calls:
         if c.status == "reused" and c.reused_from:
@@ -250,3 +284,72 @@ def stored_to_builtins(stored: StoredEvent) -> dict:
     type_name, version, data = encode(stored.event)
     return {"run_id": stored.run_id, "seq": stored.seq, "type": type_name, "version": version,
             "recorded_at": stored.recorded_at, "data": json.loads(data)}
+
+
+# --- sweeps ---------------------------------------------------------------------------
+
+
+def _num(value: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+SWEEP_COLUMNS = ("variant", "runs", "finished", "failed", "mean_score", "sd_score", "min_score", "max_score",
+                 "mean_delta", "approval_rate", "mean_iterations", "tokens_spent", "tokens_reused", "cost_usd",
+                 "saved_usd", "mean_latency_s", "calls_made", "calls_reused")
+
+
+def sweep_comparison(c) -> str:  # noqa: ANN001 - a replay.compare.Comparison
+    """The comparison of a sweep: per variant, then the runs on which variants disagree."""
+    spec = c.spec
+    what = f"{len(spec.runs)} run(s) branched at {spec.at}" if spec.runs else f"{len(spec.tasks)} fresh task(s)"
+    lines = [f"sweep {c.sweep_id}: {what} x {len(spec.variants)} variant(s) x {spec.samples} sample(s) "
+             f"= {c.expected} runs ({len(c.members)} recorded)", f"note: {c.paired}", ""]
+    rows = [(v.variant, v.runs, f"{v.mean_score:.2f} ± {v.sd_score:.2f}" if v.mean_score is not None else "-",
+             f"{v.min_score}-{v.max_score}" if v.min_score is not None else "-", _num(v.mean_delta, "{:+.2f}"),
+             _pct(v.approval_rate), _num(v.mean_iterations, "{:.1f}"), v.tokens_spent, v.tokens_reused,
+             _usd_cell(v.cost_usd), _usd_cell(v.saved_usd), _num(v.mean_latency_s, "{:.2f}s"),
+             f"{v.failed}" if v.failed else "")
+            for v in c.variants]
+    lines.append(_table(("VARIANT", "RUNS", "SCORE (MEAN ± SD)", "RANGE", "Δ VS PARENT", "APPROVED", "ITER",
+                         "TOKENS", "REUSED", "COST", "SAVED", "LATENCY", "FAILED"), rows))
+    unpriced = sorted({u for v in c.variants for u in v.unpriced})
+    if unpriced:
+        lines.append(f"(cost unknown: no price for {', '.join(unpriced)}; add it to the config file's [prices])")
+    labels = [v.label for v in spec.variants]
+    lines += ["", f"where variants disagree: {len(c.disagreements)} of "
+              f"{len({(m.source, m.sample) for m in c.members})} run(s)"]
+    if c.disagreements:
+        drows = []
+        for d in c.disagreements:
+            cells = [("-" if d.scores.get(label) is None else str(d.scores[label]))
+                     + (" ✓" if d.approved.get(label) else "") for label in labels]
+            drows.append((d.source, d.sample, "-" if d.parent_score is None else d.parent_score, *cells))
+        lines.append(_table(("RUN", "SAMPLE", "PARENT", *labels), drows))
+        lines.append("(✓ approved)")
+    failed = [m for m in c.members if m.status != "finished"]
+    for m in failed:
+        lines.append(f"run {m.run_id} ({m.variant}, from {m.source}): {m.status}"
+                     + (f": {m.failure}" if m.failure else ""))
+    return "\n".join(lines)
+
+
+def sweep_csv(c) -> str:  # noqa: ANN001 - a replay.compare.Comparison
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("sweep_id", *SWEEP_COLUMNS))
+    for v in c.variants:
+        writer.writerow((c.sweep_id, *("" if getattr(v, k) is None else getattr(v, k) for k in SWEEP_COLUMNS)))
+    return out.getvalue()
+
+
+def sweeps_table(infos) -> str:  # noqa: ANN001 - replay.sweep.SweepInfo
+    rows = [(i.sweep_id, _when(i.created_at), i.at or "(fresh)", i.sources, _clip(", ".join(i.variants), 50),
+             i.samples, f"{i.members}/{i.expected}", i.finished, i.failed) for i in infos]
+    return _table(("SWEEP", "STARTED", "AT", "RUNS", "VARIANTS", "SAMPLES", "MEMBERS", "FINISHED", "FAILED"), rows)

@@ -3,6 +3,7 @@
 from .agent import AgentActor
 from .errors import AgentDied, RunAborted, RunStopped
 from .live import LiveAnswer, Piece, Watcher
+from .budget import Budget, SharedBudget, Spending, validate_budget
 from .orchestrator import Orchestrator
 from .runtime import (
     DEFAULT_MAX_ITERATIONS,
@@ -19,7 +20,8 @@ from .runtime import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_ITERATIONS", "DEFAULT_TEMPERATURES", "DEFAULT_THRESHOLD", "AgentActor", "AgentDied", "LiveAnswer",
-    "Orchestrator", "Piece", "RunAborted", "RunHandle", "RunStopped", "Watcher", "agent_configs", "drive",
-    "new_run_id", "resolve_tools", "run", "start_run", "validate_run_settings",
+    "DEFAULT_MAX_ITERATIONS", "DEFAULT_TEMPERATURES", "DEFAULT_THRESHOLD", "AgentActor", "AgentDied", "Budget",
+    "LiveAnswer", "Orchestrator", "Piece", "RunAborted", "RunHandle", "RunStopped", "SharedBudget", "Spending",
+    "Watcher", "agent_configs", "drive", "new_run_id", "resolve_tools", "run", "start_run", "validate_budget",
+    "validate_run_settings",
 ]

@@ -40,6 +40,7 @@ from agentlog.pipelines import CallModel, InvokeTool, Pipeline, Record, fold
 from agentlog.store import LeaseLost, SQLiteStore, StoredEvent
 from agentlog.tools import ToolNotRegistered, ToolRegistry, default_registry
 
+from .budget import Budget
 from .errors import AgentDied, RunStopped
 from .lease import HeldLease
 from .live import LiveAnswer, Watcher
@@ -65,6 +66,7 @@ class Orchestrator(pykka.ThreadingActor):
         tools: ToolRegistry | None = None,
         lease: HeldLease | None = None,
         watcher: Watcher | None = None,
+        budget: Budget | None = None,
     ):
         super().__init__()
         self.lease = lease
@@ -79,6 +81,7 @@ class Orchestrator(pykka.ThreadingActor):
         self.pending: list[Event] = []  # folded, not yet in the log
         self.tools_in_flight: set[tuple[str, str]] = set()
         self._ancestor_results: dict[tuple[str, str], tuple[CallRef, ToolReturned]] | None = None
+        self.budget = budget if budget is not None else Budget()
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -99,6 +102,8 @@ class Orchestrator(pykka.ThreadingActor):
         stored = self.store.read(self.run_id)
         self.seq = stored[-1].seq if stored else 0
         self.state = fold(self.pipeline, (s.event for s in stored))
+        for s in stored:
+            self.budget.load(s.event)
         self.lineage = self.store.lineage(self.run_id)
         self._advance()
 
@@ -210,7 +215,7 @@ class Orchestrator(pykka.ThreadingActor):
 
     def _call(self, command: CallModel) -> bool:
         """Log the intent, then reuse a recorded answer or hand the call to its agent."""
-        if command.call_id in self.in_flight:
+        if command.call_id in self.in_flight or self.state.done:
             return False
         digest = request_hash(command.request)
         if command.call_id not in self.state.calls:
@@ -228,6 +233,10 @@ class Orchestrator(pykka.ThreadingActor):
                     latency_ms=0.0, model=answer.model, reused_from=origin,
                 )])
                 return True
+        stop = self.budget.stop(command.call_id, command.step)  # checked before the request is sent
+        if stop is not None:
+            self._append(stop)
+            return True
         agent = self.agents.get(command.agent)
         if agent is None:
             raise KeyError(f"run {self.run_id} has no agent {command.agent!r}")
@@ -302,6 +311,7 @@ class Orchestrator(pykka.ThreadingActor):
         """Fold ``events`` now; they reach the log at the next ``_flush``."""
         for event in events:
             self.state = self.pipeline.evolve(self.state, event)
+            self.budget.observe(event)
         self.pending.extend(events)
 
     def _flush(self) -> None:

@@ -9,13 +9,14 @@ from typing import Any, Literal
 
 import pykka
 
-from agentlog.events import AgentConfig, RunStarted
+from agentlog.events import AgentConfig, Event, RunStarted
 from agentlog.models import Gateway, ModelLike, named_models, parse_model
 from agentlog.pipelines import get_pipeline
 from agentlog.store import Lease, RunSummary, SQLiteStore
 from agentlog.tools import Tool, ToolRegistry, default_registry
 
 from .agent import AgentActor
+from .budget import Budget, validate_budget
 from .lease import HeldLease, acquire
 from .lease import lease_seconds as lease_ttl
 from .live import Watcher
@@ -104,10 +105,12 @@ def drive(
     store: SQLiteStore, run_id: str, *, gateway: Gateway | None = None, observer: Observer | None = None,
     reuse: bool = True, tools: ToolRegistry | None = None, lease: Lease | None = None,
     lease_seconds: float | None = None, watcher: Watcher | None = None, models: Models = None,
+    budget: Budget | None = None,
 ) -> RunHandle:
     """Start the actors of an existing run; they continue from its last event.
 
-    ``tools`` holds the callables of the tools the run offers (default: ``default_registry``).
+    ``tools`` holds the callables of the tools the run offers (default: ``default_registry``);
+    ``budget`` checks the run's spending limits (default: by the default price table).
     The process drives the run under its lease (``lease``, or one acquired here: raises
     ``LeaseHeld`` while another process drives it), renewed by heartbeat every third of
     ``lease_seconds`` (default: ``$AGENTLOG_LEASE_SECONDS``, else 30) and released when the run ends.
@@ -131,7 +134,7 @@ def drive(
         agents = {name: AgentActor.start(name, gateway) for name in (started.agents or pipeline.roles)}
         done: pykka.Future = pykka.ThreadingFuture()
         orchestrator = Orchestrator.start(store, run_id, pipeline, agents, done, observer=observer, reuse=reuse,
-                                          tools=tools, lease=held, watcher=watcher)
+                                          tools=tools, lease=held, watcher=watcher, budget=budget)
     except BaseException:
         held.release()
         raise
@@ -156,6 +159,8 @@ def start_run(
     approval: Literal["never", "final", "each-review"] = "never",
     lease_seconds: float | None = None,
     watcher: Watcher | None = None,
+    budget: Budget | None = None,
+    extra_events: Sequence[Event] = (),
     **options: Any,
 ) -> RunHandle:
     """Record a new run's ``RunStarted`` and start driving it.
@@ -166,7 +171,9 @@ def start_run(
     or ``never``); a run that reaches such a point is left waiting. ``tools`` maps an agent to
     the tools it is offered: names in ``registry`` (default: ``default_registry``) or ``Tool``
     objects, which are added to the run's registry. ``models`` are in-process models (see
-    ``drive``); given one model and no ``agents``, every agent uses it.
+    ``drive``); given one model and no ``agents``, every agent uses it. ``options`` are further
+    ``RunStarted`` fields (``budget_usd``, ``budget_tokens``, ``sample``); ``extra_events`` are
+    appended with ``RunStarted``, in the same transaction.
     """
     if agents is None:
         named = named_models(models)
@@ -175,6 +182,7 @@ def start_run(
         agents = agent_configs(next(iter(named)))
     validate_run_settings(task, max_iterations, threshold)
     lease_ttl(lease_seconds)
+    validate_budget(options.get("budget_usd"), options.get("budget_tokens"), options.get("sample"))
     get_pipeline(pipeline)
     if research not in ("single", "parallel"):
         raise ValueError(f"research is 'single' or 'parallel', not {research!r}")
@@ -189,9 +197,9 @@ def start_run(
     run_id = run_id or new_run_id()
     store.append(run_id, [RunStarted(task=task, pipeline=pipeline, agents=agents, max_iterations=max_iterations,
                                      threshold=threshold, research=research, tools=specs, approval=approval,
-                                     **options)], 0)
+                                     **options), *extra_events], 0)
     return drive(store, run_id, gateway=gateway, observer=observer, tools=registry, lease_seconds=lease_seconds,
-                 watcher=watcher, models=models)
+                 watcher=watcher, models=models, budget=budget)
 
 
 def resolve_tools(

@@ -85,6 +85,12 @@ class RunStarted(Event, frozen=True):
     tools: dict[str, list[ToolSpec]] = {}
     # Where a person decides on the draft: never, before the run finishes, or after each review.
     approval: Literal["never", "final", "each-review"] = "never"
+    # Spending limits of the run, checked before each request is sent (None: no limit).
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    # Which fresh sample of the same requests this run is: sample k > 1 is recorded in every
+    # request (so its hash differs from sample 1's, whose requests are as they always were).
+    sample: int = 1
 
 
 class RunForked(Event, frozen=True):
@@ -120,6 +126,9 @@ class SettingsChanged(Event, frozen=True):
     max_iterations: int | None = None
     threshold: int | None = None
     approval: Literal["never", "final", "each-review"] | None = None
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    sample: int | None = None
 
 
 class RunFinished(Event, frozen=True):
@@ -133,6 +142,55 @@ class RunFailed(Event, frozen=True):
     step: str | None = None
     # True when the cause was transient (rate limits, outages): resume tries again.
     retryable: bool = False
+
+
+class BudgetReached(Event, frozen=True):
+    """The run's spend reached a budget, so call ``call_id`` was not sent; a ``RunFailed`` follows.
+
+    ``budget`` is ``usd`` or ``tokens``; ``scope`` is ``run`` (the run's own budget) or
+    ``sweep`` (a sweep's budget, shared by its runs). Resuming with a higher budget sends it.
+    """
+
+    budget: str
+    limit: float
+    spent: float
+    call_id: str
+    scope: str = "run"
+
+
+class SweepVariant(msgspec.Struct, frozen=True, kw_only=True):
+    """One arm of a sweep: the overrides its runs get, and the label it is shown by."""
+
+    label: str
+    models: dict[str, str] = {}
+    temperatures: dict[str, float] = {}
+    max_iterations: int | None = None
+    threshold: int | None = None
+
+
+class SweepSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What a sweep runs: recorded runs branched at ``at`` (or fresh ``tasks``), per variant
+    and sample. Its canonical hash is the sweep's id, so running it again finds its runs."""
+
+    runs: list[str] = []
+    tasks: list[str] = []
+    base_model: str = ""  # fresh tasks: the model of every agent a variant does not set
+    at: str = ""
+    variants: list[SweepVariant]
+    samples: int = 1
+
+
+class SweepMember(Event, frozen=True):
+    """This run is a member of sweep ``sweep_id``: ``variant`` of ``parent_run_id`` (a fork) or of
+    task ``task_index`` of the spec (a fresh run), sample ``sample``. Written in the same batch
+    as the run's first events, so a sweep is a fold of its members' events: no table of its own."""
+
+    sweep_id: str
+    spec: SweepSpec
+    variant: str
+    sample: int = 1
+    parent_run_id: str | None = None
+    task_index: int | None = None
 
 
 # --- model calls -------------------------------------------------------------------
@@ -281,6 +339,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SettingsChanged,
         RunFinished,
         RunFailed,
+        BudgetReached,
+        SweepMember,
         LLMCallRequested,
         LLMCallAnswered,
         LLMCallFailed,

@@ -13,13 +13,15 @@ from .inprocess import (
     named_models,
 )
 from .offline import LABEL as OFFLINE_LABEL
+from .prices import DEFAULT_PRICES, DEFAULT_PRICES_DATE, Price, PriceTable, format_usd
 from .spec import ModelNameError, ModelSpec, parse_model
 from .scripted import ScriptedModel, UnscriptedCall
 from .types import AttemptFailure, CallFailed, Completion, Delta, ModelNotConfigured
 
 __all__ = [
-    "NO_MODEL_HINT", "OFFLINE_LABEL", "AttemptFailure", "CallContext", "CallFailed", "Completion", "Delta", "Endpoint",
-    "FunctionModel", "Gateway", "Model", "ModelLike", "ModelNameError", "ModelNotConfigured", "ModelRequest",
-    "ModelSpec", "ModelUnavailable", "RetryPolicy", "ScriptedModel", "UnscriptedCall", "classify", "model_name",
-    "named_models", "parse_model",
+    "DEFAULT_PRICES", "DEFAULT_PRICES_DATE", "NO_MODEL_HINT", "OFFLINE_LABEL", "AttemptFailure", "CallContext",
+    "CallFailed", "Completion", "Delta", "Endpoint", "FunctionModel", "Gateway", "Model", "ModelLike",
+    "ModelNameError", "ModelNotConfigured", "ModelRequest", "ModelSpec", "ModelUnavailable", "Price", "PriceTable",
+    "RetryPolicy", "ScriptedModel", "UnscriptedCall", "classify", "format_usd", "model_name", "named_models",
+    "parse_model",
 ]

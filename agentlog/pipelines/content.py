@@ -87,7 +87,7 @@ class ContentState:
     __slots__ = (
         "pipeline", "task", "agents", "max_iterations", "threshold", "findings", "drafts",
         "reviews", "calls", "step_calls", "finished", "failed", "source_run", "research", "research_parts",
-        "tools", "approval", "asked", "decided",
+        "tools", "approval", "asked", "decided", "sample",
     )
 
     def __init__(self) -> None:
@@ -110,6 +110,7 @@ class ContentState:
         self.approval = "never"
         self.asked: dict[int, str] = {}  # draft iteration -> approval point ("final" or "review")
         self.decided: dict[int, ApprovalDecided] = {}  # draft iteration -> the person's decision
+        self.sample = 1
 
     @property
     def done(self) -> bool:
@@ -144,6 +145,7 @@ class ContentPipeline:
                 state.source_run = event.parent_run_id
                 state.research, state.tools = event.research, dict(event.tools)
                 state.approval = event.approval
+                state.sample = event.sample
             case LLMCallRequested():
                 state.calls[event.call_id] = Call(event)
                 state.step_calls.setdefault(event.step, []).append(event.call_id)
@@ -178,6 +180,8 @@ class ContentPipeline:
                     state.threshold = event.threshold
                 if event.approval is not None:
                     state.approval = event.approval
+                if event.sample is not None:
+                    state.sample = event.sample
             case ApprovalRequested():
                 state.asked[event.iteration] = event.point
             case ApprovalDecided():
@@ -372,6 +376,8 @@ class ContentPipeline:
             request["max_tokens"] = config.max_tokens
         if state.tools.get(agent):
             request["tools"] = prompts.tools_param(state.tools[agent])
+        if state.sample > 1:  # a fresh sample is another request; sample 1 hashes as requests always did
+            request["sample"] = state.sample
         call_id = f"{step}/{attempt}" if round == 0 else f"{step}/{attempt}.{round}"
         return CallModel(call_id=call_id, agent=agent, step=step, attempt=attempt, request=request, round=round)
 

@@ -2,10 +2,12 @@
 
 from .approval import NotWaiting, Waiting, decide_run, waiting
 from .continuation import APPROVALS, Overrides, ReplayError, fork, resume, start_rereview
+from .cost import RunCost, run_cost
 from .verify import Divergence, VerifyResult, verify
 from .view import RunView, ToolView, build_view
 
 __all__ = [
-    "APPROVALS", "Divergence", "NotWaiting", "Overrides", "ReplayError", "RunView", "ToolView", "VerifyResult",
-    "Waiting", "build_view", "decide_run", "fork", "resume", "start_rereview", "verify", "waiting",
+    "APPROVALS", "Divergence", "NotWaiting", "Overrides", "ReplayError", "RunCost", "RunView", "ToolView",
+    "VerifyResult", "Waiting", "build_view", "decide_run", "fork", "resume", "run_cost", "start_rereview", "verify",
+    "waiting",
 ]

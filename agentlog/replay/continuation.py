@@ -12,7 +12,7 @@ from typing import Literal
 
 import msgspec
 
-from agentlog.actors import RunHandle, Watcher, drive, new_run_id, validate_run_settings
+from agentlog.actors import Budget, RunHandle, Watcher, drive, new_run_id, validate_budget, validate_run_settings
 from agentlog.actors.lease import acquire, lease_seconds as lease_ttl
 from agentlog.actors.runtime import Models
 from agentlog.actors.orchestrator import Observer
@@ -47,6 +47,9 @@ class Overrides(msgspec.Struct, frozen=True, kw_only=True):
     max_iterations: int | None = None
     threshold: int | None = None
     approval: Literal["never", "final", "each-review"] | None = None
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    sample: int | None = None
 
     def events(self, agents: Mapping[str, AgentConfig]) -> list[Event]:
         """The events that apply these overrides to a run whose agents are ``agents``."""
@@ -57,6 +60,10 @@ class Overrides(msgspec.Struct, frozen=True, kw_only=True):
             if not 0.0 <= t <= 2.0:
                 raise ReplayError(f"temperature for {agent} must be between 0 and 2, not {t}")
         validate_run_settings(None, self.max_iterations, self.threshold)
+        try:
+            validate_budget(self.budget_usd, self.budget_tokens, self.sample)
+        except ValueError as exc:
+            raise ReplayError(str(exc)) from None
         events: list[Event] = [
             AgentReconfigured(agent=agent, model=self.models.get(agent), temperature=self.temperatures.get(agent))
             for agent in agents
@@ -64,9 +71,10 @@ class Overrides(msgspec.Struct, frozen=True, kw_only=True):
         ]
         if self.approval is not None and self.approval not in APPROVALS:
             raise ReplayError(f"approval is one of {', '.join(APPROVALS)}, not {self.approval!r}")
-        if self.max_iterations is not None or self.threshold is not None or self.approval is not None:
-            events.append(SettingsChanged(max_iterations=self.max_iterations, threshold=self.threshold,
-                                          approval=self.approval))
+        settings = {k: getattr(self, k) for k in ("max_iterations", "threshold", "approval", "budget_usd",
+                                                  "budget_tokens", "sample") if getattr(self, k) is not None}
+        if settings:
+            events.append(SettingsChanged(**settings))
         return events
 
 
@@ -86,7 +94,7 @@ def _agents_now(events: Sequence[Event]) -> dict[str, AgentConfig]:
 def resume(
     store: SQLiteStore, run_id: str, *, overrides: Overrides = Overrides(), gateway: Gateway | None = None,
     observer: Observer | None = None, tools: ToolRegistry | None = None, lease_seconds: float | None = None,
-    watcher: Watcher | None = None, models: Models = None,
+    watcher: Watcher | None = None, models: Models = None, budget: Budget | None = None,
 ) -> RunHandle:
     """Continue an unfinished (or failed) run from its last event.
 
@@ -117,16 +125,19 @@ def resume(
         store.release_lease(lease)
         raise
     return drive(store, run_id, gateway=gateway, observer=observer, tools=tools, lease=lease, lease_seconds=ttl,
-                 watcher=watcher, models=models)
+                 watcher=watcher, models=models, budget=budget)
 
 
 def fork(
     store: SQLiteStore, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
     gateway: Gateway | None = None, observer: Observer | None = None, tools: ToolRegistry | None = None,
     lease_seconds: float | None = None,
-    watcher: Watcher | None = None, models: Models = None,
+    watcher: Watcher | None = None, models: Models = None, budget: Budget | None = None,
+    extra_events: Sequence[Event] = (),
 ) -> RunHandle:
     """A new run whose first ``at_seq`` events are run ``run_id``'s, then the overrides, then live.
+
+    ``extra_events`` (a sweep's membership) go in the same transaction as the copy.
 
     Tool results come from the copied events; a tool call the fork makes that an ancestor
     already made with the same arguments reuses the ancestor's result (the tool does not run).
@@ -137,10 +148,11 @@ def fork(
         raise ReplayError(f"--at must be an event of run {run_id}: 1 to {last}, not {at_seq}")
     copied = store.events(run_id, 0, at_seq)
     new_id = new_run_id()
-    batch = [*copied, RunForked(parent_run_id=run_id, parent_seq=at_seq), *overrides.events(_agents_now(copied))]
+    batch = [*copied, RunForked(parent_run_id=run_id, parent_seq=at_seq), *overrides.events(_agents_now(copied)),
+             *extra_events]
     store.append(new_id, batch, 0)
     return drive(store, new_id, gateway=gateway, observer=observer, tools=tools, lease_seconds=lease_seconds,
-                 watcher=watcher, models=models)
+                 watcher=watcher, models=models, budget=budget)
 
 
 def start_rereview(

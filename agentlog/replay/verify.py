@@ -3,7 +3,8 @@
 The recorded events are folded one by one; before each event that a decider produces
 (a call's intent, an outcome, the run's end), today's ``decide`` is asked what it would
 do in that state. The first recorded decision it would not make is reported. Inputs
-from outside the decider (answers, failures, overrides, a person's decisions) are folded as recorded.
+from outside the decider (answers, failures, overrides, a person's decisions, a budget that
+stopped the run and the failure it recorded) are folded as recorded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import msgspec
 
 from agentlog.events import (
     ApprovalRequested,
+    BudgetReached,
     DraftReady,
     Event,
     FindingsReady,
@@ -88,15 +90,17 @@ def verify(run_id: str, stored: list[StoredEvent], pipeline: Pipeline | None = N
         pipeline = get_pipeline(first.pipeline if isinstance(first, RunStarted) else "content")
     state = pipeline.initial_state()
     checked = 0
-    copying = False
+    copying = stopped = False
     for s in stored:
         event = s.event
+        # The orchestrator, not the decider, stops a run at its budget.
+        budget_stop, stopped = stopped and isinstance(event, RunFailed), isinstance(event, BudgetReached)
         # A re-review's findings and drafts were copied in, decided by another run.
         if isinstance(event, RunStarted):
             copying = event.parent_run_id is not None
         elif copying and not isinstance(event, (FindingsReady, DraftReady)):
             copying = False
-        if isinstance(event, DECISIONS) and not copying:
+        if isinstance(event, DECISIONS) and not copying and not budget_stop:
             expected = _expected(pipeline, state)
             checked += 1
             if not any(_same(event, x) for x in expected):

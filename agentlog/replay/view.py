@@ -16,6 +16,7 @@ from agentlog.events import (
     AgentReconfigured,
     ApprovalDecided,
     ApprovalRequested,
+    BudgetReached,
     CallRef,
     DraftReady,
     Findings,
@@ -33,6 +34,7 @@ from agentlog.events import (
     RunResumed,
     RunStarted,
     SettingsChanged,
+    SweepMember,
     ToolInvoked,
     ToolReturned,
     apply_reconfiguration,
@@ -148,6 +150,11 @@ class RunView(msgspec.Struct, kw_only=True):
     last_seq: int = 0
     live_tokens: int = 0
     reused_tokens: int = 0
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    sample: int = 1
+    sweep_id: str | None = None  # the sweep this run is a member of, and as which variant
+    sweep_variant: str | None = None
 
     @property
     def final_draft(self) -> str | None:
@@ -182,6 +189,7 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 view.max_iterations, view.threshold = e.max_iterations, e.threshold
                 view.parent_run_id = e.parent_run_id or view.parent_run_id
                 view.research, view.approval = e.research, e.approval
+                view.budget_usd, view.budget_tokens, view.sample = e.budget_usd, e.budget_tokens, e.sample
                 row.detail = f"{e.pipeline}: {e.task}" + (" (parallel research)" if e.research == "parallel" else "")
                 models = ", ".join(f"{name}: {c.model}" for name, c in e.agents.items())
                 row.description, row.link_run = f"{e.pipeline}: {e.task} [{models}]", e.parent_run_id
@@ -211,7 +219,14 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                     view.threshold = e.threshold
                 if e.approval is not None:
                     view.approval = e.approval
-                row.description = _assignments(e, ("max_iterations", "threshold", "approval"))
+                if e.budget_usd is not None:
+                    view.budget_usd = e.budget_usd
+                if e.budget_tokens is not None:
+                    view.budget_tokens = e.budget_tokens
+                if e.sample is not None:
+                    view.sample = e.sample
+                row.description = _assignments(e, ("max_iterations", "threshold", "approval", "budget_usd",
+                                                   "budget_tokens", "sample"))
                 row.detail = row.description
             case LLMCallRequested():
                 call = CallView(seq=s.seq, call_id=e.call_id, step=e.step, agent=e.agent,
@@ -318,6 +333,14 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 row.detail = f"{e.reason} after {e.iterations} iteration(s)" + (f", score {e.score}" if e.score else "")
                 row.description = f"{e.reason.replace('_', ' ')}, {e.iterations} iteration(s)" + (
                     f", score {e.score}" if e.score is not None else "")
+            case BudgetReached():
+                spent = f"${e.spent:,.4f} of ${e.limit:,.4f}" if e.budget == "usd" else \
+                    f"{e.spent:,.0f} of {e.limit:,.0f} tokens"
+                row.detail = f"{e.scope} budget reached ({spent}); call {e.call_id} not sent"
+            case SweepMember():
+                view.sweep_id, view.sweep_variant, view.sample = e.sweep_id, e.variant, e.sample
+                row.detail = f"member of sweep {e.sweep_id}: variant {e.variant}, sample {e.sample}"
+                row.link_run = e.parent_run_id
             case RunFailed():
                 view.status, view.failure, view.ended = "failed", e.reason, e
                 row.step, row.detail = e.step or "", e.reason

@@ -288,6 +288,8 @@ class AsyncSQLiteStore:
                 return []
             raise
         return [PartialAnswer.from_row(r) for r in rows]
+    async def events_of_type(self, type_name: str) -> list[StoredEvent]:
+        return await self._decode(await self._fetch(schema.EVENTS_OF_TYPE, (type_name,)))
 
     async def close(self) -> None:
         await self._db.close()

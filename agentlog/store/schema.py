@@ -212,6 +212,11 @@ PARTIAL_COLUMNS = "run_id, call_id, agent, attempt, text, pieces, started_at, up
 UPSERT_PARTIAL = f"INSERT OR REPLACE INTO partial_answers ({PARTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 DELETE_PARTIAL = "DELETE FROM partial_answers WHERE run_id = ? AND call_id = ?"
 SELECT_PARTIALS = f"SELECT {PARTIAL_COLUMNS} FROM partial_answers WHERE run_id = ? ORDER BY started_at, call_id"
+# Events of one type in every run (a sweep's members); a scan, for rare lookups. Rows of
+# a shared prefix are the parent's, so a fork never lists its parent's events as its own.
+EVENTS_OF_TYPE = (
+    "SELECT run_id, seq, type, version, recorded_at, data FROM events WHERE type = ? ORDER BY recorded_at, run_id"
+)
 # ``request_hash`` is filled for answers only; the partial index holds just those rows.
 # An answer in a shared prefix is found in every run that shares it, as a copy would be.
 ANSWERS_BY_HASH = """

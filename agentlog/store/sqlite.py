@@ -577,6 +577,12 @@ class SQLiteStore:
             rows = self._db.execute(schema.ANSWERS_BY_HASH, (request_hash,)).fetchall()
             return [StoredEvent.from_row(r, self._blobs) for r in rows]
 
+    def events_of_type(self, type_name: str) -> list[StoredEvent]:
+        """Every stored event of type ``type_name``, in any run, oldest first."""
+        with self._lock, translate_errors(self.path):
+            rows = self._db.execute(schema.EVENTS_OF_TYPE, (type_name,)).fetchall()
+            return [StoredEvent.from_row(r, self._blobs) for r in rows]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentlog.models import Gateway
+from agentlog.models.prices import PriceTable
 from agentlog.replay.approval import default_decider
 from agentlog.store import AmbiguousRunId, AsyncSQLiteStore, RunNotFound, SchemaError
 from agentlog.tools import ToolRegistry
@@ -74,7 +75,7 @@ async def _check_opens(db_path: str) -> None:
 
 def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
                page_size: int = queries.PAGE_SIZE, read_only: bool = False, gateway: Gateway | None = None,
-               tools: ToolRegistry | None = None) -> Starlette:
+               tools: ToolRegistry | None = None, prices: PriceTable | None = None) -> Starlette:
     """The viewer over the agentlog database at ``db_path``, which must exist.
 
     Pages only read. Unless ``read_only``, a waiting run's page offers a person's decisions
@@ -83,6 +84,7 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
 
     ``allowed_hosts`` guards against DNS rebinding: a page elsewhere cannot read the log
     through a name that resolves to 127.0.0.1. Pass ``("*",)`` when serving on other interfaces.
+    ``prices`` prices the tokens runs spent (default: the default price table).
     """
     db_path = str(db_path)
     check_database_file(db_path)
@@ -122,7 +124,7 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
             run_id = await resolve(store, request.path_params["run_id"])
         except (RunNotFound, AmbiguousRunId) as exc:
             return page("Not found", render.error_page(str(exc)), 404)
-        shown = await queries.load_run(store, run_id)
+        shown = await queries.load_run(store, run_id, prices)
         form = ""
         if decisions is not None and shown.view.waiting_for is not None:
             form = render.decision_form(shown, decisions.tokens.make(run_id, shown.view.last_seq),
@@ -149,7 +151,7 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
         store = request.app.state.store
         try:
             after = max(0, int(request.query_params.get("after", "0")))
-            shown = await queries.load_run(store, request.path_params["run_id"])
+            shown = await queries.load_run(store, request.path_params["run_id"], prices)
         except ValueError:
             return JSONResponse({"error": "after must be an event number"}, status_code=400)
         except RunNotFound as exc:
@@ -182,8 +184,19 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
             ids = [await resolve(store, a), await resolve(store, b)]
         except (RunNotFound, AmbiguousRunId) as exc:
             return page("Compare", render.compare_form(a, b, str(exc)), 404)
-        va, vb = [await queries.load_run(store, r) for r in ids]
+        va, vb = [await queries.load_run(store, r, prices) for r in ids]
         return page(f"Compare {ids[0][:8]} and {ids[1][:8]}", render.compare_page(va, vb))
+
+    async def sweeps(request: Request) -> Response:
+        return page("Sweeps", render.sweeps_page(await queries.sweeps(request.app.state.store)))
+
+    async def sweep(request: Request) -> Response:
+        try:
+            comparison = await queries.load_sweep(request.app.state.store, request.path_params["sweep_id"].strip(),
+                                                  prices)
+        except LookupError as exc:
+            return page("Not found", render.error_page(str(exc)), 404)
+        return page(f"Sweep {comparison.sweep_id}", render.sweep_page(comparison))
 
     def static(content: str, media_type: str):
         async def endpoint(request: Request) -> Response:
@@ -200,6 +213,8 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
         *([Route("/runs/{run_id}/decision", decide, methods=["POST"])] if decisions is not None else []),
         Route("/runs/{run_id}/stream", run_stream),
         Route("/compare", compare),
+        Route("/sweeps", sweeps),
+        Route("/sweeps/{sweep_id}", sweep),
         Route("/static/viewer.css", static(assets.CSS, "text/css; charset=utf-8")),
         Route("/static/viewer.js", static(assets.JS, "text/javascript; charset=utf-8")),
         Route("/favicon.ico", static(assets.ICON, "image/svg+xml")),
@@ -250,7 +265,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(db_path: str, host: str = "127.0.0.1", port: int = 8765, *, read_only: bool = False,
-          gateway: Gateway | None = None, tools: ToolRegistry | None = None) -> None:
+          gateway: Gateway | None = None, tools: ToolRegistry | None = None, prices: PriceTable | None = None) -> None:
     """Serve the viewer until Ctrl-C. Binds the loopback interface unless told otherwise.
 
     On any other interface the viewer is read-only: its one write path has no login.
@@ -263,7 +278,8 @@ def serve(db_path: str, host: str = "127.0.0.1", port: int = 8765, *, read_only:
         read_only = True
         print("agentlog viewer: read-only, since it is served beyond this machine (decide from the terminal)",
               flush=True)
-    app = create_app(db_path, allowed_hosts=hosts, read_only=read_only, gateway=gateway, tools=tools)
+    app = create_app(db_path, allowed_hosts=hosts, read_only=read_only, gateway=gateway, tools=tools,
+                     prices=prices)
     # A file that is not an agentlog database fails here, as one StoreError, not in uvicorn's startup.
     asyncio.run(_check_opens(db_path))
     sock = listen(host, port)  # a busy port is one ListenError, not uvicorn's log and exit

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentlog.replay import build_view
+from agentlog.models.prices import PriceTable
+from agentlog.events import SweepMember
+from agentlog.replay import build_view, run_cost
+from agentlog.replay.compare import Comparison, SweepInfo, comparison_from_events, sweep_infos
 from agentlog.store import AsyncSQLiteStore, DamagedEvent, RunNotFound, RunSummary
 
 from .views import RunPage
@@ -34,16 +37,39 @@ async def runs_page(store: AsyncSQLiteStore, *, status: str, text: str, page: in
     return RunsPage(runs, total, page, pages, status, text)
 
 
-async def load_run(store: AsyncSQLiteStore, run_id: str) -> RunPage:
+async def load_run(store: AsyncSQLiteStore, run_id: str, prices: PriceTable | None = None) -> RunPage:
     """The run folded for display. The summary is read first, so the events are never behind it.
 
     A damaged event ends what can be shown: the events before it, and the damage itself."""
     summary = await store.get_run(run_id)
     try:
-        return RunPage(summary, build_view(run_id, await store.read(run_id)))
-    except DamagedEvent as damage:
-        readable = await store.read(run_id, upto=damage.seq - 1)
-        return RunPage(summary, build_view(run_id, readable), damage)
+        stored = await store.read(run_id)
+        damage = None
+    except DamagedEvent as exc:
+        stored, damage = await store.read(run_id, upto=exc.seq - 1), exc
+    return RunPage(summary, build_view(run_id, stored), damage=damage,
+                   cost=run_cost((s.event for s in stored), prices))
+
+
+async def sweeps(store: AsyncSQLiteStore) -> list[SweepInfo]:
+    joined = await store.events_of_type("SweepMember")
+    return sweep_infos(joined, {s.run_id: (await store.get_run(s.run_id)).status for s in joined})
+
+
+async def load_sweep(store: AsyncSQLiteStore, prefix: str, prices: PriceTable | None = None) -> Comparison:
+    """A sweep's comparison from its members' events; ``LookupError`` if ``prefix`` names no one sweep."""
+    joined = [s for s in await store.events_of_type("SweepMember") if isinstance(s.event, SweepMember)]
+    ids = sorted({s.event.sweep_id for s in joined if s.event.sweep_id.startswith(prefix)})  # type: ignore[attr-defined]
+    if not prefix or len(ids) != 1:
+        raise LookupError(f"no sweep {prefix!r} in this log" if not ids else f"sweep id {prefix!r} is ambiguous")
+    streams = {}
+    for s in joined:
+        if s.event.sweep_id != ids[0]:  # type: ignore[attr-defined]
+            continue
+        for run_id in (s.run_id, s.event.parent_run_id):  # type: ignore[attr-defined]
+            if run_id and run_id not in streams:
+                streams[run_id] = await store.read(run_id)
+    return comparison_from_events(ids[0], joined, streams, prices)
 
 
 async def ancestors(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:

@@ -56,7 +56,7 @@ def layout(title: str, body: str, db_path: str) -> str:
 <script src="/static/viewer.js" defer></script>
 </head><body>
 <header class="top"><a class="brand" href="/">agentlog</a>
-<nav><a href="/">Runs</a> &nbsp; <a href="/compare">Compare</a></nav>
+<nav><a href="/">Runs</a> &nbsp; <a href="/sweeps">Sweeps</a> &nbsp; <a href="/compare">Compare</a></nav>
 <span class="db" title="event log">{e(db_path)}</span></header>
 <main>
 {body}
@@ -200,9 +200,11 @@ def summary_items(run: RunPage) -> str:
     items = [("status", badge(s.status)), ("pipeline", e(s.pipeline)), ("score", number(s.score) or "-"),
              ("iterations", str(s.iterations)), ("tokens", number(s.tokens)), ("events", str(s.last_seq)),
              ("started", e(when(s.created_at))), ("updated", e(when(s.updated_at)))]
+    if run.cost is not None:
+        items[5:5] = [("cost", e(run.cost.spent_text)), ("saved by reuse", e(run.cost.saved_text))]
     if run.outcome:
         items.append(("outcome", e(run.outcome)))
-    return "".join(f'<div class="item-{k}"><dt>{k}</dt><dd>{v}</dd></div>' for k, v in items)
+    return "".join(f'<div class="item-{k.replace(" ", "-")}"><dt>{k}</dt><dd>{v}</dd></div>' for k, v in items)
 
 
 def _lineage(run: RunPage, ancestors: list[RunSummary], children: list[RunSummary]) -> str:
@@ -407,3 +409,104 @@ def _changes(run: RunPage) -> str:
 
 def error_page(message: str) -> str:
     return f'<h1>Not found</h1><p class="error">{e(message)}</p><p><a href="/">All runs</a></p>'
+
+
+# --- sweeps --------------------------------------------------------------------------
+
+
+def sweep_url(sweep_id: str) -> str:
+    return "/sweeps/" + quote(sweep_id, safe="")
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:,.4f}"
+
+
+def _fmt(value: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def sweeps_page(infos: list) -> str:
+    rows = "".join(
+        f'<tr class="sweep" data-sweep-id="{e(i.sweep_id)}"><td><a href="{e(sweep_url(i.sweep_id))}"><code>'
+        f'{e(i.sweep_id)}</code></a></td><td class="when">{when(i.created_at)}</td><td>{e(i.at or "fresh tasks")}</td>'
+        f'<td class="num">{i.sources}</td><td>{e(", ".join(i.variants))}</td><td class="num">{i.samples}</td>'
+        f'<td class="num">{i.members}/{i.expected}</td><td class="num">{i.finished}</td><td class="num">{i.failed}</td></tr>'
+        for i in infos) or '<tr><td colspan="9" class="muted empty">No sweeps yet: <code>agentlog sweep RUN... ' \
+        '--at STEP --model AGENT=A,B</code> makes one.</td></tr>'
+    return f"""<h1>Sweeps</h1>
+<table class="sweeps"><thead><tr><th>sweep</th><th>started</th><th>branch point</th><th class="num">runs</th>
+<th>variants</th><th class="num">samples</th><th class="num">members</th><th class="num">finished</th>
+<th class="num">failed</th></tr></thead><tbody>{rows}</tbody></table>"""
+
+
+def sweep_page(c) -> str:  # noqa: ANN001 - agentlog.replay.compare.Comparison
+    from .sweepcharts import cost_vs_score, score_change, score_distribution
+
+    spec = c.spec
+    labels = [v.label for v in spec.variants]
+    what = f"{len(spec.runs)} run(s) branched at {spec.at}" if spec.runs else f"{len(spec.tasks)} fresh task(s)"
+    variant_rows = "".join(
+        f'<tr class="variant" data-variant="{e(v.variant)}"><td>{e(v.variant)}</td><td class="num">{v.runs}</td>'
+        f'<td class="num">{_fmt(v.mean_score)} ± {_fmt(v.sd_score)}</td>'
+        f'<td class="num">{_fmt(v.min_score, "{}")}&ndash;{_fmt(v.max_score, "{}")}</td>'
+        f'<td class="num">{_fmt(v.mean_delta, "{:+.2f}")}</td>'
+        f'<td class="num">{_fmt(None if v.approval_rate is None else v.approval_rate * 100, "{:.0f}%")}</td>'
+        f'<td class="num">{_fmt(v.mean_iterations, "{:.1f}")}</td><td class="num">{number(v.tokens_spent)}</td>'
+        f'<td class="num">{number(v.tokens_reused)}</td><td class="num">{e(_usd(v.cost_usd))}</td>'
+        f'<td class="num">{e(_usd(v.saved_usd))}</td><td class="num">{_fmt(v.mean_latency_s, "{:.2f} s")}</td>'
+        f'<td class="num">{v.failed or ""}</td></tr>' for v in c.variants)
+    unpriced = sorted({u for v in c.variants for u in v.unpriced})
+    unpriced_note = (f'<p class="muted">Cost unknown: no price for {e(", ".join(unpriced))} (add it to the config '
+                     f"file's <code>[prices]</code> table).</p>") if unpriced else ""
+    heads = "".join(f"<th>{e(label)}</th>" for label in labels)
+    disagree = "".join(
+        f'<tr class="disagreement"><td>{run_link(d.source) if spec.runs else e(d.source)}</td>'
+        f'<td class="num">{d.sample}</td><td class="num">{_fmt(d.parent_score, "{}")}</td>'
+        + "".join(f'<td class="num">{_fmt(d.scores.get(label), "{}")}'
+                  f'{" ✓" if d.approved.get(label) else ""}</td>' for label in labels) + "</tr>"
+        for d in c.disagreements) or f'<tr><td colspan="{3 + len(labels)}" class="muted">The variants agree on ' \
+        f'every run.</td></tr>'
+    members = "".join(
+        f'<tr class="member" data-run-id="{e(m.run_id)}"><td>{run_link(m.run_id)}</td><td>{e(m.variant)}</td>'
+        f'<td class="num">{m.sample}</td><td>{run_link(m.parent_run_id) if m.parent_run_id else e(m.source)}</td>'
+        f'<td>{badge(m.status)}</td><td class="num">{_fmt(m.score, "{}")}</td>'
+        f'<td class="num">{_fmt(m.delta, "{:+d}")}</td><td class="num">{number(m.spent_tokens)}</td>'
+        f'<td class="num">{number(m.reused_tokens)}</td><td class="num">{e(_usd(m.spent_usd))}</td></tr>'
+        for m in c.members)
+    index = {label: n for n, label in enumerate(labels)}
+    distribution = score_distribution([(v.variant, [m.score for m in c.members if m.variant == v.variant
+                                                    and m.score is not None]) for v in c.variants])
+    priced = all(m.spent_usd is not None for m in c.members)
+    x_label = "cost spent (USD)" if priced else "tokens spent (a price is unknown)"
+    points = [(index.get(m.variant, 0), m.run_id, float(m.spent_usd if priced else m.spent_tokens), m.score)
+              for m in c.members if m.score is not None]
+    by_source: dict[tuple[str, int], list] = {}
+    for m in c.members:
+        by_source.setdefault((m.source, m.sample), []).append(m)
+    change_rows = [(source[:16] + (f" #{sample}" if spec.samples > 1 else ""), ms[0].parent_score,
+                    [(index.get(m.variant, 0), m.score) for m in ms]) for (source, sample), ms in by_source.items()]
+    return f"""<div class="sweep-page" data-sweep-id="{e(c.sweep_id)}">
+<h1>Sweep <code>{e(c.sweep_id)}</code></h1>
+<p>{e(what)} &times; {len(labels)} variant(s) &times; {spec.samples} sample(s) = {c.expected} runs
+({len(c.members)} recorded)</p>
+<p class="paired">{e(c.paired)}</p>
+<section id="comparison"><h2>Comparison by variant</h2>
+<table class="comparison"><thead><tr><th>variant</th><th class="num">runs</th><th class="num">score (mean ± sd)</th>
+<th class="num">range</th><th class="num">&Delta; vs parent</th><th class="num">approved</th><th class="num">iterations</th>
+<th class="num">tokens</th><th class="num">reused</th><th class="num">cost</th><th class="num">saved by reuse</th>
+<th class="num">latency</th><th class="num">failed</th></tr></thead><tbody>{variant_rows}</tbody></table>{unpriced_note}
+</section>
+<div class="cols">
+<section id="distribution"><h2>Final score per variant</h2>{distribution}</section>
+<section id="cost-score"><h2>Cost against score per run</h2>{cost_vs_score(points, labels, x_label)}</section>
+</div>
+<section id="score-change"><h2>Parent &rarr; fork score per run</h2>{score_change(change_rows, labels)}</section>
+<section id="disagreements"><h2>Where the variants disagree</h2>
+<table><thead><tr><th>run</th><th class="num">sample</th><th class="num">parent</th>{heads}</tr></thead>
+<tbody>{disagree}</tbody></table><p class="muted">✓ approved</p></section>
+<section id="members"><h2>Runs</h2>
+<table><thead><tr><th>run</th><th>variant</th><th class="num">sample</th><th>parent</th><th>status</th>
+<th class="num">score</th><th class="num">&Delta;</th><th class="num">tokens</th><th class="num">reused</th>
+<th class="num">cost</th></tr></thead><tbody>{members}</tbody></table></section>
+</div>"""

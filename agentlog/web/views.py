@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentlog.events import AgentConfig, RunFailed, RunFinished
-from agentlog.replay import RunView
+from agentlog.replay import RunCost, RunView
 from agentlog.store import DamagedEvent, RunSummary
 
 CONFIG_EVENTS = ("AgentReconfigured", "SettingsChanged")
@@ -17,6 +17,7 @@ class RunPage:
     summary: RunSummary
     view: RunView
     damage: DamagedEvent | None = None  # the first event that cannot be read; the view stops before it
+    cost: RunCost | None = None
 
     @property
     def last_seq(self) -> int:

@@ -190,3 +190,53 @@ def serving(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+SWEEP_XSS_LABEL = '<img src=x onerror="window.__pwned=1">harsh'
+SWEEP_TASKS = ("Explain SQLite WAL mode", "Explain the Raft consensus algorithm", "Explain B-trees",
+               "Explain <b>HTML</b> escaping")
+
+
+def _judging_responder(body: dict) -> dict:
+    """The offline model's answers, but reviewers judge by model: gpt-4o is kinder, o4-mini harsher,
+    by an amount that varies with the task (so the sweep has something to show)."""
+    import hashlib
+
+    import msgspec
+
+    from agentlog.models import offline
+
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+    c = offline.complete(body)
+    content = c.content
+    if schema == "Review" and body["model"] in ("gpt-4o", "o4-mini"):
+        task = next((m["content"] for m in body["messages"] if m["role"] == "user"), "")
+        spread = hashlib.sha256(task.encode()).digest()[0] % 4
+        score = 6 + spread if body["model"] == "gpt-4o" else 3 + spread
+        content = msgspec.json.encode(Review(score=min(score, 10), approved=score >= 8, issues=["depth"],
+                                             missed_topics=[], suggestions=[], summary=f"score {score}")).decode()
+    return {"content": content, "prompt_tokens": c.prompt_tokens, "completion_tokens": len(content) // 4}
+
+
+def build_sweep_database(path: str, harsh_label: str = SWEEP_XSS_LABEL) -> tuple[str, list[str]]:
+    """Runs on a real chat-completions server on 127.0.0.1, then a sweep of three reviewers over them
+    (the third's name, as a variants file could give it, is markup unless told otherwise)."""
+    from agentlog.events import SweepSpec, SweepVariant
+    from agentlog.models import Endpoint, Gateway
+    from agentlog.replay.sweep import plan_sweep, run_sweep
+    from tests.fake_openai import FakeOpenAIServer
+
+    with FakeOpenAIServer(responder=_judging_responder) as server, SQLiteStore(path) as store:
+        gateway = Gateway(Endpoint(base_url=server.base_url, api_key="sk-viewer-tests"))
+        try:
+            parents = sorted(run(store, task, agents=agent_configs("gpt-4o-mini"), gateway=gateway).run_id
+                             for task in SWEEP_TASKS)
+            spec = SweepSpec(runs=parents, at="review-1", variants=[
+                SweepVariant(label="reviewer=gpt-4o-mini", models={"reviewer": "gpt-4o-mini"}),
+                SweepVariant(label="reviewer=gpt-4o", models={"reviewer": "gpt-4o"}),
+                SweepVariant(label=harsh_label, models={"reviewer": "o4-mini"}),
+            ])
+            comparison = run_sweep(store, plan_sweep(store, spec), gateway=gateway, concurrency=4)
+        finally:
+            gateway.close()
+    return comparison.sweep_id, parents

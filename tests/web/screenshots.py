@@ -13,7 +13,7 @@ from agentlog.actors import agent_configs, start_run
 from agentlog.store import SQLiteStore
 from agentlog.web import create_app
 
-from .builders import build_database, serving
+from .builders import build_database, build_sweep_database, serving
 from .conftest import CHROMIUM, CHROMIUM_ARGS
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -41,7 +41,12 @@ def main() -> None:
                 else:
                     page.screenshot(path=str(OUT / name), full_page=True)
                 print(OUT / name, file=sys.stderr)
-            decision_screenshot(page, Path(tmp) / "waiting.db")
+            sweep_db = str(Path(tmp) / "sweep.db")
+            sweep_id, _ = build_sweep_database(sweep_db, harsh_label="reviewer=o4-mini")
+            with serving(create_app(sweep_db)) as sweep_url:
+                page.goto(f"{sweep_url}/sweeps/{sweep_id}")
+                page.screenshot(path=str(OUT / "viewer-sweep.png"), full_page=True)
+                print(OUT / "viewer-sweep.png", file=sys.stderr)
             browser.close()
 
 

@@ -86,6 +86,21 @@ def test_run_page_shows_timeline_drafts_reviews_chart_and_lineage(viewer):
     assert "data-live-url" not in body  # finished: no polling
 
 
+def test_run_page_shows_cost_spent_and_saved_and_unknown_prices(viewer, tmp_path):
+    r = viewer.runs
+    _, _, body = fetch(f"{viewer.url}/runs/{r.finished}")
+    assert '<dt>cost</dt><dd>$0.0000</dd>' in body  # the offline model costs nothing
+    # The fork's writer ran on a model with no price: unknown, never $0.
+    _, _, body = fetch(f"{viewer.url}/runs/{r.fork}")
+    assert '<dt>cost</dt><dd>unknown (no price for offline-creative)</dd>' in body
+    # With a price for it (as the config file's [prices] table gives `agentlog serve`): $ per token.
+    from agentlog.models.prices import Price, PriceTable
+
+    with serving(create_app(viewer.db, prices=PriceTable({"offline-creative": Price(1e6, 1e6)}))) as url:
+        _, _, body = fetch(f"{url}/runs/{r.fork}")
+    assert '<dt>cost</dt><dd>$900.0000</dd>' in body  # the one live call: 900 tokens at $1 each
+
+
 def test_run_page_lists_forks_and_rereviews_of_a_run(viewer):
     r = viewer.runs
     _, _, body = fetch(f"{viewer.url}/runs/{r.finished}")
