@@ -542,10 +542,12 @@ def _print_comparison(ctx: Context, comparison: Any) -> None:
 
 
 def _sweep_selection(ctx: Context, store: SQLiteStore) -> list[str]:
+    from .replay import sweep
+
     args = ctx.args
     chosen = [_run_id(store, r) for r in args.runs]
     if args.search is not None or (args.status and not args.runs):
-        members = {s.run_id for s in store.events_of_type("SweepMember")}  # a sweep's own runs are not parents
+        members = {s.run_id for s in sweep.all_members(store)}  # a sweep's own runs are not parents
         chosen += [r.run_id for r in store.list_runs(status=args.status, text=args.search)
                    if r.run_id not in members and r.pipeline == "content"]
     if args.status and args.runs:

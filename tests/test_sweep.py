@@ -307,3 +307,18 @@ def test_ctrl_c_stops_a_sweep_and_the_same_command_resumes_it(db, parents, env, 
     assert all(m["status"] == "finished" for m in json.loads(again.stdout)["members"])
     bodies = Counter(json.dumps(r["body"], sort_keys=True) for r in server.requests[before:])
     assert sum(bodies.values()) - len(bodies) <= 2  # only the calls in flight at Ctrl-C were made again
+
+
+def test_a_fork_of_a_sweeps_run_is_not_a_member(db, parents, gateway, cli, server):
+    from agentlog.replay import fork
+
+    code, out, _ = cli("sweep", parents[0], "--at", "review-1", "--threshold", "6,7", "--db", db, "--json")
+    assert code == 0
+    c = json.loads(out)
+    with SQLiteStore(db) as store:
+        member = c["members"][0]["run_id"]
+        child = fork(store, member, store.last_seq(member), gateway=gateway).wait(timeout=30).run_id
+        assert child not in {m.run_id for m in sweep.member_events(store, c["sweep_id"])}
+        assert [(i.members, i.expected) for i in sweep.list_sweeps(store)] == [(2, 2)]
+    code, shown, _ = cli("show", child, "--db", db)
+    assert code == 0 and "sweep     " not in shown

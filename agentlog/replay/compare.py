@@ -105,6 +105,12 @@ class SweepInfo(msgspec.Struct, kw_only=True):
     failed: int
 
 
+def own_members(joined: Sequence[StoredEvent], fork_seqs: Mapping[str, int | None]) -> list[StoredEvent]:
+    """The ``SweepMember`` events of ``joined`` that their run recorded itself: a fork of a member
+    copies its parent's membership (up to its fork point, ``fork_seqs``) but is not a member."""
+    return [s for s in joined if isinstance(s.event, SweepMember) and s.seq > (fork_seqs.get(s.run_id) or 0)]
+
+
 def sweep_infos(joined: Sequence[StoredEvent], statuses: Mapping[str, str]) -> list[SweepInfo]:
     """The sweeps that ``joined`` (``SweepMember`` events) record, newest first."""
     found: dict[str, list[StoredEvent]] = {}

@@ -27,7 +27,7 @@ from agentlog.models.prices import PriceTable
 from agentlog.pipelines import get_pipeline
 from agentlog.store import SQLiteStore, StoredEvent
 
-from .compare import Comparison, SweepInfo, comparison_from_events, sweep_infos
+from .compare import Comparison, SweepInfo, comparison_from_events, own_members, sweep_infos
 from .continuation import Overrides, ReplayError, fork, resume
 from .view import build_view
 
@@ -130,8 +130,14 @@ class SweepPlan:
         return sorted(found)
 
 
+def all_members(store: SQLiteStore) -> list[StoredEvent]:
+    """Every run's own ``SweepMember`` event (not the copies its forks hold)."""
+    joined = store.events_of_type("SweepMember")
+    return own_members(joined, {s.run_id: store.get_run(s.run_id).fork_seq for s in joined})
+
+
 def member_events(store: SQLiteStore, sweep: str) -> list[StoredEvent]:
-    return [s for s in store.events_of_type("SweepMember") if s.event.sweep_id == sweep]  # type: ignore[attr-defined]
+    return [s for s in all_members(store) if s.event.sweep_id == sweep]  # type: ignore[attr-defined]
 
 
 def plan_sweep(store: SQLiteStore, spec: SweepSpec) -> SweepPlan:
@@ -340,12 +346,12 @@ def load_comparison(store: SQLiteStore, sweep: str, prices: PriceTable | None = 
 
 def list_sweeps(store: SQLiteStore) -> list[SweepInfo]:
     """Every sweep in the log, newest first, from its members' ``SweepMember`` events."""
-    joined = store.events_of_type("SweepMember")
+    joined = all_members(store)
     return sweep_infos(joined, {s.run_id: store.get_run(s.run_id).status for s in joined})
 
 
 def resolve_sweep_id(store: SQLiteStore, prefix: str) -> str:
-    ids = sorted({s.event.sweep_id for s in store.events_of_type("SweepMember")  # type: ignore[attr-defined]
+    ids = sorted({s.event.sweep_id for s in all_members(store)  # type: ignore[attr-defined]
                   if s.event.sweep_id.startswith(prefix)})  # type: ignore[attr-defined]
     if not prefix or not ids:
         raise SweepError(f"no sweep {prefix!r} in this log (see `agentlog sweep list`)")

@@ -199,6 +199,7 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 view.status = "waiting" if view.waiting_for is not None else "running"
                 # Tokens count what this run spent, not what it copied from its parent.
                 view.live_tokens = view.reused_tokens = 0
+                view.sweep_id = view.sweep_variant = None  # a fork of a sweep's run is not in the sweep
                 for copied in view.timeline:
                     copied.copied = copied.seq <= e.parent_seq
                 row.detail = f"forked from {e.parent_run_id} at event {e.parent_seq}"

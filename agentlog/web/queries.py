@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from agentlog.models.prices import PriceTable
 from agentlog.events import SweepMember
 from agentlog.replay import build_view, run_cost
-from agentlog.replay.compare import Comparison, SweepInfo, comparison_from_events, sweep_infos
+from agentlog.replay.compare import Comparison, SweepInfo, comparison_from_events, own_members, sweep_infos
 from agentlog.store import AsyncSQLiteStore, DamagedEvent, RunNotFound, RunSummary
 
 from .views import RunPage
@@ -51,14 +51,19 @@ async def load_run(store: AsyncSQLiteStore, run_id: str, prices: PriceTable | No
                    cost=run_cost((s.event for s in stored), prices))
 
 
-async def sweeps(store: AsyncSQLiteStore) -> list[SweepInfo]:
+async def _members(store: AsyncSQLiteStore) -> list:
     joined = await store.events_of_type("SweepMember")
+    return own_members(joined, {s.run_id: (await store.get_run(s.run_id)).fork_seq for s in joined})
+
+
+async def sweeps(store: AsyncSQLiteStore) -> list[SweepInfo]:
+    joined = await _members(store)
     return sweep_infos(joined, {s.run_id: (await store.get_run(s.run_id)).status for s in joined})
 
 
 async def load_sweep(store: AsyncSQLiteStore, prefix: str, prices: PriceTable | None = None) -> Comparison:
     """A sweep's comparison from its members' events; ``LookupError`` if ``prefix`` names no one sweep."""
-    joined = [s for s in await store.events_of_type("SweepMember") if isinstance(s.event, SweepMember)]
+    joined = await _members(store)
     ids = sorted({s.event.sweep_id for s in joined if s.event.sweep_id.startswith(prefix)})  # type: ignore[attr-defined]
     if not prefix or len(ids) != 1:
         raise LookupError(f"no sweep {prefix!r} in this log" if not ids else f"sweep id {prefix!r} is ambiguous")
