@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentlog.models.prices import PriceTable
-from agentlog.events import SweepMember
 from agentlog.replay import build_view, run_cost
 from agentlog.replay.compare import Comparison, SweepInfo, comparison_from_events, own_members, sweep_infos
 from agentlog.store import AsyncSQLiteStore, DamagedEvent, RunNotFound, RunSummary
