@@ -520,7 +520,16 @@ def _check_priced(ctx: Context, models: Sequence[str]) -> None:
 
 
 def _costs(store: SQLiteStore, run_ids: Sequence[str], prices: PriceTable) -> dict[str, Any]:
-    return {run_id: run_cost((s.event for s in store.read(run_id)), prices) for run_id in run_ids}
+    """Each run's cost; a run whose log is damaged has none (the list itself is the runs index)."""
+    from .store import DamagedEvent
+
+    costs = {}
+    for run_id in run_ids:
+        try:
+            costs[run_id] = run_cost((s.event for s in store.read(run_id)), prices)
+        except DamagedEvent:
+            continue
+    return costs
 
 
 def _check_agents(agents: dict[str, str], roles: Sequence[str]) -> None:
@@ -772,7 +781,7 @@ def cmd_runs(ctx: Context) -> int:
     runs = store.list_runs(status=ctx.args.status, text=ctx.args.search, limit=ctx.args.limit)
     costs = _costs(store, [r.run_id for r in runs], ctx.prices())
     if ctx.args.json:
-        print(json.dumps([msgspec.to_builtins(r) | _cost_fields(costs[r.run_id]) for r in runs], indent=2))
+        print(json.dumps([msgspec.to_builtins(r) | _cost_fields(costs.get(r.run_id)) for r in runs], indent=2))
         return 0
     if not runs:
         print("no runs yet: start one with `agentlog run TASK`", file=sys.stderr)
@@ -816,6 +825,8 @@ def cmd_replay(ctx: Context) -> int:
 
 def _cost_fields(cost: Any) -> dict[str, Any]:
     """A run's cost for JSON: ``null`` USD means a price is unknown (``unpriced`` names the models)."""
+    if cost is None:  # a damaged log
+        return {"cost_usd": None, "saved_usd": None, "unpriced": []}
     return {"cost_usd": cost.spent_usd, "saved_usd": cost.saved_usd, "unpriced": cost.unpriced}
 
 
