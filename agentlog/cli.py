@@ -784,7 +784,10 @@ def cmd_runs(ctx: Context) -> int:
         print(json.dumps([msgspec.to_builtins(r) | _cost_fields(costs.get(r.run_id)) for r in runs], indent=2))
         return 0
     if not runs:
-        print("no runs yet: start one with `agentlog run TASK`", file=sys.stderr)
+        if ctx.args.status or ctx.args.search:
+            print("no runs match (see all with `agentlog runs`)", file=sys.stderr)
+        else:
+            print("no runs yet: start one with `agentlog run TASK`", file=sys.stderr)
         return 0
     print(render.runs_table(runs, costs))
     total = store.count_runs(status=ctx.args.status, text=ctx.args.search)

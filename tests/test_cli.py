@@ -44,6 +44,10 @@ def test_offline_run_then_runs_and_show(db):
     assert header.split()[:4] == ["ID", "TASK", "PIPELINE", "STATUS"]
     assert "finished" in row and " 8 " in row and " 3 " in row
 
+    none = agentlog("runs", "--db", db, "--status", "failed")  # a filter nothing matches is not an empty log
+    assert none.returncode == 0 and none.stdout == ""
+    assert "no runs match" in none.stderr and "no runs yet" not in none.stderr
+
     show = agentlog("show", run_id_of(db)[:8], "--db", db)  # a unique prefix is enough
     assert show.returncode == 0
     assert "scores    6 -> 7 -> 8" in show.stdout
