@@ -80,6 +80,9 @@ def test_fork_overrides_settings_and_decides_again(store, gateway, server):
                  gateway=gateway).wait()
     events = store.events(child.run_id)
     assert SettingsChanged(max_iterations=4, threshold=9) in events
+    view = build_view(child.run_id, store.read(child.run_id))  # the view applies the settings it shows
+    assert (view.max_iterations, view.threshold) == (4, 9)
+    assert any(row.description == "max_iterations=4, threshold=9" for row in view.timeline)
     assert child.iterations == 4 and child.status == "finished"
     assert server.count(WRITER) == 4 and server.count(RESEARCHER) == 1  # one new draft, one new review
 

@@ -214,20 +214,12 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 row.agent, row.model = e.agent, e.model or ""
                 row.detail = _assignments(e, AgentConfig.__struct_fields__)
             case SettingsChanged():
-                if e.max_iterations is not None:
-                    view.max_iterations = e.max_iterations
-                if e.threshold is not None:
-                    view.threshold = e.threshold
-                if e.approval is not None:
-                    view.approval = e.approval
-                if e.budget_usd is not None:
-                    view.budget_usd = e.budget_usd
-                if e.budget_tokens is not None:
-                    view.budget_tokens = e.budget_tokens
-                if e.sample is not None:
-                    view.sample = e.sample
-                row.description = _assignments(e, ("max_iterations", "threshold", "approval", "budget_usd",
-                                                   "budget_tokens", "sample"))
+                # The view holds every setting under the event's own names, so a new setting
+                # shows up here without another branch.
+                for name in SettingsChanged.__struct_fields__:
+                    if (value := getattr(e, name)) is not None:
+                        setattr(view, name, value)
+                row.description = _assignments(e, SettingsChanged.__struct_fields__)
                 row.detail = row.description
             case LLMCallRequested():
                 call = CallView(seq=s.seq, call_id=e.call_id, step=e.step, agent=e.agent,
