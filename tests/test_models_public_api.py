@@ -20,11 +20,15 @@ from agentlog import (
     Review,
     ScriptedModel,
     SQLiteStore,
+    SweepSpec,
+    SweepVariant,
     agent_configs,
     fork,
     load_run_config,
+    plan_sweep,
     resume,
     run,
+    run_sweep,
     start_rereview,
 )
 
@@ -248,6 +252,32 @@ def test_giving_no_agents_needs_exactly_one_model(store):
     with pytest.raises(TypeError, match="give an object with complete"):
         run(store, TASK, models=42)
     assert store.list_runs() == []
+
+
+def test_a_name_that_stands_for_another_model_in_the_gateway_is_refused_before_anything_is_written(store):
+    gateway = quick_gateway(models={"scripted": ScriptedModel(script())})
+    other = ScriptedModel(script())
+    with pytest.raises(ValueError, match="'scripted' already stands for another in-process model"):
+        run(store, TASK, agents=agent_configs("scripted"), models={"scripted": other}, gateway=gateway)
+    assert store.list_runs() == [] and other.calls == []
+
+
+def test_a_sweep_branches_runs_of_an_in_process_model_and_swaps_in_another(store):
+    parent = run(store, TASK, models=ScriptedModel(script(), name="first"), max_iterations=1)
+    strict = ScriptedModel({"reviewer": review(3)}, name="strict")
+    spec = SweepSpec(runs=[parent.run_id], at="review-1", variants=[
+        SweepVariant(label="reviewer=strict", models={"reviewer": "strict"}),
+        SweepVariant(label="writer=first", models={"writer": "first"})])
+
+    first = ScriptedModel(script(), name="first")  # the parent's model, needed again only for calls not recorded
+    comparison = run_sweep(store, plan_sweep(store, spec), gateway=quick_gateway(), concurrency=2,
+                           models={"strict": strict, "first": first})
+
+    assert [m.status for m in comparison.members] == ["finished", "finished"]
+    assert len(strict.calls) == 1 and strict.calls[0].agent == "reviewer"  # only the swapped review is asked again
+    assert first.calls == []  # the other variant's review is the parent's, reused by request hash
+    scores = sorted(v.mean_score for v in comparison.variants)
+    assert scores == [3, 6]
 
 
 def test_the_worked_example_in_the_docs_passes(tmp_path):

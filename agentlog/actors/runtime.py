@@ -101,6 +101,17 @@ class RunHandle:
 Models = ModelLike | Mapping[str, ModelLike] | None
 
 
+def register_models(gateway: Gateway, models: Models) -> Gateway:
+    """``gateway`` answering for the in-process ``models`` too.
+
+    Called before a run's first event is written, so a name that already stands for
+    another model in ``gateway`` (``ValueError``) leaves nothing in the log.
+    """
+    for name, model in named_models(models).items():
+        gateway.register(name, model)
+    return gateway
+
+
 def drive(
     store: SQLiteStore, run_id: str, *, gateway: Gateway | None = None, observer: Observer | None = None,
     reuse: bool = True, tools: ToolRegistry | None = None, lease: Lease | None = None,
@@ -127,9 +138,7 @@ def drive(
     held = HeldLease(store, lease or acquire(store, run_id, ttl), ttl)
     try:
         owns_gateway = gateway is None
-        gateway = gateway or Gateway()
-        for name, model in named_models(models).items():
-            gateway.register(name, model)
+        gateway = register_models(gateway or Gateway(), models)
         # One actor per agent the run has (a run's agents are fixed by its RunStarted).
         agents = {name: AgentActor.start(name, gateway) for name in (started.agents or pipeline.roles)}
         done: pykka.Future = pykka.ThreadingFuture()
@@ -194,6 +203,8 @@ def start_run(
         agents["counter_researcher"] = AgentConfig(
             model=base.model, temperature=DEFAULT_TEMPERATURES["counter_researcher"], max_tokens=base.max_tokens)
     specs, registry = resolve_tools(tools or {}, registry, agents)
+    if gateway is not None:
+        register_models(gateway, models)
     run_id = run_id or new_run_id()
     store.append(run_id, [RunStarted(task=task, pipeline=pipeline, agents=agents, max_iterations=max_iterations,
                                      threshold=threshold, research=research, tools=specs, approval=approval,

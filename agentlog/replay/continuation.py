@@ -14,7 +14,7 @@ import msgspec
 
 from agentlog.actors import Budget, RunHandle, Watcher, drive, new_run_id, validate_budget, validate_run_settings
 from agentlog.actors.lease import acquire, lease_seconds as lease_ttl
-from agentlog.actors.runtime import Models
+from agentlog.actors.runtime import Models, register_models
 from agentlog.actors.orchestrator import Observer
 from agentlog.events import (
     AgentConfig,
@@ -111,6 +111,8 @@ def resume(
     ttl = lease_ttl(lease_seconds)
     if not store.read(run_id, 0, 1):
         raise ReplayError(f"run {run_id} has no events")
+    if gateway is not None:
+        register_models(gateway, models)
     lease = acquire(store, run_id, ttl)
     try:
         stored = store.read(run_id)
@@ -146,6 +148,8 @@ def fork(
     last = store.last_seq(run_id)
     if not 1 <= at_seq <= last:
         raise ReplayError(f"--at must be an event of run {run_id}: 1 to {last}, not {at_seq}")
+    if gateway is not None:
+        register_models(gateway, models)
     copied = store.events(run_id, 0, at_seq)
     new_id = new_run_id()
     batch = [*copied, RunForked(parent_run_id=run_id, parent_seq=at_seq), *overrides.events(_agents_now(copied)),
@@ -173,6 +177,8 @@ def start_rereview(
     drafts = [s for s in stored if isinstance(s.event, DraftReady)]
     if findings is None or not drafts:
         return None
+    if gateway is not None:
+        register_models(gateway, models)
     reviewer = _agents_now([s.event for s in stored]).get("reviewer") or AgentConfig(model=model, temperature=0.1)
     config = AgentConfig(model=model, temperature=reviewer.temperature if temperature is None else temperature,
                          system_prompt=reviewer.system_prompt, max_tokens=reviewer.max_tokens)

@@ -21,6 +21,7 @@ import msgspec
 import pykka
 
 from agentlog.actors import Budget, RunHandle, SharedBudget, agent_configs, start_run
+from agentlog.actors.runtime import Models, register_models
 from agentlog.events import BudgetReached, LLMCallRequested, RunFailed, SweepMember, SweepSpec, SweepVariant
 from agentlog.models import Gateway
 from agentlog.models.prices import PriceTable
@@ -247,8 +248,11 @@ class SweepInterrupted(Exception):
 def run_sweep(store: SQLiteStore, the_plan: SweepPlan, *, gateway: Gateway, prices: PriceTable | None = None,
               concurrency: int = 4, budget_usd: float | None = None, budget_tokens: int | None = None,
               progress: Progress | None = None, stop: threading.Event | None = None,
-              tools=None) -> Comparison:  # noqa: ANN001 - a ToolRegistry
+              tools=None, models: Models = None) -> Comparison:  # noqa: ANN001 - a ToolRegistry
     """Bring every member of the plan to an end (finished, or failed), ``concurrency`` at a time.
+
+    ``models`` are in-process models (one, under its own name, or a mapping of names to
+    models) that variants and the runs they branch from may name.
 
     Members that already finished are not touched. ``stop`` set (Ctrl-C) stops the members
     in flight; the log stays consistent and running the sweep again resumes them.
@@ -259,6 +263,7 @@ def run_sweep(store: SQLiteStore, the_plan: SweepPlan, *, gateway: Gateway, pric
     progress.done = len(the_plan.members) - len(todo)
     progress.tally.usd_limit, progress.tally.token_limit = budget_usd, budget_tokens
     stop = stop or threading.Event()
+    register_models(gateway, models)
     spec, sid = the_plan.spec, the_plan.sweep_id
     handles: dict[int, RunHandle] = {}
     lock = threading.Lock()
