@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,6 +29,7 @@ from .actors import (
     RunAborted,
     Budget,
     RunHandle,
+    enqueue_run,
     start_run,
     validate_run_settings,
 )
@@ -53,6 +55,8 @@ from .replay import (
     ReplayError,
     build_view,
     decide_run,
+    enqueue_fork,
+    enqueue_rereview,
     fork,
     resume,
     run_cost,
@@ -211,9 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     _otlp_flags(p, required=False)
     p.add_argument("--sample", type=_positive_int, default=1, metavar="K",
                    help="ask for fresh sample K of every answer (K > 1 is a distinct request; default 1)")
+    _queue_flag(p)
 
     p = sub.add_parser("runs", parents=[common], help="list runs")
-    p.add_argument("--status", choices=["running", "waiting", "finished", "failed"])
+    p.add_argument("--status", choices=["queued", "running", "waiting", "finished", "failed"])
     p.add_argument("--search", metavar="TEXT", help="only runs whose task or id contains TEXT")
     p.add_argument("--limit", type=_positive_int, default=50, metavar="N")
     p.add_argument("--json", action="store_true")
@@ -241,11 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_score, metavar="SCORE")
     p.add_argument("--approval", choices=APPROVALS, help="change where a person decides (see `run --approval`)")
     p.add_argument("--out", metavar="FILE")
+    _queue_flag(p)
 
     p = sub.add_parser("rereview", parents=[common, endpoint], help="score every recorded draft with another reviewer")
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--model", required=True, metavar="MODEL")
     p.add_argument("--json", action="store_true")
+    _queue_flag(p)
+
+    p = sub.add_parser("worker", parents=[common, endpoint, tooling],
+                       help="claim queued runs from the log and drive them (until SIGTERM or Ctrl-C)")
+    p.add_argument("--concurrency", type=_positive_int, default=4, metavar="N",
+                   help="runs driven at once (default 4)")
+    p.add_argument("--poll", type=_seconds, default=1.0, metavar="SECONDS",
+                   help="how often to look for queued runs while there are none (default 1)")
+    p.add_argument("--idle-exit", type=_seconds, metavar="SECONDS",
+                   help="exit (0) once nothing was queued and nothing in hand for this long (default: never)")
 
     deciding = argparse.ArgumentParser(add_help=False)
     deciding.add_argument("--by", metavar="NAME", help="who decides (default: the operating-system user)")
@@ -288,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no decisions from the browser: no forms, no POST routes (always so off loopback)")
     _add_sweep_parser(sub, [common, endpoint, tooling, budget])
     return parser
+
+
+def _queue_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--queue", action="store_true",
+                   help="put the run in the log's queue for `agentlog worker` instead of running it here; "
+                   "prints its id")
 
 
 def _otlp_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -693,6 +715,7 @@ def cmd_run(ctx: Context) -> int:
         raise UsageError("the task is empty: say what the pipeline should write about")
     if any("\ud800" <= c <= "\udfff" for c in args.task):  # bytes that were not UTF-8
         raise UsageError(f"the task is not valid UTF-8 text: {render.escaped(args.task)}")
+    _check_queue(args)
     ctx.check_out()
     _check_otlp(args)
     run_config = ctx.run_config()
@@ -719,7 +742,7 @@ def cmd_run(ctx: Context) -> int:
     approval = args.approval or run_config.approval or "never"
     gateway = ctx.gateway()
     for config in agents.values():
-        gateway.check(config.model)
+        _check_model(gateway, config.model, args.queue)
     validate_run_settings(args.task, max_iterations, threshold)
     _check_priced(ctx, [a.model for a in agents.values()])
     registry = ctx.tools(run_config)
@@ -728,6 +751,12 @@ def cmd_run(ctx: Context) -> int:
         print(note, file=sys.stderr)
     _label_offline([a.model for a in agents.values()])
     store = ctx.store(create=True)
+    if args.queue:
+        gateway.close()
+        return _queued(ctx, [enqueue_run(
+            store, args.task, agents=agents, max_iterations=max_iterations, threshold=threshold,
+            research=run_config.research, tools=tools, registry=registry, approval=approval,
+            budget_usd=args.budget_usd, budget_tokens=args.budget_tokens, sample=args.sample)])
     try:
         handle = start_run(store, args.task, agents=agents, max_iterations=max_iterations, threshold=threshold,
                            gateway=gateway, research=run_config.research, tools=tools, registry=registry,
@@ -741,6 +770,36 @@ def cmd_run(ctx: Context) -> int:
     if args.otlp:
         _send_trace(ctx, store, [handle.run_id], after_run=True)
     return code
+
+
+def _check_queue(args: argparse.Namespace) -> None:
+    """What needs the run's end in this process cannot go with ``--queue``."""
+    if not getattr(args, "queue", False):
+        return
+    for flag, given in (("--out", getattr(args, "out", None)), ("--otlp", getattr(args, "otlp", None))):
+        if given:
+            raise UsageError(f"{flag} needs the run's end in this process; with --queue a worker drives it "
+                             f"(then: agentlog show RUN, agentlog trace RUN)")
+
+
+def _check_model(gateway: Gateway, model: str, queued: bool) -> None:
+    """A model must be reachable from here, or, for a queued run, at least be a model name:
+    the worker that drives it brings the endpoint and the key."""
+    if queued:
+        parse_model(model)
+    else:
+        gateway.check(model)
+
+
+def _queued(ctx: Context, run_ids: Sequence[str]) -> int:
+    """Report queued runs: each id on stdout (for scripts), how to drive them on stderr."""
+    for run_id in run_ids:
+        print(run_id)
+    if run_ids and not getattr(ctx.args, "quiet", False):
+        where = f" --db {ctx.args.db}" if ctx.args.db else ""
+        print(f"queued {len(run_ids)} run(s) in {ctx.db_path}; a worker drives them: agentlog worker{where}",
+              file=sys.stderr)
+    return 0
 
 
 def _check_otlp(args: argparse.Namespace) -> None:
@@ -780,8 +839,10 @@ def cmd_runs(ctx: Context) -> int:
     store = ctx.store(read_only=True)
     runs = store.list_runs(status=ctx.args.status, text=ctx.args.search, limit=ctx.args.limit)
     costs = _costs(store, [r.run_id for r in runs], ctx.prices())
+    owners = _owners(store, runs)
     if ctx.args.json:
-        print(json.dumps([msgspec.to_builtins(r) | _cost_fields(costs.get(r.run_id)) for r in runs], indent=2))
+        print(json.dumps([msgspec.to_builtins(r) | _cost_fields(costs.get(r.run_id))
+                          | {"owner": owners.get(r.run_id)} for r in runs], indent=2))
         return 0
     if not runs:
         if ctx.args.status or ctx.args.search:
@@ -789,11 +850,69 @@ def cmd_runs(ctx: Context) -> int:
         else:
             print("no runs yet: start one with `agentlog run TASK`", file=sys.stderr)
         return 0
-    print(render.runs_table(runs, costs))
+    print(render.runs_table(runs, costs, owners))
     total = store.count_runs(status=ctx.args.status, text=ctx.args.search)
     if total > len(runs):
         print(f"({len(runs)} of {total} runs; --limit N for more)", file=sys.stderr)
     return 0
+
+
+def _owners(store: SQLiteStore, runs: Sequence[RunSummary]) -> dict[str, str]:
+    """Who drives each unfinished run: the owner (host:pid) of its live lease."""
+    owners = {}
+    for r in runs:
+        if r.status not in ("queued", "running"):
+            continue
+        try:
+            lease = store.lease(r.run_id)
+        except StoreError:  # a log older than leases: nobody holds one
+            return {}
+        if lease is not None and lease.live(time.time()):
+            owners[r.run_id] = lease.owner
+    return owners
+
+
+def cmd_worker(ctx: Context) -> int:
+    """Claim queued runs and drive them until SIGTERM (exit 0) or Ctrl-C (130), handing back
+    what is in hand at its next step boundary; a second signal stops the runs where they are."""
+    import signal
+
+    from .worker import Worker
+
+    args = ctx.args
+    if not ctx.db_path.exists():
+        raise UsageError(f"no agentlog database at {ctx.db_path}")
+    store = ctx.store()
+    tools = ctx.tools()
+    gateway = ctx.gateway()
+    quiet = args.quiet
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    worker = Worker(store, concurrency=args.concurrency, gateway=gateway, tools=tools, prices=ctx.prices(),
+                    poll=args.poll, say=say)
+    signals: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals.append(signum)
+        worker.stop(at_once=len(signals) > 1)
+        if len(signals) == 1:
+            say(f"worker {worker.owner}: stopping; handing back the runs in hand at their next step "
+                f"(signal again to stop them where they are)")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        say(f"worker {worker.owner}: driving queued runs of {ctx.db_path}, {args.concurrency} at a time")
+        stats = worker.run(idle_exit=args.idle_exit)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        gateway.close()
+    say(f"worker {worker.owner}: {stats.claimed} claimed, {stats.finished} finished, {stats.failed} failed, "
+        f"{stats.handed_back + stats.stopped} handed back")
+    return EXIT_INTERRUPTED if signals and signals[0] == signal.SIGINT else 0
 
 
 def _run_id(store: SQLiteStore, text: str) -> str:
@@ -888,6 +1007,7 @@ def cmd_resume(ctx: Context) -> int:
 
 
 def cmd_fork(ctx: Context) -> int:
+    _check_queue(ctx.args)
     ctx.check_out()
     store = ctx.store()
     run_id = _run_id(store, ctx.args.run)
@@ -898,6 +1018,10 @@ def cmd_fork(ctx: Context) -> int:
     models = _models_in_use(store, run_id, overrides, upto=ctx.args.at)  # the events after --at may be damaged
     _check_priced(ctx, models)
     _label_offline(models)
+    if ctx.args.queue:
+        for model in models:
+            parse_model(model)  # the worker's gateway reaches it
+        return _queued(ctx, [enqueue_fork(store, run_id, ctx.args.at, overrides=overrides)])
     tools = ctx.tools()
     if not ctx.args.quiet:
         print(f"forking run {run_id} at event {ctx.args.at}", file=sys.stderr)
@@ -957,8 +1081,18 @@ def cmd_rereview(ctx: Context) -> int:
     for run_id in run_ids:  # a damaged run is refused before any re-review starts
         store.read(run_id)
     gateway = ctx.gateway()
-    gateway.check(args.model)
+    _check_model(gateway, args.model, args.queue)
     _label_offline([args.model])
+    if args.queue:
+        gateway.close()
+        queued = []
+        for run_id in run_ids:
+            new_id = enqueue_rereview(store, run_id, args.model)
+            if new_id is None:
+                _err(f"run {run_id} has no drafts to review; skipped")
+            else:
+                queued.append(new_id)
+        return _queued(ctx, queued)
     handles: list[tuple[str, RunHandle]] = []
     try:
         for run_id in run_ids:
@@ -1092,7 +1226,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "run": cmd_run, "runs": cmd_runs, "show": cmd_show, "replay": cmd_replay, "resume": cmd_resume,
     "fork": cmd_fork, "rereview": cmd_rereview, "verify": cmd_verify, "export": cmd_export,
     "import": cmd_import, "trace": cmd_trace, "serve": cmd_serve, "approve": cmd_decide, "edit": cmd_decide,
-    "reject": cmd_decide, "vacuum": cmd_vacuum, "sweep": cmd_sweep,
+    "reject": cmd_decide, "vacuum": cmd_vacuum, "sweep": cmd_sweep, "worker": cmd_worker,
 }
 
 
@@ -1100,7 +1234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         ctx = Context(args, load_config())
-        if args.command in ("run", "resume", "fork", "rereview"):
+        if args.command in ("run", "resume", "fork", "rereview", "worker"):
             lease_seconds()  # a bad AGENTLOG_LEASE_SECONDS is refused before anything is done
         return COMMANDS[args.command](ctx)
     except (UsageError, ConfigError, ModelNotConfigured, ModelNameError, ReplayError, UnknownPipeline) as exc:

@@ -24,6 +24,8 @@ from .events import (
     RunFailed,
     RunFinished,
     RunForked,
+    RunClaimed,
+    RunQueued,
     RunResumed,
     ToolInvoked,
     ToolReturned,
@@ -98,6 +100,10 @@ def progress_line(event: Event) -> str | None:
             return f"forked from run {event.parent_run_id} at event {event.parent_seq}"
         case RunResumed():
             return f"resuming after event {event.previous_seq}"
+        case RunQueued():
+            return "queued for a worker"
+        case RunClaimed():
+            return f"claimed by worker {event.worker} after event {event.previous_seq}"
         case ApprovalRequested():
             return f"waiting for a person to decide on draft {event.iteration} ({event.point})"
         case ApprovalDecided():
@@ -141,18 +147,20 @@ def _usd_cell(value: float | None) -> str:
     return "unknown" if value is None else f"${value:,.4f}"
 
 
-def runs_table(runs: Sequence[RunSummary], costs: dict[str, RunCost] | None = None) -> str:
-    costs = costs or {}
+def runs_table(runs: Sequence[RunSummary], costs: dict[str, RunCost] | None = None,
+               owners: dict[str, str] | None = None) -> str:
+    """The runs index as a table; ``owners`` names the process driving a run (its live lease)."""
+    costs, owners = costs or {}, owners or {}
     rows = [
         (r.run_id, _clip(r.task, 48), r.pipeline, r.status, r.score if r.score is not None else "-",
          r.iterations, r.tokens,
          _usd_cell(costs[r.run_id].spent_usd) if r.run_id in costs else "-",
          _usd_cell(costs[r.run_id].saved_usd) if r.run_id in costs else "-",
-         _when(r.created_at), r.parent_run_id or "")
+         _when(r.created_at), r.parent_run_id or "", owners.get(r.run_id, ""))
         for r in runs
     ]
     return _table(("ID", "TASK", "PIPELINE", "STATUS", "SCORE", "ITER", "TOKENS", "COST", "SAVED", "STARTED",
-                   "PARENT"), rows)
+                   "PARENT", "OWNER"), rows)
 
 
 def _header(view: RunView) -> list[str]:

@@ -18,3 +18,13 @@ class AgentDied(RunAborted):
 
 class RunStopped(RunAborted):
     """The run's actors were stopped (``RunHandle.stop()``, or every actor of the process)."""
+
+
+class RunHandedBack(RunAborted):
+    """The run was handed back at a step boundary (its worker is shutting down): every answer
+    received is in the log, its lease is released, and another worker (or resume) goes on."""
+
+    def __init__(self, run_id: str):
+        RuntimeError.__init__(self, f"run {run_id} handed back: its log is complete up to here and its "
+                                    f"lease released; a worker or `agentlog resume {run_id}` goes on")
+        self.run_id, self.reason = run_id, "handed back"

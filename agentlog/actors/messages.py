@@ -53,3 +53,8 @@ class AgentCrashed(msgspec.Struct, frozen=True):
     call_id: str
     agent: str
     reason: str
+
+
+class HandBack(msgspec.Struct, frozen=True):
+    """Stop at the next step boundary: record the answers of calls in flight, send nothing
+    more, then release the run's lease (a worker shutting down)."""

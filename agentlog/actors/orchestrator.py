@@ -41,10 +41,18 @@ from agentlog.store import LeaseLost, SQLiteStore, StoredEvent
 from agentlog.tools import ToolNotRegistered, ToolRegistry, default_registry
 
 from .budget import Budget
-from .errors import AgentDied, RunStopped
+from .errors import AgentDied, RunHandedBack, RunStopped
 from .lease import HeldLease
 from .live import LiveAnswer, Watcher
-from .messages import AgentCrashed, AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
+from .messages import (
+    AgentCrashed,
+    AttemptFailed,
+    CallCompleted,
+    CallRequest,
+    HandBack,
+    ToolCompleted,
+    ToolRequest,
+)
 from .reuse import find_recorded_answer
 
 log = logging.getLogger(__name__)
@@ -82,6 +90,7 @@ class Orchestrator(pykka.ThreadingActor):
         self.tools_in_flight: set[tuple[str, str]] = set()
         self._ancestor_results: dict[tuple[str, str], tuple[CallRef, ToolReturned]] | None = None
         self.budget = budget if budget is not None else Budget()
+        self.handing_back = False  # sends nothing more; released once nothing is in flight
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -178,6 +187,8 @@ class Orchestrator(pykka.ThreadingActor):
                 raise AgentDied(self.run_id, f"agent {agent} died on {call_id}: {reason}")
             case LeaseLost():  # the heartbeat found another owner: stop before sending anything
                 raise message
+            case HandBack():
+                self.handing_back = True
             case _:
                 log.warning("orchestrator %s ignored %r", self.run_id, message)
                 return
@@ -187,6 +198,9 @@ class Orchestrator(pykka.ThreadingActor):
 
     def _advance(self) -> None:
         """Apply decisions until the run waits for an agent, or ends."""
+        if self.handing_back:
+            self._hand_back()
+            return
         while not self.state.done:
             progressed = False
             for command in self.pipeline.decide(self.state):
@@ -208,6 +222,16 @@ class Orchestrator(pykka.ThreadingActor):
             self._release()
             self.done.set(self.seq)
             self.stop()
+
+    def _hand_back(self) -> None:
+        """Record what arrived, decide nothing more; once no call or tool is in flight, give the run up."""
+        self._flush()
+        if self.in_flight or self.tools_in_flight:
+            return
+        self._release()
+        if not settled(self.done):
+            self.done.set_exception((RunHandedBack, RunHandedBack(self.run_id), None))
+        self.stop()
 
     def _waiting_for_person(self) -> bool:
         return (getattr(self.state, "waiting", None) is not None and not self.in_flight

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import pykka
 
-from agentlog.events import AgentConfig, Event, RunStarted
+from agentlog.events import AgentConfig, Event, RunQueued, RunStarted
 from agentlog.models import Gateway, ModelLike, named_models, parse_model
 from agentlog.pipelines import get_pipeline
 from agentlog.store import Lease, RunSummary, SQLiteStore
@@ -20,6 +20,7 @@ from .budget import Budget, validate_budget
 from .lease import HeldLease, acquire
 from .lease import lease_seconds as lease_ttl
 from .live import Watcher
+from .messages import HandBack
 from .orchestrator import Observer, Orchestrator, settled
 
 # The counter researcher extracts and organises like the researcher: the same low temperature.
@@ -75,6 +76,19 @@ class RunHandle:
                 # given a moment, then left to finish on its own.
                 self.stop(grace=5.0)
         return self.store.get_run(self.run_id)
+
+    def ended(self) -> bool:
+        """Whether the run has stopped in this process (``wait()`` then returns at once)."""
+        return settled(self._done)
+
+    def hand_back(self) -> None:
+        """Ask the run to stop at its next step boundary: the answers of calls in flight are
+        recorded, no new call is sent, then its lease is released. ``wait()`` then raises
+        ``RunHandedBack`` (or returns, if the run ended first)."""
+        try:
+            self._orchestrator.tell(HandBack())
+        except pykka.ActorDeadError:
+            pass  # it ended meanwhile
 
     def stop(self, grace: float = 0.0) -> None:
         """Stop the run's actors, waiting up to ``grace`` seconds for them to end.
@@ -184,13 +198,57 @@ def start_run(
     ``RunStarted`` fields (``budget_usd``, ``budget_tokens``, ``sample``); ``extra_events`` are
     appended with ``RunStarted``, in the same transaction.
     """
+    lease_ttl(lease_seconds)
+    run_id, started, registry = _new_run(task, agents, models, pipeline, max_iterations, threshold, run_id,
+                                         research, tools, registry, approval, options)
+    if gateway is not None:  # a clash of model names is refused before the run's first event is written
+        register_models(gateway, models)
+    store.append(run_id, [started, *extra_events], 0)
+    return drive(store, run_id, gateway=gateway, observer=observer, tools=registry, lease_seconds=lease_seconds,
+                 watcher=watcher, models=models, budget=budget)
+
+
+def enqueue_run(
+    store: SQLiteStore,
+    task: str,
+    *,
+    agents: dict[str, AgentConfig] | None = None,
+    models: Models = None,
+    pipeline: str = "content",
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    threshold: int = DEFAULT_THRESHOLD,
+    run_id: str | None = None,
+    research: Literal["single", "parallel"] = "single",
+    tools: Mapping[str, Sequence[str]] | None = None,
+    registry: ToolRegistry | None = None,
+    approval: Literal["never", "final", "each-review"] = "never",
+    extra_events: Sequence[Event] = (),
+    **options: Any,
+) -> str:
+    """Record a new run, as ``start_run`` would, queued for a worker (``agentlog worker``)
+    instead of driven here; return its id. ``RunStarted`` and ``RunQueued`` commit together.
+
+    The worker that claims it needs what the log names but cannot hold: the models' endpoint
+    and key, and the callables of the tools it offers.
+    """
+    run_id, started, _registry = _new_run(task, agents, models, pipeline, max_iterations, threshold, run_id,
+                                          research, tools, registry, approval, options)
+    store.append(run_id, [started, *extra_events, RunQueued()], 0)
+    return run_id
+
+
+def _new_run(
+    task: str, agents: dict[str, AgentConfig] | None, models: Models, pipeline: str, max_iterations: int,
+    threshold: int, run_id: str | None, research: str, tools: Mapping[str, Sequence[str | Tool]] | None,
+    registry: ToolRegistry | None, approval: str, options: Mapping[str, Any],
+) -> tuple[str, RunStarted, ToolRegistry]:
+    """A new run's id, its checked ``RunStarted``, and the registry of its tools."""
     if agents is None:
         named = named_models(models)
         if len(named) != 1 or isinstance(models, Mapping):
             raise ValueError("say which model each agent uses: agents=agent_configs(MODEL), or models=ONE_MODEL")
         agents = agent_configs(next(iter(named)))
     validate_run_settings(task, max_iterations, threshold)
-    lease_ttl(lease_seconds)
     validate_budget(options.get("budget_usd"), options.get("budget_tokens"), options.get("sample"))
     get_pipeline(pipeline)
     if research not in ("single", "parallel"):
@@ -203,14 +261,10 @@ def start_run(
         agents["counter_researcher"] = AgentConfig(
             model=base.model, temperature=DEFAULT_TEMPERATURES["counter_researcher"], max_tokens=base.max_tokens)
     specs, registry = resolve_tools(tools or {}, registry, agents)
-    if gateway is not None:
-        register_models(gateway, models)
-    run_id = run_id or new_run_id()
-    store.append(run_id, [RunStarted(task=task, pipeline=pipeline, agents=agents, max_iterations=max_iterations,
-                                     threshold=threshold, research=research, tools=specs, approval=approval,
-                                     **options), *extra_events], 0)
-    return drive(store, run_id, gateway=gateway, observer=observer, tools=registry, lease_seconds=lease_seconds,
-                 watcher=watcher, models=models, budget=budget)
+    started = RunStarted(task=task, pipeline=pipeline, agents=agents, max_iterations=max_iterations,
+                         threshold=threshold, research=research, tools=specs, approval=approval,  # type: ignore[arg-type]
+                         **options)
+    return run_id or new_run_id(), started, registry
 
 
 def resolve_tools(

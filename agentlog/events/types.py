@@ -106,6 +106,19 @@ class RunResumed(Event, frozen=True):
     previous_seq: int
 
 
+class RunQueued(Event, frozen=True):
+    """The run waits in the queue for a worker (``agentlog worker``) to drive it; appended
+    with the events that start it, in the same transaction."""
+
+
+class RunClaimed(Event, frozen=True):
+    """A worker took the run from the queue (or over from a worker whose lease expired) and
+    drives it from here, under its lease."""
+
+    worker: str  # host:pid
+    previous_seq: int
+
+
 class AgentReconfigured(Event, frozen=True):
     """An agent's model or parameters changed (fork or resume override). ``None`` keeps a value."""
 
@@ -335,6 +348,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunStarted,
         RunForked,
         RunResumed,
+        RunQueued,
+        RunClaimed,
         AgentReconfigured,
         SettingsChanged,
         RunFinished,

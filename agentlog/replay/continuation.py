@@ -25,6 +25,7 @@ from agentlog.events import (
     FindingsReady,
     RunFinished,
     RunForked,
+    RunQueued,
     RunResumed,
     RunStarted,
     SettingsChanged,
@@ -145,18 +146,34 @@ def fork(
     already made with the same arguments reuses the ancestor's result (the tool does not run).
     """
     lease_ttl(lease_seconds)
-    last = store.last_seq(run_id)
-    if not 1 <= at_seq <= last:
-        raise ReplayError(f"--at must be an event of run {run_id}: 1 to {last}, not {at_seq}")
-    if gateway is not None:
+    new_id, batch = _fork_batch(store, run_id, at_seq, overrides, extra_events)
+    if gateway is not None:  # a clash of model names is refused before the fork's first event is written
         register_models(gateway, models)
-    copied = store.events(run_id, 0, at_seq)
-    new_id = new_run_id()
-    batch = [*copied, RunForked(parent_run_id=run_id, parent_seq=at_seq), *overrides.events(_agents_now(copied)),
-             *extra_events]
     store.append(new_id, batch, 0)
     return drive(store, new_id, gateway=gateway, observer=observer, tools=tools, lease_seconds=lease_seconds,
                  watcher=watcher, models=models, budget=budget)
+
+
+def enqueue_fork(
+    store: SQLiteStore, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
+    extra_events: Sequence[Event] = (),
+) -> str:
+    """The fork ``fork`` would start, queued for a worker instead of driven here; its id."""
+    new_id, batch = _fork_batch(store, run_id, at_seq, overrides, extra_events)
+    store.append(new_id, [*batch, RunQueued()], 0)
+    return new_id
+
+
+def _fork_batch(
+    store: SQLiteStore, run_id: str, at_seq: int, overrides: Overrides, extra_events: Sequence[Event],
+) -> tuple[str, list[Event]]:
+    last = store.last_seq(run_id)
+    if not 1 <= at_seq <= last:
+        raise ReplayError(f"--at must be an event of run {run_id}: 1 to {last}, not {at_seq}")
+    copied = store.events(run_id, 0, at_seq)
+    batch = [*copied, RunForked(parent_run_id=run_id, parent_seq=at_seq), *overrides.events(_agents_now(copied)),
+             *extra_events]
+    return new_run_id(), batch
 
 
 def start_rereview(
@@ -171,19 +188,37 @@ def start_rereview(
     lease_ttl(lease_seconds)
     if not isinstance(model, str):
         models, model = {**named_models(models), model_name(model): model}, model_name(model)
+    batch = _rereview_batch(store, run_id, model, temperature)
+    if batch is None:
+        return None
+    if gateway is not None:
+        register_models(gateway, models)
+    new_id = new_run_id()
+    store.append(new_id, batch, 0)
+    return drive(store, new_id, gateway=gateway, observer=observer, lease_seconds=lease_seconds, models=models)
+
+
+def enqueue_rereview(store: SQLiteStore, run_id: str, model: str, *, temperature: float | None = None) -> str | None:
+    """The re-review ``start_rereview`` would start, queued for a worker; its id (``None``: no drafts)."""
+    batch = _rereview_batch(store, run_id, model, temperature)
+    if batch is None:
+        return None
+    new_id = new_run_id()
+    store.append(new_id, [*batch, RunQueued()], 0)
+    return new_id
+
+
+def _rereview_batch(store: SQLiteStore, run_id: str, model: str, temperature: float | None) -> list[Event] | None:
     started = _started(store, run_id)
     stored = store.read(run_id)
     findings = next((s.event for s in stored if isinstance(s.event, FindingsReady)), None)
     drafts = [s for s in stored if isinstance(s.event, DraftReady)]
     if findings is None or not drafts:
         return None
-    if gateway is not None:
-        register_models(gateway, models)
     reviewer = _agents_now([s.event for s in stored]).get("reviewer") or AgentConfig(model=model, temperature=0.1)
     config = AgentConfig(model=model, temperature=reviewer.temperature if temperature is None else temperature,
                          system_prompt=reviewer.system_prompt, max_tokens=reviewer.max_tokens)
-    new_id = new_run_id()
-    batch: list[Event] = [
+    return [
         RunStarted(task=started.task, pipeline="rereview", agents={"reviewer": config},
                    max_iterations=len(drafts), threshold=started.threshold, parent_run_id=run_id),
         findings,
@@ -193,8 +228,7 @@ def start_rereview(
             for i, s in enumerate(drafts, start=1)
         ),
     ]
-    store.append(new_id, batch, 0)
-    return drive(store, new_id, gateway=gateway, observer=observer, lease_seconds=lease_seconds, models=models)
 
 
-__all__ = ["ConcurrencyError", "Overrides", "ReplayError", "fork", "resume", "start_rereview"]
+__all__ = ["ConcurrencyError", "Overrides", "ReplayError", "enqueue_fork", "enqueue_rereview", "fork", "resume",
+           "start_rereview"]

@@ -30,7 +30,9 @@ from agentlog.events import (
     ReviewScored,
     RunFailed,
     RunFinished,
+    RunClaimed,
     RunForked,
+    RunQueued,
     RunResumed,
     RunStarted,
     SettingsChanged,
@@ -43,7 +45,8 @@ from agentlog.store import StoredEvent
 
 
 # Events after which a run that waits for a person still waits (as in the runs index).
-_KEEPS_WAITING = (RunForked, RunResumed, AgentReconfigured, SettingsChanged, ApprovalRequested)
+_KEEPS_WAITING = (RunForked, RunResumed, RunQueued, RunClaimed, AgentReconfigured, SettingsChanged,
+                  ApprovalRequested)
 
 
 class CallView(msgspec.Struct, kw_only=True):
@@ -131,7 +134,7 @@ class RunView(msgspec.Struct, kw_only=True):
     threshold: int = 0
     parent_run_id: str | None = None
     fork_seq: int | None = None
-    status: str = "running"  # running | waiting | finished | failed
+    status: str = "running"  # queued | running | waiting | finished | failed
     approval: str = "never"
     waiting_for: int | None = None  # the draft a person is asked to decide on
     waiting_point: str | None = None  # final | review
@@ -208,6 +211,12 @@ def build_view(run_id: str, stored: list[StoredEvent]) -> RunView:
                 view.failure, view.ended = None, None
                 view.status = "waiting" if view.waiting_for is not None else "running"
                 row.detail = f"resumed after event {e.previous_seq}"
+            case RunQueued():
+                view.status = "waiting" if view.waiting_for is not None else "queued"
+                row.detail = "queued for a worker"
+            case RunClaimed():
+                view.status = "waiting" if view.waiting_for is not None else "running"
+                row.detail = f"claimed by worker {e.worker} after event {e.previous_seq}"
             case AgentReconfigured():
                 old = view.agents.get(e.agent, AgentConfig(model="", temperature=0.0))
                 view.agents[e.agent] = apply_reconfiguration(old, e)

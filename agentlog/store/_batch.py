@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from agentlog.events import Event, LLMCallAnswered, RunForked, pack
+from agentlog.events import TERMINAL_TYPES, Event, LLMCallAnswered, RunForked, RunQueued, pack
 from agentlog.events.packed import Put
 
 from . import index, schema
@@ -32,6 +32,21 @@ def encode_batch(
             rows.append((run_id, seq, type_name, version, now, data, answer))
         row = index.apply(row, run_id, seq, now, event)
     return rows, row
+
+
+def queue_writes(run_id: str, events: Sequence[Event], now: float) -> list[tuple[str, tuple]]:
+    """The statement that keeps the run queue in step with a batch: a ``RunQueued`` puts the
+    run in, its last event (``RunFinished``, ``RunFailed``) takes it out. A fork's copy of its
+    parent's events says nothing about the fork: only what follows its ``RunForked`` counts."""
+    write: tuple[str, tuple] | None = None
+    for event in events:
+        if isinstance(event, RunForked):
+            write = None
+        elif isinstance(event, RunQueued):
+            write = (schema.ENQUEUE, (run_id, now))
+        elif isinstance(event, TERMINAL_TYPES):
+            write = (schema.DEQUEUE, (run_id,))
+    return [write] if write is not None else []
 
 
 def fork_point(events: Sequence[Event], expected_seq: int) -> tuple[str, int] | None:

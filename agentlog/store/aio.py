@@ -24,6 +24,7 @@ from ._batch import (
     lineage_of,
     pick_run_id,
     prefix_bounds,
+    queue_writes,
     read_only_uri,
 )
 from .errors import ConcurrencyError, LeaseLost, RunNotFound, SchemaError, StoreError
@@ -136,6 +137,8 @@ class AsyncSQLiteStore:
                 if shared:
                     await db.execute(schema.INSERT_SHARE, (run_id, shared[0], shared[1], now))
                 await db.execute(schema.UPSERT_RUN, summary.as_row())
+                for sql, params in queue_writes(run_id, events, now):
+                    await db.execute(sql, params)
                 await db.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
                 await db.execute("ROLLBACK")

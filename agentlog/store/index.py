@@ -12,7 +12,9 @@ from agentlog.events import (
     ReviewScored,
     RunFailed,
     RunFinished,
+    RunClaimed,
     RunForked,
+    RunQueued,
     RunResumed,
     RunStarted,
     SettingsChanged,
@@ -20,7 +22,8 @@ from agentlog.events import (
 
 # Events that do not move a run waiting for a person: only a decision (or the decider going on
 # after a setting change) does.
-_KEEPS_WAITING = (RunForked, RunResumed, AgentReconfigured, SettingsChanged, ApprovalRequested)
+_KEEPS_WAITING = (RunForked, RunResumed, RunQueued, RunClaimed, AgentReconfigured, SettingsChanged,
+                  ApprovalRequested)
 
 from .records import RunSummary
 
@@ -40,8 +43,10 @@ def apply(row: RunSummary | None, run_id: str, seq: int, recorded_at: float, eve
             # Tokens count what this run spent, not what it copied from its parent.
             changes |= {"parent_run_id": event.parent_run_id, "fork_seq": event.parent_seq,
                         "status": "waiting" if row.status == "waiting" else "running", "tokens": 0}
-        case RunResumed():
+        case RunResumed() | RunClaimed():
             changes["status"] = "waiting" if row.status == "waiting" else "running"
+        case RunQueued():
+            changes["status"] = "waiting" if row.status == "waiting" else "queued"
         case ApprovalRequested():
             changes["status"] = "waiting"
         case ApprovalDecided():

@@ -39,7 +39,7 @@ class RunSummary(msgspec.Struct, frozen=True):
     fork_seq: int | None
     task: str
     pipeline: str
-    status: str  # running | waiting (for a person) | finished | failed
+    status: str  # queued (for a worker) | running | waiting (for a person) | finished | failed
     created_at: float
     updated_at: float
     score: int | None

@@ -135,6 +135,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         # Marks the file as an agentlog log (b"aglg"), so another application's is refused.
         "PRAGMA application_id = 1634167911",
     ),
+    (
+        "m008_run_queue",
+        # Runs waiting for a worker, or driven by one, until they end: a row is written with
+        # a run's RunQueued event and deleted with its last one (RunFinished, RunFailed), in
+        # the same transactions; rebuildable from the events like the runs index.
+        """
+        CREATE TABLE queue (
+            run_id      TEXT PRIMARY KEY,
+            enqueued_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX queue_by_time ON queue (enqueued_at);
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -248,6 +261,19 @@ CLAIM_LEASE = (
 )
 RENEW_LEASE = "UPDATE leases SET expires_at = ? WHERE run_id = ? AND token = ? AND owner IS NOT NULL"
 RELEASE_LEASE = "UPDATE leases SET owner = NULL, expires_at = 0 WHERE run_id = ? AND token = ?"
+
+# The run queue. Claimable: a queued run nobody drives (never claimed, released, or its lease
+# expired), oldest first; a run waiting for a person is not, until a decision moves it on.
+ENQUEUE = "INSERT INTO queue (run_id, enqueued_at) VALUES (?, ?) ON CONFLICT (run_id) DO NOTHING"
+DEQUEUE = "DELETE FROM queue WHERE run_id = ?"
+CLAIMABLE = """
+    SELECT queue.run_id, leases.token FROM queue
+    JOIN runs ON runs.run_id = queue.run_id
+    LEFT JOIN leases ON leases.run_id = queue.run_id
+    WHERE runs.status IN ('queued', 'running') AND (leases.owner IS NULL OR leases.expires_at <= ?)
+    ORDER BY queue.enqueued_at, queue.run_id LIMIT 1
+"""
+QUEUED_RUNS = "SELECT run_id FROM queue ORDER BY enqueued_at, run_id"
 
 
 def list_runs_query(

@@ -30,7 +30,16 @@ from agentlog.events import blob_refs
 from agentlog.events.packed import Unpacker
 
 from . import _lease, index, schema
-from ._batch import check_identity, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds, read_only_uri
+from ._batch import (
+    check_identity,
+    encode_batch,
+    fork_point,
+    lineage_of,
+    pick_run_id,
+    prefix_bounds,
+    queue_writes,
+    read_only_uri,
+)
 from .blobs import BlobReader, BlobWriter, PackCache, packs_of
 from .errors import (
     ConcurrencyError,
@@ -314,6 +323,7 @@ class SQLiteStore:
         summaries = {row[0]: RunSummary.from_row(row) for row in found}
         rows: list[tuple] = []
         shares: list[tuple] = []
+        queue: list[tuple[str, tuple]] = []
         touched: dict[str, None] = {}
         writer = BlobWriter(db)
         for item in group:
@@ -332,6 +342,7 @@ class SQLiteStore:
                 item.error = exc
                 continue
             rows += batch
+            queue += queue_writes(run_id, item.events, now)
             if share:
                 shares.append(share)
             summaries[run_id] = summary
@@ -342,6 +353,8 @@ class SQLiteStore:
             db.executemany(schema.INSERT_EVENT, rows)
             db.executemany(schema.INSERT_SHARE, shares)
             db.executemany(UPSERT_RUN, [summaries[run_id].as_row() for run_id in touched])
+            for sql, params in queue:
+                db.execute(sql, params)
 
     def _share(
         self, db: sqlite3.Connection, item: "_Append", group: list["_Append"], now: float
@@ -383,6 +396,8 @@ class SQLiteStore:
             if share:
                 db.execute(schema.INSERT_SHARE, share)
             db.execute(UPSERT_RUN, summary.as_row())
+            for sql, params in queue_writes(run_id, item.events, now):
+                db.execute(sql, params)
         except sqlite3.IntegrityError as exc:  # the key (run_id, seq) was taken: stale writer
             db.execute("ROLLBACK TO append")
             db.execute("RELEASE append")
@@ -434,6 +449,32 @@ class SQLiteStore:
         rows = self._fetch(schema.SELECT_LEASE, (run_id,))
         return _lease.holder(run_id, rows[0] if rows else None)
 
+    # --- the run queue -----------------------------------------------------------
+
+    def claim_run(self, owner: str, ttl: float) -> Lease | None:
+        """Take the oldest queued run nobody drives (never claimed, released, or its lease
+        expired) and its lease for ``owner``, in one transaction; ``None`` if there is none.
+
+        Workers in other processes claiming at once each get a different run: the pick and
+        the lease commit under SQLite's write lock (an immediate transaction).
+        """
+        ttl = _lease.check_ttl(ttl)
+        if not self._fetch(schema.CLAIMABLE, (time.time(),)):  # idle polls stay off the write lock
+            return None
+        with self._lock, translate_errors(self.path), self._write() as db:
+            now = time.time()
+            row = db.execute(schema.CLAIMABLE, (now,)).fetchone()
+            if row is None:
+                return None
+            run_id, token = row
+            lease = Lease(run_id, owner, (token or 0) + 1, now + ttl)
+            db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
+        return lease
+
+    def queued_runs(self) -> list[str]:
+        """Runs in the queue (waiting for a worker, or driven by one), oldest first."""
+        return [r[0] for r in self._fetch(schema.QUEUED_RUNS, ())]
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         db = self._db
@@ -452,13 +493,15 @@ class SQLiteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute("DELETE FROM runs")
+                db.execute("DELETE FROM queue")
                 rows: dict[str, RunSummary] = {}
                 # Run by run, each with the prefix it shares with its parent.
                 for (run_id,) in db.execute("SELECT DISTINCT run_id FROM events ORDER BY run_id").fetchall():
-                    for stored in self._read_rows(db, run_id, 0, 2**62):
-                        rows[run_id] = index.apply(
-                            rows.get(run_id), run_id, stored.seq, stored.recorded_at, stored.event
-                        )
+                    stored = self._read_rows(db, run_id, 0, 2**62)
+                    for s in stored:
+                        rows[run_id] = index.apply(rows.get(run_id), run_id, s.seq, s.recorded_at, s.event)
+                    for sql, params in queue_writes(run_id, [s.event for s in stored], rows[run_id].created_at):
+                        db.execute(sql, params)
                 db.executemany(schema.UPSERT_RUN, [r.as_row() for r in rows.values()])
                 db.execute("COMMIT")
             except BaseException:
