@@ -13,18 +13,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "agentlog.actors": ("AgentDied", "Budget", "Piece", "RunAborted", "RunHandle", "RunStopped", "SharedBudget",
-                        "agent_configs", "run", "start_run"),
+    "agentlog.actors": ("AgentDied", "Budget", "Piece", "RunAborted", "RunHandedBack", "RunHandle", "RunStopped",
+                        "SharedBudget", "agent_configs", "enqueue_run", "run", "start_run"),
     "agentlog.events": ("AgentConfig", "Event", "Findings", "Review", "SweepSpec", "SweepVariant"),
     "agentlog.models": ("CallContext", "Completion", "Endpoint", "FunctionModel", "Gateway", "Model", "ModelRequest",
                         "ModelUnavailable", "Price", "PriceTable", "RetryPolicy", "ScriptedModel", "UnscriptedCall"),
     "agentlog.replay": ("NotWaiting", "Overrides", "RunCost", "RunView", "VerifyResult", "build_view", "decide_run",
-                        "fork", "resume", "run_cost", "start_rereview", "verify"),
+                        "enqueue_fork", "enqueue_rereview", "fork", "resume", "run_cost", "start_rereview", "verify"),
     "agentlog.replay.sweep": ("list_sweeps", "load_comparison", "plan_sweep", "run_sweep"),
     "agentlog.runconfig": ("RunConfig", "load_run_config"),
     "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent", "LeaseHeld", "LeaseLost", "RunNotFound",
                        "RunSummary", "SQLiteStore", "StoredEvent"),
     "agentlog.tools": ("Tool", "ToolRegistry"),
+    "agentlog.worker": ("Worker", "WorkerStats"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
@@ -44,8 +45,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors
-    from .actors import (AgentDied, Budget, Piece, RunAborted, RunHandle, RunStopped, SharedBudget, agent_configs,
-                         run, start_run)
+    from .actors import (AgentDied, Budget, Piece, RunAborted, RunHandedBack, RunHandle, RunStopped, SharedBudget,
+                         agent_configs, enqueue_run, run, start_run)
     from .events import AgentConfig, Event, Findings, Review, SweepSpec, SweepVariant
     from .models import (
         CallContext,
@@ -62,8 +63,8 @@ if TYPE_CHECKING:  # for type checkers and editors
         ScriptedModel,
         UnscriptedCall,
     )
-    from .replay import (NotWaiting, Overrides, RunCost, RunView, VerifyResult, build_view, decide_run, fork,
-                         resume, run_cost, start_rereview, verify)
+    from .replay import (NotWaiting, Overrides, RunCost, RunView, VerifyResult, build_view, decide_run,
+                         enqueue_fork, enqueue_rereview, fork, resume, run_cost, start_rereview, verify)
     from .replay.sweep import list_sweeps, load_comparison, plan_sweep, run_sweep
     from .runconfig import RunConfig, load_run_config
     from .store import (
@@ -78,3 +79,4 @@ if TYPE_CHECKING:  # for type checkers and editors
         StoredEvent,
     )
     from .tools import Tool, ToolRegistry
+    from .worker import Worker, WorkerStats

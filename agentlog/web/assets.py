@@ -25,6 +25,7 @@ td.num, th.num { text-align: right; white-space: nowrap; }
 .pager { display: flex; gap: 1rem; margin-top: 1rem; align-items: center; }
 .badge { display: inline-block; padding: 0 .45rem; border-radius: 999px; font-size: .75rem; font-weight: 600; }
 .badge.running { background: #dbeafe; color: #1d4ed8; }
+.badge.queued { background: #f3f4f6; color: #374151; }
 .badge.finished { background: #dcfce7; color: #15803d; }
 .badge.failed { background: #fee2e2; color: #b91c1c; }
 .badge.waiting { background: #ffedd5; color: #c2410c; }
@@ -105,7 +106,7 @@ JS = """
           delay = Math.min(delay * 1.5, 5000);
         }
         if (d.status === "waiting") { window.location.reload(); return; }  // show the decision form
-        if (d.status !== "running") {
+        if (d.status !== "running" && d.status !== "queued") {
           replace("summary", d.summary);
           var note = document.getElementById("livenote");
           if (note) { note.textContent = "run " + d.status + "; live updates stopped"; }

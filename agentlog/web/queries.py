@@ -12,7 +12,7 @@ from agentlog.store import AsyncSQLiteStore, DamagedEvent, RunNotFound, RunSumma
 from .views import RunPage
 
 PAGE_SIZE = 50
-STATUSES = ("running", "waiting", "finished", "failed")
+STATUSES = ("queued", "running", "waiting", "finished", "failed")
 
 
 @dataclass(frozen=True)

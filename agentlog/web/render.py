@@ -110,7 +110,7 @@ def run_page(run: RunPage, ancestors: list[RunSummary], children: list[RunSummar
     """A run's page; ``decision`` is the form a waiting run offers (empty when read-only)."""
     s = run.summary
     live = ""
-    if s.status == "running" and run.damage is None:
+    if s.status in ("queued", "running") and run.damage is None:
         live = (f' data-live-url="{e(run_url(s.run_id) + "/events")}" data-last-seq="{run.last_seq}"'
                 f' data-stream-url="{e(run_url(s.run_id) + "/stream")}"')
     note = ('<p id="livenote" class="livenote">running: new events appear here as they are recorded</p>'

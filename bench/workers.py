@@ -1,0 +1,259 @@
+"""9. Workers: 100 queued runs at a server answering in 50 ms, driven by 1, 2 and 4 worker processes.
+
+``python -m bench.workers [--quick] [--runs N] [--reps N]``
+
+The server is tests/fake_openai.py in a child process; the workers are ``agentlog worker``
+processes on one log. They are started on an empty log and left to go idle; then all runs
+are queued in one transaction and the clock runs until the last one has finished. Every
+configuration has the same runs in flight at once (``--concurrency`` = runs / workers), so
+what changes is how many processes (and so CPUs) share the work. A run is research ->
+write -> review -> write -> review (``max_iterations=2``): 5 calls, so its own wall time
+alone is the ideal for the whole batch; efficiency = ideal / actual, as in benchmark 4.
+The throughput ratio to one worker is what a second process buys.
+
+Then the takeover, against a server answering in 500 ms (so runs are still in hand once a
+second worker is up): one worker drives 4 runs, a second waits idle beside it, the first
+is SIGKILLed; the time from its death until each of its runs is claimed by the other (its
+second ``RunClaimed``), with a lease of ``--lease`` seconds. Beside it, the same after
+SIGTERM: the runs are handed back once the calls in flight are answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agentlog.actors import agent_configs
+from agentlog.events import RunQueued, RunStarted
+from agentlog.store import SQLiteStore
+
+from .common import machine, median
+from .concurrency import ROOT
+
+DELAY = 0.05
+TAKEOVER_DELAY = 0.5
+
+
+class _Server:
+    """tests/fake_openai.py in a child process (its complaints about connections cut by a
+    SIGKILLed worker go nowhere)."""
+
+    def __init__(self, delay: float):
+        self._dir = tempfile.mkdtemp(prefix="agentlog-bench-")
+        port_file = os.path.join(self._dir, "url")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fake_openai", "--delay", str(delay), "--port-file", port_file],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while not (os.path.exists(port_file) and open(port_file).read().strip()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("the fake OpenAI server did not start")
+            time.sleep(0.05)
+        self.base_url = open(port_file).read().strip()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def _env(base_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENTLOG_"))}
+    env.update(OPENAI_BASE_URL=base_url, OPENAI_API_KEY="sk-bench-not-a-key", AGENTLOG_CONFIG=os.devnull,
+               PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+class _Pool:
+    """Worker processes on one log; started, waited for until idle, stopped with SIGTERM."""
+
+    def __init__(self, db: str, env: dict[str, str], n: int, concurrency: int):
+        self.procs = []
+        self._errs = []
+        for i in range(n):
+            err = tempfile.TemporaryFile("w+")
+            self._errs.append(err)
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "agentlog.cli", "worker", "--db", db, "--poll", "0.05",
+                 "--concurrency", str(concurrency)], env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT))
+        deadline = time.monotonic() + 60
+        while not all("driving queued runs" in self.stderr(i) for i in range(n)):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                self.stop()
+                raise RuntimeError("a worker did not start: " + " | ".join(self.stderr(i) for i in range(n)))
+            time.sleep(0.02)
+
+    def stderr(self, i: int) -> str:
+        self._errs[i].seek(0)
+        return self._errs[i].read()
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for err in self._errs:
+            err.close()
+
+
+def _queue(store: SQLiteStore, n: int, tag: str) -> list[str]:
+    """``n`` runs queued in one transaction: every worker sees all of them at once."""
+    agents = agent_configs("fake-model")
+    ids = [f"{tag}-{i:04d}" for i in range(n)]
+    store.append_all([(run_id, [RunStarted(task=f"worker bench task {run_id}", pipeline="content", agents=agents,
+                                           max_iterations=2, threshold=8), RunQueued()], 0) for run_id in ids])
+    return ids
+
+
+def _wait_finished(store: SQLiteStore, ids: list[str], timeout: float = 300.0) -> float:
+    """The time the last of ``ids`` (the log's only unfinished runs) ended; one query per look."""
+    deadline = time.monotonic() + timeout
+    while store.count_runs(status="running") + store.count_runs(status="queued"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("runs did not finish")
+        time.sleep(0.01)
+    done = time.perf_counter()
+    statuses = [store.get_run(r).status for r in ids]
+    assert all(s == "finished" for s in statuses), statuses
+    return done
+
+
+def _batch(tmp: str, base_url: str, workers: int, n_runs: int, rep: int) -> float:
+    db = os.path.join(tmp, f"workers-{workers}-{rep}.db")
+    store = SQLiteStore(db)
+    pool = _Pool(db, _env(base_url), workers, max(1, -(-n_runs // workers)))
+    try:
+        start = time.perf_counter()
+        ids = _queue(store, n_runs, f"w{workers}")
+        return _wait_finished(store, ids) - start
+    finally:
+        pool.stop()
+        store.close()
+
+
+def _alone(tmp: str, base_url: str, reps: int) -> float:
+    """One run's wall time alone, queued to an idle worker: the ideal for a batch run at once."""
+    db = os.path.join(tmp, "alone.db")
+    store = SQLiteStore(db)
+    pool = _Pool(db, _env(base_url), 1, 1)
+    try:
+        times = []
+        for i in range(reps + 1):  # the first one warms the worker up
+            start = time.perf_counter()
+            ids = _queue(store, 1, f"alone{i}")
+            times.append(_wait_finished(store, ids) - start)
+        return median(times[1:])
+    finally:
+        pool.stop()
+        store.close()
+
+
+def _takeover(tmp: str, base_url: str, lease: float, how: signal.Signals, rep: int) -> list[float]:
+    """Seconds from a worker's death (or SIGTERM) to each of its runs being claimed by another."""
+    db = os.path.join(tmp, f"takeover-{how.name}-{rep}.db")
+    store = SQLiteStore(db)
+    env = _env(base_url, AGENTLOG_LEASE_SECONDS=str(lease))
+    first = _Pool(db, env, 1, 4)
+    try:
+        ids = _queue(store, 4, "t")
+        deadline = time.monotonic() + 60
+        while not all(e.type == "LLMCallRequested" for e in [store.read(r)[-1] for r in ids]):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the first worker never got going")
+            time.sleep(0.005)
+        second = _Pool(db, env, 1, 4)  # idle beside it: the first holds every run
+        try:
+            first.procs[0].send_signal(how)
+            dead_at = time.time()
+            _wait_finished(store, ids)
+        finally:
+            second.stop()
+        moved = []
+        for run_id in ids:
+            claims = [s for s in store.read(run_id) if s.type == "RunClaimed"]
+            if len(claims) >= 2:
+                moved.append(claims[1].recorded_at - dead_at)
+        return moved
+    finally:
+        first.stop()
+        store.close()
+
+
+def bench(quick: bool = False, n_runs: int = 100, reps: int | None = None, lease: float = 3.0) -> dict[str, Any]:
+    reps = reps or (2 if quick else 3)
+    server = _Server(DELAY)
+    tmp = tempfile.mkdtemp(prefix="agentlog-bench-workers-")
+    try:
+        ideal = _alone(tmp, server.base_url, reps)
+        walls: dict[int, list[float]] = {1: [], 2: [], 4: []}
+        for rep in range(reps):
+            for workers in walls:  # interleaved, so the machine's noise hits every count alike
+                walls[workers].append(_batch(tmp, server.base_url, workers, n_runs, rep))
+    finally:
+        server.stop()
+    # Slower answers for the takeover, so that runs are still in hand when the second worker is up.
+    server = _Server(TAKEOVER_DELAY)
+    try:
+        killed = [t for rep in range(reps) for t in _takeover(tmp, server.base_url, lease, signal.SIGKILL, rep)]
+        termed = [t for rep in range(reps) for t in _takeover(tmp, server.base_url, lease, signal.SIGTERM, rep)]
+    finally:
+        server.stop()
+    one = median(walls[1])
+    out: dict[str, Any] = {"runs": n_runs, "server_delay_s": DELAY, "calls_per_run": 5, "reps": reps,
+                           "ideal_s": ideal, "by_workers": {}}
+    for workers, times in walls.items():
+        wall = median(times)
+        out["by_workers"][workers] = {"wall_s": wall, "runs_per_s": n_runs / wall, "efficiency": ideal / wall,
+                                      "throughput_ratio": one / wall, "walls_s": times}
+    out["takeover"] = {"lease_s": lease, "server_delay_s": TAKEOVER_DELAY, "sigkill_median_s": median(killed) if killed else None,
+                       "sigkill_max_s": max(killed) if killed else None, "sigkill_runs": len(killed),
+                       "sigterm_median_s": median(termed) if termed else None, "sigterm_runs": len(termed)}
+    out["goal"] = "2 workers >= 1.8x the throughput of 1"
+    out["met"] = out["by_workers"][2]["throughput_ratio"] >= 1.8
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 repetitions instead of 3")
+    parser.add_argument("--runs", type=int, default=100, help="runs per batch (default 100)")
+    parser.add_argument("--reps", type=int, help="repetitions (default 3; 2 with --quick)")
+    parser.add_argument("--lease", type=float, default=3.0, help="AGENTLOG_LEASE_SECONDS for the takeover (3)")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    facts = machine()
+    print(" ".join(f"{k}={v}" for k, v in facts.items()), flush=True)
+    r = bench(args.quick, n_runs=args.runs, reps=args.reps, lease=args.lease)
+    print(f"{r['runs']} runs, server {r['server_delay_s'] * 1e3:.0f} ms, one run alone {r['ideal_s']:.3f} s "
+          f"(medians of {r['reps']})")
+    print("| workers | wall s | runs/s | efficiency | throughput vs 1 worker |")
+    print("|---|---|---|---|---|")
+    for workers, w in r["by_workers"].items():
+        print(f"| {workers} | {w['wall_s']:.2f} | {w['runs_per_s']:.1f} | {w['efficiency']:.0%} | "
+              f"{w['throughput_ratio']:.2f}x |")
+    t = r["takeover"]
+    print(f"takeover with a {t['lease_s']:.0f} s lease: SIGKILL -> claimed by the other worker in "
+          f"{t['sigkill_median_s']:.2f} s (median of {t['sigkill_runs']} runs, max {t['sigkill_max_s']:.2f} s); "
+          f"SIGTERM -> {t['sigterm_median_s']:.2f} s")
+    print(f"goal: {r['goal']}: {'met' if r['met'] else 'not met'}")
+    if args.out:
+        args.out.write_text(json.dumps({"machine": facts, "results": r}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
