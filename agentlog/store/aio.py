@@ -159,7 +159,7 @@ class AsyncSQLiteStore:
             else:
                 where[key] = tuple(row)
         if new:
-            pack = (await self._db.execute(blobs.NEW_PACK)).lastrowid
+            pack = (await (await self._db.execute(blobs.NEW_PACK, (b"",))).fetchall())[0][0]
             start = 0
             for key in new:
                 where[key] = (pack, start, len(chunks[key]))

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import zlib
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 from agentlog.events import blob_refs
 from agentlog.events.packed import MissingBlob, is_packed
@@ -31,13 +31,22 @@ HASH_BYTES = 16
 CACHE_BYTES = 32 << 20
 
 SELECT_LOCATION = "SELECT pack, start, size FROM blobs WHERE hash = ?"
-NEW_PACK = "INSERT INTO packs (codec, data) VALUES (0, x'')"
+NEW_PACK = "INSERT INTO packs (codec, data) VALUES (0, ?) RETURNING id"  # with b"": filled by FILL_PACK
 FILL_PACK = "UPDATE packs SET codec = ?, data = ? WHERE id = ?"
-INSERT = "INSERT INTO blobs (hash, pack, start, size) VALUES (?, ?, ?, ?)"
+# A chunk another transaction stored meanwhile (possible on Postgres, where writers of
+# different runs do not exclude each other) is not stored twice: its location is read back.
+INSERT = "INSERT INTO blobs (hash, pack, start, size) VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING"
 SELECT_PACK = "SELECT codec, data FROM packs WHERE id = ?"
 SELECT_PACKS = "SELECT id, codec, data FROM packs WHERE id IN (SELECT value FROM json_each(?))"
 
 Location = tuple[int, int, int]  # pack, start, size
+
+
+class Connection(Protocol):
+    """What the blob tables need of a database connection: ``sqlite3``'s ``execute``, which
+    the Postgres store's connection offers too."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
 
 
 def digest(data: bytes) -> bytes:
@@ -96,7 +105,7 @@ class BlobWriter:
     """``put(chunks) -> reference`` inside the caller's write transaction; ``finish()``
     before it commits writes the pack of the new chunks. Lives for one transaction."""
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: Connection):
         self._db = db
         self._seen: dict[bytes, Location] = {}
         self._pack: int | None = None
@@ -114,11 +123,13 @@ class BlobWriter:
         row = self._db.execute(SELECT_LOCATION, (key,)).fetchone()
         if row is None:
             if self._pack is None:
-                self._pack = self._db.execute(NEW_PACK).lastrowid
+                self._pack = self._db.execute(NEW_PACK, (b"",)).fetchall()[0][0]
             row = (self._pack, self._size, len(chunk))
-            self._db.execute(INSERT, (key, *row))
-            self._parts.append(chunk)
-            self._size += len(chunk)
+            if self._db.execute(INSERT, (key, *row)).rowcount == 1:
+                self._parts.append(chunk)
+                self._size += len(chunk)
+            else:
+                row = self._db.execute(SELECT_LOCATION, (key,)).fetchone()
         self._seen[key] = found = tuple(row)
         return found
 
@@ -161,7 +172,7 @@ def batches(ids: list[int], size: int = 500) -> Iterable[str]:
 class BlobReader:
     """Resolves references for the decoder, reading each pack once (then from the cache)."""
 
-    def __init__(self, db: sqlite3.Connection, cache: PackCache):
+    def __init__(self, db: Connection, cache: PackCache):
         self._db, self._cache = db, cache
 
     def __call__(self, reference: list) -> bytes:

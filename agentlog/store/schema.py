@@ -194,10 +194,10 @@ INSERT_SHARE = "INSERT INTO shares (run_id, parent_run_id, upto_seq, recorded_at
 # bound stops a (corrupt) cycle.
 SELECT_SHARED_EVENTS = """
     WITH RECURSIVE chain(src, hi, at, depth) AS (
-        SELECT ?1, ?3, NULL, 0
+        SELECT CAST(?1 AS TEXT), CAST(?3 AS BIGINT), CAST(NULL AS DOUBLE PRECISION), 0
         UNION ALL
-        SELECT shares.parent_run_id, min(chain.hi, shares.upto_seq), coalesce(chain.at, shares.recorded_at),
-               chain.depth + 1
+        SELECT shares.parent_run_id, CASE WHEN shares.upto_seq < chain.hi THEN shares.upto_seq ELSE chain.hi END,
+               coalesce(chain.at, shares.recorded_at), chain.depth + 1
         FROM shares JOIN chain ON shares.run_id = chain.src WHERE chain.depth < 1000
     )
     SELECT ?1, events.seq, events.type, events.version, coalesce(chain.at, events.recorded_at), events.data
@@ -205,15 +205,34 @@ SELECT_SHARED_EVENTS = """
     ORDER BY events.seq
 """
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+# The runs-index row is updated in place: ``INSERT OR REPLACE`` would delete and
+# re-insert it, rewriting the table's and both indexes' pages on every append.
 UPSERT_RUN = (
-    f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id) DO UPDATE SET parent_run_id = excluded.parent_run_id, "
+    "fork_seq = excluded.fork_seq, task = excluded.task, pipeline = excluded.pipeline, "
+    "status = excluded.status, created_at = excluded.created_at, updated_at = excluded.updated_at, "
+    "score = excluded.score, iterations = excluded.iterations, tokens = excluded.tokens, "
+    "last_seq = excluded.last_seq"
 )
+# A group's checks in one statement each: the last seq (by the key's max optimisation) and
+# the index row of every run in the group, the ids given as a JSON array read by ``ids``
+# (the dialect's table function of a JSON array, one column ``value``).
+def last_seqs(ids: str) -> str:
+    return f"SELECT value, (SELECT coalesce(max(seq), 0) FROM events WHERE run_id = value) FROM {ids}"
+
+
+def runs_in(ids: str) -> str:
+    return f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id IN (SELECT value FROM {ids})"
+
+
+JSON_IDS = "json_each(?)"
 RUN_IDS_BY_PREFIX = "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY run_id LIMIT 2"
 # The run, its parent, its parent's parent, ... in one statement; the depth bound stops a
 # (corrupt) cycle, which lineage_of() then cuts at the first repeat.
 LINEAGE = """
     WITH RECURSIVE chain(run_id, depth) AS (
-        SELECT ?, 0
+        SELECT CAST(? AS TEXT), 0
         UNION ALL
         SELECT runs.parent_run_id, chain.depth + 1 FROM runs JOIN chain ON runs.run_id = chain.run_id
         WHERE runs.parent_run_id IS NOT NULL AND chain.depth < 1000
@@ -222,7 +241,12 @@ LINEAGE = """
 """
 CHILDREN = f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ? ORDER BY created_at, run_id"
 PARTIAL_COLUMNS = "run_id, call_id, agent, attempt, text, pieces, started_at, updated_at"
-UPSERT_PARTIAL = f"INSERT OR REPLACE INTO partial_answers ({PARTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+UPSERT_PARTIAL = (
+    f"INSERT INTO partial_answers ({PARTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id, call_id) DO UPDATE SET agent = excluded.agent, attempt = excluded.attempt, "
+    "text = excluded.text, pieces = excluded.pieces, started_at = excluded.started_at, "
+    "updated_at = excluded.updated_at"
+)
 DELETE_PARTIAL = "DELETE FROM partial_answers WHERE run_id = ? AND call_id = ?"
 SELECT_PARTIALS = f"SELECT {PARTIAL_COLUMNS} FROM partial_answers WHERE run_id = ? ORDER BY started_at, call_id"
 # Events of one type in every run (a sweep's members); a scan, for rare lookups. Rows of
@@ -253,6 +277,12 @@ ANSWERS_BY_HASH_BEFORE_SHARES = (
 
 # Leases: the SQL only; when a lease may be taken over is the caller's policy.
 SELECT_LEASE = "SELECT owner, token, expires_at FROM leases WHERE run_id = ?"
+# Before a claim: a released row for a run never leased, so that there is a row to lock
+# (concurrent claimants then queue on it instead of both inserting).
+ENSURE_LEASE = (
+    "INSERT INTO leases (run_id, owner, token, expires_at, acquired_at) VALUES (?, NULL, 0, 0, 0) "
+    "ON CONFLICT (run_id) DO NOTHING"
+)
 LEASE_TOKEN = "SELECT token FROM leases WHERE run_id = ? AND owner IS NOT NULL"
 CLAIM_LEASE = (
     "INSERT INTO leases (run_id, owner, token, expires_at, acquired_at) VALUES (?, ?, ?, ?, ?) "
@@ -277,16 +307,17 @@ QUEUED_RUNS = "SELECT run_id FROM queue ORDER BY enqueued_at, run_id"
 
 
 def list_runs_query(
-    *, status: str | None, text: str | None, limit: int | None, offset: int
+    *, status: str | None, text: str | None, limit: int | None, offset: int, like: str = "LIKE"
 ) -> tuple[str, list[object]]:
+    """``like``: the dialect's case-insensitive LIKE (SQLite's LIKE is; Postgres has ILIKE)."""
     where, params = [], []
     if status:
         where.append("status = ?")
         params.append(status)
     if text:
-        where.append("(task LIKE ? ESCAPE '\\' OR run_id LIKE ? ESCAPE '\\')")
-        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        params += [like, like]
+        where.append(f"(task {like} ? ESCAPE '\\' OR run_id {like} ? ESCAPE '\\')")
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        params += [pattern, pattern]
     sql = f"SELECT {RUN_COLUMNS} FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -297,6 +328,6 @@ def list_runs_query(
     return sql, params
 
 
-def count_runs_query(*, status: str | None, text: str | None) -> tuple[str, list[object]]:
-    sql, params = list_runs_query(status=status, text=text, limit=None, offset=0)
-    return f"SELECT count(*) FROM ({sql})", params
+def count_runs_query(*, status: str | None, text: str | None, like: str = "LIKE") -> tuple[str, list[object]]:
+    sql, params = list_runs_query(status=status, text=text, limit=None, offset=0, like=like)
+    return f"SELECT count(*) FROM ({sql}) AS matching", params
