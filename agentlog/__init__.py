@@ -22,8 +22,9 @@ _EXPORTS = {
                         "enqueue_fork", "enqueue_rereview", "fork", "resume", "run_cost", "start_rereview", "verify"),
     "agentlog.replay.sweep": ("list_sweeps", "load_comparison", "plan_sweep", "run_sweep"),
     "agentlog.runconfig": ("RunConfig", "load_run_config"),
-    "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent", "LeaseHeld", "LeaseLost", "RunNotFound",
-                       "RunSummary", "SQLiteStore", "StoredEvent"),
+    "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent", "LeaseHeld", "LeaseLost",
+                       "PostgresStore", "RunNotFound", "RunSummary", "SQLiteStore", "Store", "StoredEvent",
+                       "open_store"),
     "agentlog.tools": ("Tool", "ToolRegistry"),
     "agentlog.worker": ("Worker", "WorkerStats"),
 }
@@ -73,10 +74,13 @@ if TYPE_CHECKING:  # for type checkers and editors
         DamagedEvent,
         LeaseHeld,
         LeaseLost,
+        PostgresStore,
         RunNotFound,
         RunSummary,
         SQLiteStore,
+        Store,
         StoredEvent,
+        open_store,
     )
     from .tools import Tool, ToolRegistry
     from .worker import Worker, WorkerStats

@@ -33,7 +33,7 @@ from .actors import (
     start_run,
     validate_run_settings,
 )
-from .config import Config, ConfigError, config_path, default_db_path, load_config
+from .config import Config, ConfigError, config_path, default_db, load_config
 from .events import CodecError, RunStarted, decode, encode
 from .models import (
     NO_MODEL_HINT,
@@ -70,11 +70,14 @@ from .store import (
     LeaseHeld,
     LeaseLost,
     RunSummary,
-    SQLiteStore,
+    Store,
     StoreBusy,
     StoreError,
     StoredEvent,
+    open_store,
+    redact,
 )
+from .store.url import StoreURLError, is_postgres, sqlite_path
 from .terminal import LiveTerminal
 from .tools import ToolRegistry
 
@@ -170,8 +173,8 @@ def _temperature_arg(text: str) -> tuple[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="PATH", help="the log (default: $AGENTLOG_DB, the config file's db, "
-                        "or ~/.local/share/agentlog/agentlog.db)")
+    common.add_argument("--db", metavar="PATH|URL", help="the log: a file, sqlite:///PATH or postgresql://USER@HOST/DB "
+                        "(default: $AGENTLOG_DB, the config file's db, or ~/.local/share/agentlog/agentlog.db)")
     endpoint = argparse.ArgumentParser(add_help=False)
     endpoint.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     endpoint.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="per-request timeout (default 120)")
@@ -370,10 +373,21 @@ class Context:
     def __init__(self, args: argparse.Namespace, config: Config):
         self.args, self.config = args, config
         self.notes: list[str] = []
-        self.db_path = Path(args.db).expanduser() if args.db else default_db_path(config)
+        self.db = args.db or default_db(config)  # a path or a URL
+        self.db_shown = redact(self.db)  # as messages show it: never with a password
 
-    def store(self, *, create: bool = False, read_only: bool = False) -> SQLiteStore:
-        return SQLiteStore(self.db_path, create=create, read_only=read_only)
+    def store(self, *, create: bool = False, read_only: bool = False) -> Store:
+        return open_store(self.db, create=create, read_only=read_only)
+
+    def db_file(self) -> Path:
+        """The SQLite file ``--db`` names; ``UsageError`` if it names none, or a database of another kind."""
+        try:
+            path = sqlite_path(self.db)
+        except StoreURLError as exc:
+            raise UsageError(str(exc)) from None
+        if not path.exists():
+            raise UsageError(f"no agentlog database at {path}")
+        return path
 
     def check_out(self) -> None:
         """``--out FILE`` must be writable as a file: checked before anything is paid for."""
@@ -463,7 +477,7 @@ def _wait(handle: RunHandle) -> RunSummary:
         raise SystemExit(EXIT_USAGE) from None
 
 
-def _finish(ctx: Context, store: SQLiteStore, summary: RunSummary) -> int:
+def _finish(ctx: Context, store: Store, summary: RunSummary) -> int:
     view = build_view(summary.run_id, store.read(summary.run_id))
     out = getattr(ctx.args, "out", None)
     if view.status == "waiting" and view.waiting_for is not None:
@@ -541,7 +555,7 @@ def _check_priced(ctx: Context, models: Sequence[str]) -> None:
                          f"million tokens)")
 
 
-def _costs(store: SQLiteStore, run_ids: Sequence[str], prices: PriceTable) -> dict[str, Any]:
+def _costs(store: Store, run_ids: Sequence[str], prices: PriceTable) -> dict[str, Any]:
     """Each run's cost; a run whose log is damaged has none (the list itself is the runs index)."""
     from .store import DamagedEvent
 
@@ -572,7 +586,7 @@ def _print_comparison(ctx: Context, comparison: Any) -> None:
         print(render.sweep_comparison(comparison))
 
 
-def _sweep_selection(ctx: Context, store: SQLiteStore) -> list[str]:
+def _sweep_selection(ctx: Context, store: Store) -> list[str]:
     from .replay import sweep
 
     args = ctx.args
@@ -682,7 +696,7 @@ def cmd_sweep(ctx: Context) -> int:
     if not args.quiet:
         todo = sum(p.status != "finished" for p in the_plan.members)
         print(f"sweep {the_plan.sweep_id}: {len(the_plan.members)} runs ({todo} to run) "
-              f"(log: {ctx.db_path})", file=sys.stderr)
+              f"(log: {ctx.db_shown})", file=sys.stderr)
     try:
         comparison = sweep.run_sweep(store, the_plan, gateway=gateway, prices=ctx.prices(),
                                      concurrency=args.concurrency, budget_usd=args.budget_usd,
@@ -763,7 +777,7 @@ def cmd_run(ctx: Context) -> int:
                            approval=approval, budget=Budget(ctx.prices()), budget_usd=args.budget_usd,
                            budget_tokens=args.budget_tokens, sample=args.sample, **_watch(args.quiet))
         if not args.quiet:
-            print(f"run {handle.run_id} (log: {ctx.db_path})", file=sys.stderr)
+            print(f"run {handle.run_id} (log: {ctx.db_shown})", file=sys.stderr)
         code = _finish(ctx, store, _wait(handle))
     finally:
         gateway.close()
@@ -797,7 +811,7 @@ def _queued(ctx: Context, run_ids: Sequence[str]) -> int:
         print(run_id)
     if run_ids and not getattr(ctx.args, "quiet", False):
         where = f" --db {ctx.args.db}" if ctx.args.db else ""
-        print(f"queued {len(run_ids)} run(s) in {ctx.db_path}; a worker drives them: agentlog worker{where}",
+        print(f"queued {len(run_ids)} run(s) in {ctx.db_shown}; a worker drives them: agentlog worker{where}",
               file=sys.stderr)
     return 0
 
@@ -813,7 +827,7 @@ def _check_otlp(args: argparse.Namespace) -> None:
         raise UsageError(f"--otlp-timeout must be a positive number of seconds, got {args.otlp_timeout}")
 
 
-def _send_trace(ctx: Context, store: SQLiteStore, run_ids: Sequence[str], *, after_run: bool = False) -> int:
+def _send_trace(ctx: Context, store: Store, run_ids: Sequence[str], *, after_run: bool = False) -> int:
     from .tracing import TraceError, export_runs
 
     args = ctx.args
@@ -857,7 +871,7 @@ def cmd_runs(ctx: Context) -> int:
     return 0
 
 
-def _owners(store: SQLiteStore, runs: Sequence[RunSummary]) -> dict[str, str]:
+def _owners(store: Store, runs: Sequence[RunSummary]) -> dict[str, str]:
     """Who drives each unfinished run: the owner (host:pid) of its live lease."""
     owners = {}
     for r in runs:
@@ -880,8 +894,8 @@ def cmd_worker(ctx: Context) -> int:
     from .worker import Worker
 
     args = ctx.args
-    if not ctx.db_path.exists():
-        raise UsageError(f"no agentlog database at {ctx.db_path}")
+    if not is_postgres(ctx.db):
+        ctx.db_file()  # an SQLite log must exist: a worker never creates one
     store = ctx.store()
     tools = ctx.tools()
     gateway = ctx.gateway()
@@ -904,7 +918,7 @@ def cmd_worker(ctx: Context) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        say(f"worker {worker.owner}: driving queued runs of {ctx.db_path}, {args.concurrency} at a time")
+        say(f"worker {worker.owner}: driving queued runs of {ctx.db_shown}, {args.concurrency} at a time")
         stats = worker.run(idle_exit=args.idle_exit)
     finally:
         for sig, handler in previous.items():
@@ -915,7 +929,7 @@ def cmd_worker(ctx: Context) -> int:
     return EXIT_INTERRUPTED if signals and signals[0] == signal.SIGINT else 0
 
 
-def _run_id(store: SQLiteStore, text: str) -> str:
+def _run_id(store: Store, text: str) -> str:
     return store.resolve_run_id(text)
 
 
@@ -962,7 +976,7 @@ def _overrides(ctx: Context) -> Overrides:
     )
 
 
-def _continue(ctx: Context, start: Callable[[SQLiteStore, Gateway], RunHandle], models: Sequence[str]) -> int:
+def _continue(ctx: Context, start: Callable[[Store, Gateway], RunHandle], models: Sequence[str]) -> int:
     gateway = ctx.gateway()
     for model in models:
         gateway.check(model)
@@ -970,13 +984,13 @@ def _continue(ctx: Context, start: Callable[[SQLiteStore, Gateway], RunHandle], 
     try:
         handle = start(store, gateway)
         if not ctx.args.quiet:
-            print(f"run {handle.run_id} (log: {ctx.db_path})", file=sys.stderr)
+            print(f"run {handle.run_id} (log: {ctx.db_shown})", file=sys.stderr)
         return _finish(ctx, store, _wait(handle))
     finally:
         gateway.close()
 
 
-def _models_in_use(store: SQLiteStore, run_id: str, overrides: Overrides, upto: int | None = None) -> list[str]:
+def _models_in_use(store: Store, run_id: str, overrides: Overrides, upto: int | None = None) -> list[str]:
     view = build_view(run_id, store.read(run_id, upto=upto))
     _check_agents({**overrides.models, **overrides.temperatures}, list(view.agents))  # before any model
     return [overrides.models.get(name, a.model) for name, a in view.agents.items()]
@@ -1179,7 +1193,7 @@ def cmd_import(ctx: Context) -> int:
     try:  # every run or none
         store.append_all([(run_id, [e for _, e in events], 0) for run_id, events in streams.items()])
     except ConcurrencyError as exc:
-        raise UsageError(f"run {exc.run_id} already exists in {ctx.db_path}; nothing was imported") from None
+        raise UsageError(f"run {exc.run_id} already exists in {ctx.db_shown}; nothing was imported") from None
     for run_id, events in streams.items():
         print(f"imported run {run_id} ({len(events)} events)", file=sys.stderr)
     return 0
@@ -1188,17 +1202,16 @@ def cmd_import(ctx: Context) -> int:
 def cmd_serve(ctx: Context) -> int:
     from . import web
 
-    if not ctx.db_path.exists():
-        raise UsageError(f"no agentlog database at {ctx.db_path}")
+    db_file = str(ctx.db_file())
     ctx.store(read_only=True).close()  # fail early, in one line, on a file that is not an agentlog log
     try:
         if ctx.args.read_only:
-            web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, read_only=True, prices=ctx.prices())
+            web.serve(db_file, host=ctx.args.host, port=ctx.args.port, read_only=True, prices=ctx.prices())
             return 0
         # Runs a person unblocks in the browser go on in this process, with these models and tools.
         gateway = ctx.gateway()
         try:
-            web.serve(str(ctx.db_path), host=ctx.args.host, port=ctx.args.port, gateway=gateway, tools=ctx.tools(),
+            web.serve(db_file, host=ctx.args.host, port=ctx.args.port, gateway=gateway, tools=ctx.tools(),
                       prices=ctx.prices())
         finally:
             gateway.close()
@@ -1208,8 +1221,8 @@ def cmd_serve(ctx: Context) -> int:
 
 
 def cmd_vacuum(ctx: Context) -> int:
-    if not ctx.db_path.exists():
-        raise UsageError(f"no agentlog database at {ctx.db_path}")
+    if not is_postgres(ctx.db):
+        ctx.db_file()  # an SQLite log must exist: vacuum never creates one
     report = ctx.store().vacuum(dry_run=ctx.args.dry_run)
     packs = f"{report.packs} pack{'' if report.packs == 1 else 's'}"
     what = f"{report.pack_bytes:,} bytes: {packs} of text no event refers to"

@@ -64,10 +64,12 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"config file {path}: {exc}") from exc
 
 
-def default_db_path(config: Config | None = None) -> Path:
+def default_db(config: Config | None = None) -> str:
+    """The log when ``--db`` is not given: ``$AGENTLOG_DB``, the config file's ``db``, or a file
+    in the user's data directory. A path or a URL (``agentlog.store.open_store`` tells them apart)."""
     if env := os.environ.get("AGENTLOG_DB"):
-        return Path(env).expanduser()
+        return env
     if config is not None and config.db:
-        return Path(config.db).expanduser()
+        return config.db
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "agentlog" / "agentlog.db"
+    return str(base / "agentlog" / "agentlog.db")

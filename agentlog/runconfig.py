@@ -36,7 +36,7 @@ from .config import ConfigError
 from .events import AgentConfig
 from .models import Gateway, named_models
 from .pipelines import get_pipeline
-from .store import SQLiteStore
+from .store import Store
 from .tools import ToolRegistry, default_registry
 from .tools.docsearch import TOOL_NAME as DOCS_TOOL
 from .tools.docsearch import search_tool
@@ -146,7 +146,7 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 out[role] = list(offered)
         return out
 
-    def start(self, store: SQLiteStore, task: str, *, model: str | None = None, gateway: Gateway | None = None,
+    def start(self, store: Store, task: str, *, model: str | None = None, gateway: Gateway | None = None,
               registry: ToolRegistry | None = None, **kwargs: Any) -> RunHandle:
         """Start a run of this config (the Python face of ``agentlog run TASK --config FILE``).
 

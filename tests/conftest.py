@@ -43,6 +43,32 @@ def store(db_path: Path):
     s.close()
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster for the session (tests/postgres.py); skipped with the
+    reason when the server binaries are missing, unless AGENTLOG_REQUIRE_POSTGRES=1."""
+    from tests.postgres import Cluster, ClusterUnavailable
+
+    try:
+        cluster = Cluster()
+    except ClusterUnavailable as exc:
+        if os.environ.get("AGENTLOG_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{exc} (AGENTLOG_REQUIRE_POSTGRES=1)")
+        pytest.skip(str(exc))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_cluster) -> str:
+    """The URL (with the test role's password) of a new, empty database, dropped afterwards."""
+    name = postgres_cluster.database()
+    yield postgres_cluster.url(name)
+    postgres_cluster.drop(name)
+
+
 @pytest.fixture
 def server():
     with FakeOpenAIServer() as s:

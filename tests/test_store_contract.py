@@ -1,9 +1,10 @@
-"""One contract for the event log, run against both faces of the SQLite store.
+"""One contract for the event log, run against both faces of the SQLite store and against PostgreSQL.
 
-``StoreContract`` holds the tests; ``TestSQLiteStore`` and ``TestAsyncSQLiteStore`` run
-them, the async face behind ``AsyncFace``, a blocking adapter with its own event loop.
-Every store is a real SQLite file in ``tmp_path``; races use real threads and processes
-lined up with barriers.
+``StoreContract`` holds the tests; ``TestSQLiteStore``, ``TestAsyncSQLiteStore`` and
+``TestPostgresStore`` run them, the async face behind ``AsyncFace``, a blocking adapter
+with its own event loop. Every SQLite store is a real file in ``tmp_path``, every
+Postgres store a fresh database in a real cluster (tests/postgres.py); races use real
+threads and processes lined up with barriers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from agentlog.events import (
@@ -52,6 +54,7 @@ from agentlog.store import (
     SQLiteStore,
     StoreError,
 )
+from agentlog.store.postgres import PostgresStore, native
 
 # --- the async face behind the sync interface -------------------------------------------
 
@@ -114,7 +117,55 @@ class AsyncFace:
             self._stop()
 
 
-FACES: dict[str, Callable[..., object]] = {"sync": SQLiteStore, "async": AsyncFace}
+FACES: dict[str, Callable[..., object]] = {"sync": SQLiteStore, "async": AsyncFace, "postgres": PostgresStore}
+
+class RawConnection:
+    """A database connection outside the store, in autocommit mode, taking ``?`` placeholders."""
+
+    def execute(self, sql: str, params: Sequence = ()):
+        raise NotImplementedError
+
+    def begin_snapshot(self) -> None:
+        """Begin a transaction that reads one snapshot until it ends."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RawSQLite(RawConnection):
+    def __init__(self, path):
+        self._db = sqlite3.connect(path, isolation_level=None)
+
+    def execute(self, sql: str, params: Sequence = ()):
+        return self._db.execute(sql, params)
+
+    def begin_snapshot(self) -> None:
+        self._db.execute("BEGIN")  # WAL: the snapshot is taken at the first read
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class RawPostgres(RawConnection):
+    def __init__(self, url: str):
+        self._db = psycopg.connect(url, autocommit=True, cursor_factory=psycopg.RawCursor)
+
+    def execute(self, sql: str, params: Sequence = ()):
+        return self._db.execute(native(sql), params or None)
+
+    def begin_snapshot(self) -> None:
+        self._db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+
+    def close(self) -> None:
+        self._db.close()
+
 
 # --- realistic runs ---------------------------------------------------------------------
 
@@ -311,6 +362,12 @@ class StoreContract:
     """What every face of the event log promises. Subclasses set ``face``."""
 
     face: str
+    maintenance = "sync"  # the face that rebuilds the runs index
+    impatient: dict = {"busy_timeout": 0.5}  # options of a writer that fails soon rather than wait on a lock
+
+    def raw(self, path) -> "RawConnection":
+        """The database under the store, through its own driver (the store is not involved)."""
+        return RawSQLite(path)
 
     @pytest.fixture
     def path(self, tmp_path: Path) -> Path:
@@ -489,12 +546,10 @@ class StoreContract:
         build_runs(store)
         before = store.list_runs()
         assert len(before) == 6
-        raw = sqlite3.connect(path)
-        with raw:
+        with self.raw(path) as raw:
             raw.execute("DELETE FROM runs")
-        raw.close()
         assert store.list_runs() == [] and store.count_runs() == 0
-        with SQLiteStore(path) as maintenance:  # rebuilding is the sync face's maintenance job
+        with FACES[self.maintenance](path) as maintenance:  # rebuilding is the sync face's maintenance job
             assert maintenance.rebuild_index() == 6
         assert store.list_runs() == before
         assert [store.get_run(r.run_id) for r in before] == before
@@ -502,12 +557,10 @@ class StoreContract:
     def test_rebuild_index_corrects_a_damaged_row(self, store, path):
         build_runs(store)
         before = store.get_run(FINISHED)
-        raw = sqlite3.connect(path)
-        with raw:
+        with self.raw(path) as raw:
             raw.execute("UPDATE runs SET status = 'running', tokens = 1, score = NULL WHERE run_id = ?", (FINISHED,))
             raw.execute("INSERT INTO runs VALUES ('orphan', NULL, NULL, '', '', 'running', 0, 0, NULL, 0, 0, 9)")
-        raw.close()
-        with SQLiteStore(path) as maintenance:
+        with FACES[self.maintenance](path) as maintenance:
             maintenance.rebuild_index()
         assert store.get_run(FINISHED) == before
         with pytest.raises(RunNotFound):
@@ -696,22 +749,19 @@ class StoreContract:
         assert [r.last_seq for r in reader.list_runs()] == [5]
 
     def test_an_open_reader_does_not_block_appends(self, connect, path):
-        store = connect(busy_timeout=0.5)
+        store = connect(**self.impatient)
         store.append("run", approved_run("t")[:2], 0)
-        reader = sqlite3.connect(path, isolation_level=None)
-        try:
-            reader.execute("BEGIN")
+        with self.raw(path) as reader:
+            reader.begin_snapshot()
             assert reader.execute("SELECT count(*) FROM events").fetchone() == (2,)
-            store.append("run", approved_run("t")[2:5], 2)  # WAL: a reader never blocks the writer
+            store.append("run", approved_run("t")[2:5], 2)  # a reader never blocks the writer
             assert reader.execute("SELECT count(*) FROM events").fetchone() == (2,)  # its snapshot holds
             reader.execute("COMMIT")
             assert reader.execute("SELECT count(*) FROM events").fetchone() == (5,)
-        finally:
-            reader.close()
 
 
-class TestSQLiteStore(StoreContract):
-    face = "sync"
+class SyncStoreContract(StoreContract):
+    """What the synchronous faces promise beside: one store object shared by threads, ``append_all``."""
 
     def test_threads_sharing_one_store_race_for_each_seq(self, connect):
         shared = connect()
@@ -755,6 +805,25 @@ class TestSQLiteStore(StoreContract):
         with pytest.raises(RunNotFound):
             store.get_run("b")
         assert store.append("b", approved_run("b")[:1], 0) == 1  # no transaction was left open
+
+
+class TestSQLiteStore(SyncStoreContract):
+    face = "sync"
+
+
+class TestPostgresStore(SyncStoreContract):
+    """The same contract against a real PostgreSQL database (a fresh one per test)."""
+
+    face = "postgres"
+    maintenance = "postgres"
+    impatient: dict = {}
+
+    @pytest.fixture
+    def path(self, pg_url: str) -> str:
+        return pg_url
+
+    def raw(self, path) -> RawConnection:
+        return RawPostgres(path)
 
 
 class TestAsyncSQLiteStore(StoreContract):

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agentlog.store import Lease, LeaseHeld, LeaseLost, SQLiteStore
+from agentlog.store import Lease, LeaseHeld, LeaseLost, Store
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +68,21 @@ def holder_is_gone(owner: str) -> bool:
         return False
 
 
-def _live_holder(store: SQLiteStore, run_id: str) -> Lease | None:
+def _live_holder(store: Store, run_id: str) -> Lease | None:
     current = store.lease(run_id)
     if current is not None and current.live(time.time()):
         return current
     return None
 
 
-def acquire(store: SQLiteStore, run_id: str, ttl: float) -> Lease:
+def acquire(store: Store, run_id: str, ttl: float) -> Lease:
     """This process's lease on ``run_id``; ``LeaseHeld`` while a live holder drives it."""
     current = _live_holder(store, run_id)
     take_over = current.token if current is not None and holder_is_gone(current.owner) else None
     return store.acquire_lease(run_id, owner_name(), ttl, take_over=take_over)
 
 
-def check_free(store: SQLiteStore, run_id: str) -> None:
+def check_free(store: Store, run_id: str) -> None:
     """Raise ``LeaseHeld`` now if ``acquire`` would (an early check; ``acquire`` decides)."""
     current = _live_holder(store, run_id)
     if current is not None and not holder_is_gone(current.owner):
@@ -92,7 +92,7 @@ def check_free(store: SQLiteStore, run_id: str) -> None:
 class HeldLease:
     """A lease this process holds, renewed by the process's heartbeat until released."""
 
-    def __init__(self, store: SQLiteStore, lease: Lease, ttl: float):
+    def __init__(self, store: Store, lease: Lease, ttl: float):
         self.store, self.lease, self.ttl = store, lease, ttl
         self.on_lost: Callable[[LeaseLost], None] | None = None
         self.due = time.monotonic() + ttl / 3

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from agentlog.models import Delta
-from agentlog.store import PartialAnswer, SQLiteStore, StoreError
+from agentlog.store import PartialAnswer, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ Watcher = Callable[[Piece], None]
 class LiveAnswer:
     """One model call's answer while it streams. Used from the agent's thread only."""
 
-    def __init__(self, store: SQLiteStore, run_id: str, call_id: str, agent: str, request: dict[str, Any], *,
+    def __init__(self, store: Store, run_id: str, call_id: str, agent: str, request: dict[str, Any], *,
                  watcher: Watcher | None = None, interval: float = STORE_INTERVAL,
                  clock: Callable[[], float] = time.monotonic):
         self.store, self.run_id, self.call_id, self.agent = store, run_id, call_id, agent

@@ -37,7 +37,7 @@ from agentlog.events import (
 )
 from agentlog.models import CallContext
 from agentlog.pipelines import CallModel, InvokeTool, Pipeline, Record, fold
-from agentlog.store import LeaseLost, SQLiteStore, StoredEvent
+from agentlog.store import LeaseLost, Store, StoredEvent
 from agentlog.tools import ToolNotRegistered, ToolRegistry, default_registry
 
 from .budget import Budget
@@ -63,7 +63,7 @@ Observer = Callable[[StoredEvent], None]
 class Orchestrator(pykka.ThreadingActor):
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         run_id: str,
         pipeline: Pipeline,
         agents: dict[str, pykka.ActorRef],

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from agentlog.events import CallRef, LLMCallAnswered
-from agentlog.store import SQLiteStore
+from agentlog.store import Store
 
 
-def find_recorded_answer(store: SQLiteStore, request_hash: str, lineage: list[str]) -> tuple[CallRef, LLMCallAnswered] | None:
+def find_recorded_answer(store: Store, request_hash: str, lineage: list[str]) -> tuple[CallRef, LLMCallAnswered] | None:
     """The earliest answer to ``request_hash`` in the first run of ``lineage`` that has one.
 
     The returned reference points at where the answer was first made live, following

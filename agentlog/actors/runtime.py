@@ -12,7 +12,7 @@ import pykka
 from agentlog.events import AgentConfig, Event, RunQueued, RunStarted
 from agentlog.models import Gateway, ModelLike, named_models, parse_model
 from agentlog.pipelines import get_pipeline
-from agentlog.store import Lease, RunSummary, SQLiteStore
+from agentlog.store import Lease, RunSummary, Store
 from agentlog.tools import Tool, ToolRegistry, default_registry
 
 from .agent import AgentActor
@@ -61,7 +61,7 @@ class RunHandle:
     """A run in progress. ``wait()`` returns its index row (status ``finished``, ``failed``, or
     ``waiting`` for a person's decision), or raises what stopped it."""
 
-    def __init__(self, store: SQLiteStore, run_id: str, orchestrator: pykka.ActorRef,
+    def __init__(self, store: Store, run_id: str, orchestrator: pykka.ActorRef,
                  agents: dict[str, pykka.ActorRef], done: pykka.Future, gateway: Gateway, owns_gateway: bool):
         self.store, self.run_id = store, run_id
         self._orchestrator, self._agents, self._done = orchestrator, agents, done
@@ -127,7 +127,7 @@ def register_models(gateway: Gateway, models: Models) -> Gateway:
 
 
 def drive(
-    store: SQLiteStore, run_id: str, *, gateway: Gateway | None = None, observer: Observer | None = None,
+    store: Store, run_id: str, *, gateway: Gateway | None = None, observer: Observer | None = None,
     reuse: bool = True, tools: ToolRegistry | None = None, lease: Lease | None = None,
     lease_seconds: float | None = None, watcher: Watcher | None = None, models: Models = None,
     budget: Budget | None = None,
@@ -165,7 +165,7 @@ def drive(
 
 
 def start_run(
-    store: SQLiteStore,
+    store: Store,
     task: str,
     *,
     agents: dict[str, AgentConfig] | None = None,
@@ -287,7 +287,7 @@ def resolve_tools(
     return specs, registry
 
 
-def run(store: SQLiteStore, task: str, **kwargs: Any) -> RunSummary:
+def run(store: Store, task: str, **kwargs: Any) -> RunSummary:
     """Run a pipeline to its end and return its index row."""
     return start_run(store, task, **kwargs).wait()
 

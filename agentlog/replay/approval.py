@@ -16,7 +16,7 @@ import msgspec
 
 from agentlog.events import ApprovalDecided, ApprovalRequested, RunStarted
 from agentlog.pipelines import fold, get_pipeline
-from agentlog.store import ConcurrencyError, SQLiteStore, StoredEvent
+from agentlog.store import ConcurrencyError, Store, StoredEvent
 
 from .continuation import ReplayError
 
@@ -79,7 +79,7 @@ def decision_event(question: Waiting, decision: str, *, by: str, note: str = "",
                            by=by.strip(), note=note, draft=draft)
 
 
-def decide_run(store: SQLiteStore, run_id: str, decision: str, *, by: str | None = None, note: str = "",
+def decide_run(store: Store, run_id: str, decision: str, *, by: str | None = None, note: str = "",
                draft: str | None = None, at_seq: int | None = None) -> int:
     """Record a person's decision on waiting run ``run_id``; returns the decision's sequence number.
 
@@ -100,7 +100,7 @@ def decide_run(store: SQLiteStore, run_id: str, decision: str, *, by: str | None
     return question.seq + 1
 
 
-def _not_waiting(store: SQLiteStore, run_id: str, stored: list[StoredEvent]) -> str:
+def _not_waiting(store: Store, run_id: str, stored: list[StoredEvent]) -> str:
     """Why a decision on ``run_id`` cannot be taken now, in one line."""
     if waiting(run_id, stored) is not None:
         return f"run {run_id} changed since the page was loaded; reload it and decide again"

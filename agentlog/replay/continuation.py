@@ -31,7 +31,7 @@ from agentlog.events import (
     SettingsChanged,
 )
 from agentlog.models import Gateway, ModelLike, model_name, named_models
-from agentlog.store import ConcurrencyError, SQLiteStore
+from agentlog.store import ConcurrencyError, Store
 from agentlog.tools import ToolRegistry
 
 
@@ -79,7 +79,7 @@ class Overrides(msgspec.Struct, frozen=True, kw_only=True):
         return events
 
 
-def _started(store: SQLiteStore, run_id: str) -> RunStarted:
+def _started(store: Store, run_id: str) -> RunStarted:
     first = store.events(run_id, 0, 1)
     if not first or not isinstance(first[0], RunStarted):
         raise ReplayError(f"run {run_id} has no RunStarted event")
@@ -93,7 +93,7 @@ def _agents_now(events: Sequence[Event]) -> dict[str, AgentConfig]:
 
 
 def resume(
-    store: SQLiteStore, run_id: str, *, overrides: Overrides = Overrides(), gateway: Gateway | None = None,
+    store: Store, run_id: str, *, overrides: Overrides = Overrides(), gateway: Gateway | None = None,
     observer: Observer | None = None, tools: ToolRegistry | None = None, lease_seconds: float | None = None,
     watcher: Watcher | None = None, models: Models = None, budget: Budget | None = None,
 ) -> RunHandle:
@@ -132,7 +132,7 @@ def resume(
 
 
 def fork(
-    store: SQLiteStore, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
+    store: Store, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
     gateway: Gateway | None = None, observer: Observer | None = None, tools: ToolRegistry | None = None,
     lease_seconds: float | None = None,
     watcher: Watcher | None = None, models: Models = None, budget: Budget | None = None,
@@ -177,7 +177,7 @@ def _fork_batch(
 
 
 def start_rereview(
-    store: SQLiteStore, run_id: str, model: str | ModelLike, *, temperature: float | None = None,
+    store: Store, run_id: str, model: str | ModelLike, *, temperature: float | None = None,
     gateway: Gateway | None = None, observer: Observer | None = None, lease_seconds: float | None = None,
     models: Models = None,
 ) -> RunHandle | None:

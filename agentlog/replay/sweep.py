@@ -26,7 +26,7 @@ from agentlog.events import BudgetReached, LLMCallRequested, RunFailed, SweepMem
 from agentlog.models import Gateway
 from agentlog.models.prices import PriceTable
 from agentlog.pipelines import get_pipeline
-from agentlog.store import SQLiteStore, StoredEvent
+from agentlog.store import Store, StoredEvent
 
 from .compare import Comparison, SweepInfo, comparison_from_events, own_members, sweep_infos
 from .continuation import Overrides, ReplayError, fork, resume
@@ -118,7 +118,7 @@ class SweepPlan:
     members: list[Planned]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (run, why)
 
-    def models(self, store: SQLiteStore) -> list[str]:
+    def models(self, store: Store) -> list[str]:
         """Every model a member may call."""
         found: set[str] = set()
         for p in self.members:
@@ -131,17 +131,17 @@ class SweepPlan:
         return sorted(found)
 
 
-def all_members(store: SQLiteStore) -> list[StoredEvent]:
+def all_members(store: Store) -> list[StoredEvent]:
     """Every run's own ``SweepMember`` event (not the copies its forks hold)."""
     joined = store.events_of_type("SweepMember")
     return own_members(joined, {s.run_id: store.get_run(s.run_id).fork_seq for s in joined})
 
 
-def member_events(store: SQLiteStore, sweep: str) -> list[StoredEvent]:
+def member_events(store: Store, sweep: str) -> list[StoredEvent]:
     return [s for s in all_members(store) if s.event.sweep_id == sweep]  # type: ignore[attr-defined]
 
 
-def plan_sweep(store: SQLiteStore, spec: SweepSpec) -> SweepPlan:
+def plan_sweep(store: Store, spec: SweepSpec) -> SweepPlan:
     """What the sweep needs, what it already has, and the runs it cannot branch (with why).
 
     Raises ``SweepError`` for a sweep that cannot run at all; writes nothing.
@@ -245,7 +245,7 @@ class SweepInterrupted(Exception):
     pass
 
 
-def run_sweep(store: SQLiteStore, the_plan: SweepPlan, *, gateway: Gateway, prices: PriceTable | None = None,
+def run_sweep(store: Store, the_plan: SweepPlan, *, gateway: Gateway, prices: PriceTable | None = None,
               concurrency: int = 4, budget_usd: float | None = None, budget_tokens: int | None = None,
               progress: Progress | None = None, stop: threading.Event | None = None,
               tools=None, models: Models = None) -> Comparison:  # noqa: ANN001 - a ToolRegistry
@@ -335,7 +335,7 @@ def run_sweep(store: SQLiteStore, the_plan: SweepPlan, *, gateway: Gateway, pric
     return load_comparison(store, sid, prices)
 
 
-def load_comparison(store: SQLiteStore, sweep: str, prices: PriceTable | None = None) -> Comparison:
+def load_comparison(store: Store, sweep: str, prices: PriceTable | None = None) -> Comparison:
     """The comparison of a recorded sweep, rebuilt from its members' events."""
     joined = member_events(store, sweep)
     if not joined:
@@ -349,13 +349,13 @@ def load_comparison(store: SQLiteStore, sweep: str, prices: PriceTable | None = 
     return comparison_from_events(sweep, joined, streams, prices)
 
 
-def list_sweeps(store: SQLiteStore) -> list[SweepInfo]:
+def list_sweeps(store: Store) -> list[SweepInfo]:
     """Every sweep in the log, newest first, from its members' ``SweepMember`` events."""
     joined = all_members(store)
     return sweep_infos(joined, {s.run_id: store.get_run(s.run_id).status for s in joined})
 
 
-def resolve_sweep_id(store: SQLiteStore, prefix: str) -> str:
+def resolve_sweep_id(store: Store, prefix: str) -> str:
     ids = sorted({s.event.sweep_id for s in all_members(store)  # type: ignore[attr-defined]
                   if s.event.sweep_id.startswith(prefix)})  # type: ignore[attr-defined]
     if not prefix or not ids:

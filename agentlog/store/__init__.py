@@ -1,8 +1,13 @@
-"""The event log: one append-only stream per run, SQLite as the embedded default.
+"""The event log: one append-only stream per run, SQLite as the embedded default, PostgreSQL to share it.
 
-``SQLiteStore`` is the synchronous face (actors, CLI); ``AsyncSQLiteStore`` the asyncio
-face (web viewer, asyncio applications). Both run the same SQL over the same schema.
+``Store`` is the protocol both backends offer; ``open_store(target)`` opens the one a path
+or URL names. ``SQLiteStore`` is the synchronous face of a file (actors, CLI),
+``AsyncSQLiteStore`` its asyncio face (web viewer, asyncio applications);
+``PostgresStore`` keeps the same log in a PostgreSQL database (psycopg is imported only
+when it is used).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .aio import AsyncSQLiteStore
 from .errors import (
@@ -17,12 +22,26 @@ from .errors import (
     StoreBusy,
     StoreError,
 )
+from .protocol import Store
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite import SQLiteStore, VacuumReport
+from .url import StoreURLError, open_store, redact
+
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
 
 __all__ = [
     "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent",
-    "DiskFull", "Lease", "LeaseHeld", "LeaseLost", "PartialAnswer", "RunNotFound", "RunSummary", "SQLiteStore",
-    "SchemaError", "StoreBusy", "StoreError", "StoredEvent", "VacuumReport",
+    "DiskFull", "Lease", "LeaseHeld", "LeaseLost", "PartialAnswer", "PostgresStore", "RunNotFound", "RunSummary",
+    "SQLiteStore", "SchemaError", "Store", "StoreBusy", "StoreError", "StoreURLError", "StoredEvent", "VacuumReport",
+    "open_store", "redact",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresStore":
+        from .postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module 'agentlog.store' has no attribute {name!r}")

@@ -62,11 +62,11 @@ def fork_point(events: Sequence[Event], expected_seq: int) -> tuple[str, int] | 
     return None
 
 
-def check_schema_version(found: int, path: str) -> None:
-    if found > schema.SCHEMA_VERSION:
+def check_schema_version(found: int, path: str, known: int = schema.SCHEMA_VERSION) -> None:
+    if found > known:
         raise SchemaError(
             f"{path} was written by a newer agentlog (schema {found}, this release knows "
-            f"{schema.SCHEMA_VERSION}): upgrade agentlog to open it"
+            f"{known}): upgrade agentlog to open it"
         )
 
 

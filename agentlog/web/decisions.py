@@ -26,7 +26,7 @@ import pykka
 from agentlog.actors import RunHandle
 from agentlog.models import Gateway, ModelNotConfigured
 from agentlog.replay import NotWaiting, ReplayError, build_view, decide_run, resume
-from agentlog.store import SQLiteStore, StoreError
+from agentlog.store import Store, StoreError, open_store
 from agentlog.tools import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Decisions:
         self.db_path, self.tokens, self.gateway, self.tools = db_path, tokens, gateway, tools
         self.default_by = default_by
         self._lock = threading.Lock()
-        self._running: dict[str, tuple[RunHandle, SQLiteStore]] = {}
+        self._running: dict[str, tuple[RunHandle, Store]] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
 
@@ -103,7 +103,7 @@ class Decisions:
         draft = form.get("draft") if decision == "edit" else None
         if draft is not None:
             draft = draft.replace("\r\n", "\n")  # browsers send text areas with CRLF line ends
-        store = SQLiteStore(self.db_path, create=False)
+        store = open_store(self.db_path, create=False)
         try:
             decide_run(store, run_id, decision, by=form.get("by", "").strip() or self.default_by,
                        note=form.get("note", ""), draft=draft, at_seq=seq)
@@ -115,7 +115,7 @@ class Decisions:
             raise Refused(400, str(exc)) from None
         return self._continue(store, run_id)
 
-    def _continue(self, store: SQLiteStore, run_id: str) -> str | None:
+    def _continue(self, store: Store, run_id: str) -> str | None:
         if self.gateway is None:
             store.close()
             return "this viewer does not run models"
@@ -134,7 +134,7 @@ class Decisions:
         thread.start()
         return None
 
-    def _wait(self, run_id: str, handle: RunHandle, store: SQLiteStore) -> None:
+    def _wait(self, run_id: str, handle: RunHandle, store: Store) -> None:
         try:
             while not self._stopping.is_set():
                 try:

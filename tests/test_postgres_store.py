@@ -1,0 +1,128 @@
+"""What the Postgres store promises beyond the shared contract (tests/test_store_contract.py):
+its migrations and version table, refusing what it cannot open, a notification per append,
+and a password that no error shows. A real cluster (tests/postgres.py), never a mock."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from agentlog.events import DraftReady
+from agentlog.store import SchemaError, StoreError, open_store
+from agentlog.store import pgschema
+from agentlog.store.postgres import PostgresStore
+from tests.test_store_contract import FORK, approved_run, build_runs, started
+
+
+def test_a_new_database_gets_every_migration_recorded_once(pg_url):
+    PostgresStore(pg_url).close()
+    PostgresStore(pg_url).close()  # a second open finds it migrated
+    with psycopg.connect(pg_url) as db:
+        rows = db.execute("SELECT version, name FROM agentlog_schema ORDER BY version").fetchall()
+    assert rows == [(n, name) for n, (name, _) in enumerate(pgschema.MIGRATIONS, start=1)]
+
+
+def test_openers_racing_on_a_new_database_migrate_it_once(pg_url):
+    barrier, errors = threading.Barrier(4, timeout=30), []
+
+    def open_it():
+        barrier.wait()
+        try:
+            PostgresStore(pg_url).close()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    with psycopg.connect(pg_url) as db:
+        assert db.execute("SELECT count(*) FROM agentlog_schema").fetchone() == (pgschema.SCHEMA_VERSION,)
+
+
+def test_a_newer_schema_is_refused_in_one_line(pg_url):
+    PostgresStore(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("INSERT INTO agentlog_schema VALUES (%s, 'm999_from_the_future', 0)",
+                   (pgschema.SCHEMA_VERSION + 1,))
+    for read_only in (False, True):
+        with pytest.raises(SchemaError, match=rf"newer agentlog \(schema {pgschema.SCHEMA_VERSION + 1}, this "
+                                              rf"release knows {pgschema.SCHEMA_VERSION}\)") as caught:
+            PostgresStore(pg_url, read_only=read_only)
+        assert "\n" not in str(caught.value) and "pw-" not in str(caught.value)
+
+
+def test_a_database_without_the_log_is_created_only_by_a_writer(pg_url):
+    for options in ({"create": False}, {"read_only": True}):
+        with pytest.raises(SchemaError, match="holds no agentlog log"):
+            PostgresStore(pg_url, **options)
+    with psycopg.connect(pg_url) as db:  # nothing was made by looking
+        assert db.execute("SELECT to_regclass('agentlog_schema')").fetchone() == (None,)
+    with PostgresStore(pg_url) as store:
+        assert store.append("run", [started("t")], 0) == 1
+
+
+def test_another_applications_tables_are_left_alone(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("CREATE TABLE events (id serial PRIMARY KEY, what text)")
+    with pytest.raises(SchemaError, match="has tables named events or runs, but no agentlog log"):
+        PostgresStore(pg_url)
+    with psycopg.connect(pg_url) as db:
+        assert db.execute("SELECT to_regclass('agentlog_schema')").fetchone() == (None,)
+
+
+def test_a_read_only_store_reads_and_never_writes(pg_url):
+    with PostgresStore(pg_url) as writer:
+        build_runs(writer)
+        with PostgresStore(pg_url, read_only=True) as reader:
+            assert reader.read(FORK) == writer.read(FORK)
+            with pytest.raises(StoreError, match="read-only transaction"):
+                reader.append(FORK, [DraftReady(iteration=3, draft="x", call_id="draft/3")], 18)
+        assert writer.last_seq(FORK) == 18
+
+
+def test_every_append_notifies_listeners_as_it_commits(pg_url):
+    with PostgresStore(pg_url) as store, psycopg.connect(pg_url, autocommit=True) as listener:
+        listener.execute("LISTEN agentlog_events")
+        store.append("run-a", approved_run("a")[:3], 0)
+        store.append_all([("run-a", approved_run("a")[3:5], 3), ("run-b", approved_run("b")[:2], 0)])
+        with pytest.raises(StoreError):  # a stale batch commits nothing, so it tells nobody
+            store.append("run-b", approved_run("b")[:1], 0)
+        got = [n.payload for n in listener.notifies(timeout=5, stop_after=3)]
+        assert got == ["run-a:3", "run-a:5", "run-b:2"]
+        assert [n.payload for n in listener.notifies(timeout=0.2)] == []
+
+
+def test_the_reuse_lookup_by_request_hash_is_indexed(pg_url):
+    with PostgresStore(pg_url) as store:
+        build_runs(store)
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in db.execute(
+            "EXPLAIN SELECT run_id FROM events WHERE request_hash = 'hash:research/1:researcher'").fetchall())
+    assert "events_answers_by_hash" in plan
+
+
+@pytest.mark.parametrize("wrong", ["port", "password", "database"])
+def test_a_connection_that_fails_says_why_in_one_line_without_the_password(postgres_cluster, pg_url, wrong):
+    from tests.postgres import free_port
+
+    url = {
+        "port": postgres_cluster.url(pg_url.rsplit("/", 1)[1], port=free_port()),
+        "password": postgres_cluster.url(pg_url.rsplit("/", 1)[1], password="not-the-password-42"),
+        "database": postgres_cluster.url("no_such_database"),
+    }[wrong]
+    with pytest.raises(StoreError) as caught:
+        open_store(url)
+    message = str(caught.value)
+    assert message.startswith("cannot connect to postgresql://agentlog:***@127.0.0.1:")
+    assert "\n" not in message
+    assert postgres_cluster.password not in message and "not-the-password-42" not in message
+    expected = {"port": "Connection refused", "password": "password authentication failed",
+                "database": 'database "no_such_database" does not exist'}[wrong]
+    assert expected in message
+
