@@ -126,3 +126,18 @@ def test_a_connection_that_fails_says_why_in_one_line_without_the_password(postg
                 "database": 'database "no_such_database" does not exist'}[wrong]
     assert expected in message
 
+
+
+def test_vacuum_drops_only_the_packs_no_event_refers_to(pg_url):
+    with PostgresStore(pg_url) as store:
+        build_runs(store)
+        before = {run.run_id: store.read(run.run_id) for run in store.list_runs()}
+        with psycopg.connect(pg_url, autocommit=True) as db:  # a pack left by a batch that failed half-way
+            pack = db.execute("INSERT INTO packs (codec, data) VALUES (0, %s) RETURNING id", (b"x" * 500,)).fetchone()[0]
+            db.execute("INSERT INTO blobs VALUES (%s, %s, 0, 500)", (b"\x01" * 16, pack))
+        dry = store.vacuum(dry_run=True)
+        assert (dry.packs, dry.chunks, dry.pack_bytes) == (1, 1, 500)
+        done = store.vacuum()
+        assert (done.packs, done.chunks) == (1, 1) and done.file_before > 0
+        assert store.vacuum(dry_run=True).packs == 0
+        assert {run_id: store.read(run_id) for run_id in before} == before

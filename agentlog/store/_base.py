@@ -41,6 +41,7 @@ class SQLStore:
 
     # The dialect: set by each subclass.
     BEGIN_WRITE = "BEGIN"  # starts a write transaction
+    BEGIN_MAINTENANCE = "BEGIN"  # starts a transaction no append may run beside (vacuum, rebuild_index)
     CONFLICT: tuple[type[BaseException], ...] = ()  # a writer raced another: (run_id, seq) taken, or deadlock
     DB_ERROR: tuple[type[BaseException], ...] = ()  # any error of the driver
     LIKE = "LIKE"  # case-insensitive LIKE
@@ -381,7 +382,7 @@ class SQLStore:
         """Recompute the runs index from the events alone; return how many runs it holds."""
         with self._lock, self._errors():
             db = self._db
-            db.execute(self.BEGIN_WRITE)
+            db.execute(self.BEGIN_MAINTENANCE)
             try:
                 db.execute("DELETE FROM runs")
                 db.execute("DELETE FROM queue")
@@ -409,7 +410,7 @@ class SQLStore:
         with self._lock, self._errors():
             db = self._db
             before = self._size()
-            db.execute(self.BEGIN_WRITE)
+            db.execute(self.BEGIN_MAINTENANCE)
             try:
                 referenced: set[int] = set()
                 for run_id, seq, data in db.execute(self.PACKED_ROWS):

@@ -99,6 +99,12 @@ def translate_errors(where: str, secret: str | None) -> Iterator[None]:
 class PostgresStore(SQLStore):
     """Append-only event streams, one per run, in a PostgreSQL database named by a URL."""
 
+    # An append holds the events table in ROW EXCLUSIVE mode from its first statement, before
+    # it looks blobs up; vacuum and rebuild_index take it in SHARE ROW EXCLUSIVE mode, so they
+    # wait for the appends under way and keep new ones out: vacuum can never drop a pack that
+    # an append has just found a chunk in.
+    BEGIN_WRITE = "BEGIN; LOCK TABLE events IN ROW EXCLUSIVE MODE"
+    BEGIN_MAINTENANCE = "BEGIN; LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"
     CONFLICT = (errors.UniqueViolation, errors.DeadlockDetected)
     DB_ERROR = (psycopg.Error,)
     LIKE = "ILIKE"

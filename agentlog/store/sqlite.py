@@ -49,7 +49,7 @@ def translate_errors(path: str) -> Iterator[None]:
 class SQLiteStore(SQLStore):
     """Append-only event streams, one per run, in one SQLite file."""
 
-    BEGIN_WRITE = "BEGIN IMMEDIATE"
+    BEGIN_WRITE = BEGIN_MAINTENANCE = "BEGIN IMMEDIATE"  # one writer at a time
     CONFLICT = (sqlite3.IntegrityError,)
     DB_ERROR = (sqlite3.Error,)
 
