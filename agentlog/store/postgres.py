@@ -90,9 +90,7 @@ def translate_errors(where: str, secret: str | None) -> Iterator[None]:
         yield
     except StoreError:
         raise
-    except psycopg.OperationalError as exc:
-        raise StoreError(f"{where}: {one_line(exc, secret)}") from None
-    except psycopg.Error as exc:
+    except psycopg.Error as exc:  # the driver's message may quote the connection string: never chained
         raise StoreError(f"{where}: {one_line(exc, secret)}") from None
 
 
