@@ -28,7 +28,7 @@ from .actors.lease import acquire, owner_name
 from .actors.runtime import Models
 from .events import TERMINAL_TYPES, RunClaimed, RunFailed
 from .models import Gateway, PriceTable
-from .store import ConcurrencyError, LeaseHeld, LeaseLost, SQLiteStore, StoredEvent, StoreError
+from .store import ConcurrencyError, LeaseHeld, LeaseLost, Store, StoredEvent, StoreError
 from .tools import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class Worker:
     """
 
     def __init__(
-        self, store: SQLiteStore, *, concurrency: int = 1, gateway: Gateway | None = None,
+        self, store: Store, *, concurrency: int = 1, gateway: Gateway | None = None,
         tools: ToolRegistry | None = None, prices: PriceTable | None = None, models: Models = None,
         lease_seconds: float | None = None, poll: float = DEFAULT_POLL_SECONDS,
         say: Callable[[str], None] | None = None,

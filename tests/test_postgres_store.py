@@ -141,3 +141,35 @@ def test_vacuum_drops_only_the_packs_no_event_refers_to(pg_url):
         assert (done.packs, done.chunks) == (1, 1) and done.file_before > 0
         assert store.vacuum(dry_run=True).packs == 0
         assert {run_id: store.read(run_id) for run_id in before} == before
+
+
+def test_workers_claiming_at_once_take_different_queued_runs(pg_url):
+    from agentlog.events import RunQueued
+
+    stores = [PostgresStore(pg_url) for _ in range(4)]
+    try:
+        for n in range(3):
+            stores[0].append(f"queued-{n}", [started(f"t{n}"), RunQueued()], 0)
+        assert stores[0].queued_runs() == ["queued-0", "queued-1", "queued-2"]
+        barrier, claims = threading.Barrier(4, timeout=30), []
+
+        def claim(store, owner):
+            barrier.wait()
+            claims.append(store.claim_run(owner, 30))
+
+        threads = [threading.Thread(target=claim, args=(s, f"worker-{i}")) for i, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        taken = [c.run_id for c in claims if c is not None]
+        assert len(taken) == len(set(taken)) >= 1  # never one run twice
+        for lease in claims:
+            if lease is not None:
+                assert stores[0].lease(lease.run_id) == lease
+        while (more := stores[0].claim_run("worker-late", 30)) is not None:  # the rest is still there
+            taken.append(more.run_id)
+        assert sorted(taken) == ["queued-0", "queued-1", "queued-2"]
+    finally:
+        for store in stores:
+            store.close()

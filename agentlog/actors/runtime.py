@@ -209,7 +209,7 @@ def start_run(
 
 
 def enqueue_run(
-    store: SQLiteStore,
+    store: Store,
     task: str,
     *,
     agents: dict[str, AgentConfig] | None = None,

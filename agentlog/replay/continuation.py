@@ -155,7 +155,7 @@ def fork(
 
 
 def enqueue_fork(
-    store: SQLiteStore, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
+    store: Store, run_id: str, at_seq: int, *, overrides: Overrides = Overrides(),
     extra_events: Sequence[Event] = (),
 ) -> str:
     """The fork ``fork`` would start, queued for a worker instead of driven here; its id."""
@@ -165,7 +165,7 @@ def enqueue_fork(
 
 
 def _fork_batch(
-    store: SQLiteStore, run_id: str, at_seq: int, overrides: Overrides, extra_events: Sequence[Event],
+    store: Store, run_id: str, at_seq: int, overrides: Overrides, extra_events: Sequence[Event],
 ) -> tuple[str, list[Event]]:
     last = store.last_seq(run_id)
     if not 1 <= at_seq <= last:
@@ -198,7 +198,7 @@ def start_rereview(
     return drive(store, new_id, gateway=gateway, observer=observer, lease_seconds=lease_seconds, models=models)
 
 
-def enqueue_rereview(store: SQLiteStore, run_id: str, model: str, *, temperature: float | None = None) -> str | None:
+def enqueue_rereview(store: Store, run_id: str, model: str, *, temperature: float | None = None) -> str | None:
     """The re-review ``start_rereview`` would start, queued for a worker; its id (``None``: no drafts)."""
     batch = _rereview_batch(store, run_id, model, temperature)
     if batch is None:
@@ -208,7 +208,7 @@ def enqueue_rereview(store: SQLiteStore, run_id: str, model: str, *, temperature
     return new_id
 
 
-def _rereview_batch(store: SQLiteStore, run_id: str, model: str, temperature: float | None) -> list[Event] | None:
+def _rereview_batch(store: Store, run_id: str, model: str, temperature: float | None) -> list[Event] | None:
     started = _started(store, run_id)
     stored = store.read(run_id)
     findings = next((s.event for s in stored if isinstance(s.event, FindingsReady)), None)
