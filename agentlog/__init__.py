@@ -24,7 +24,7 @@ _EXPORTS = {
     "agentlog.runconfig": ("RunConfig", "load_run_config"),
     "agentlog.store": ("AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent", "LeaseHeld", "LeaseLost",
                        "PostgresStore", "RunNotFound", "RunSummary", "SQLiteStore", "Store", "StoredEvent",
-                       "open_store"),
+                       "copy_log", "follow", "open_store"),
     "agentlog.tools": ("Tool", "ToolRegistry"),
     "agentlog.worker": ("Worker", "WorkerStats"),
 }
@@ -80,6 +80,8 @@ if TYPE_CHECKING:  # for type checkers and editors
         SQLiteStore,
         Store,
         StoredEvent,
+        copy_log,
+        follow,
         open_store,
     )
     from .tools import Tool, ToolRegistry

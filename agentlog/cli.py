@@ -292,6 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", parents=[common], help="append runs exported as JSON lines")
     p.add_argument("file")
 
+    p = sub.add_parser("copy", help="copy every run of one log into another (SQLite or PostgreSQL), "
+                       "identical events; repeat it to bring new events over")
+    p.add_argument("--from", dest="source", required=True, metavar="SRC", help="the log to copy (a path or URL)")
+    p.add_argument("--to", dest="dest", required=True, metavar="DST",
+                   help="the log to copy into (created when missing)")
+
+    p = sub.add_parser("watch", parents=[common], help="print a run's events as they are appended, until it ends")
+    p.add_argument("run")
+
     p = sub.add_parser("vacuum", parents=[common], help="drop stored text no event refers to, compact the file")
     p.add_argument("--dry-run", action="store_true", help="only say what it would free")
 
@@ -373,7 +382,7 @@ class Context:
     def __init__(self, args: argparse.Namespace, config: Config):
         self.args, self.config = args, config
         self.notes: list[str] = []
-        self.db = args.db or default_db(config)  # a path or a URL
+        self.db = getattr(args, "db", None) or default_db(config)  # a path or a URL
         self.db_shown = redact(self.db)  # as messages show it: never with a password
 
     def store(self, *, create: bool = False, read_only: bool = False) -> Store:
@@ -1199,6 +1208,78 @@ def cmd_import(ctx: Context) -> int:
     return 0
 
 
+def _open_target(target: str, *, create: bool, read_only: bool = False) -> SQLiteStore:
+    if "://" in target:
+        scheme = target.split("://", 1)[0]
+        raise UsageError(f"{scheme}:// is not a log agentlog can open (give a path)")
+    return SQLiteStore(Path(target).expanduser(), create=create, read_only=read_only)
+
+
+def _same_log(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a == b
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return pa.resolve() == pb.resolve() or (pb.exists() and pa.exists() and os.path.samefile(pa, pb))
+    except OSError:
+        return False
+
+
+def cmd_copy(ctx: Context) -> int:
+    from .store.copy import copy_log
+
+    source, dest = ctx.args.source, ctx.args.dest
+    if _same_log(source, dest):
+        raise UsageError(f"--from and --to name the same log ({source}); nothing to copy")
+    src = _open_target(source, create=False, read_only=True)
+    try:
+        dst = _open_target(dest, create=True)
+    except BaseException:
+        src.close()
+        raise
+    with src, dst:
+        def report(copied: Any) -> None:
+            if copied.events:
+                print(f"copied run {copied.run_id}: {copied.events} events (up to event {copied.last_seq}, "
+                      f"{copied.status})", file=sys.stderr)
+            if copied.status == "running":
+                print(f"note: run {copied.run_id} is running at the source; copy again later to bring the "
+                      f"rest", file=sys.stderr)
+
+        done = copy_log(src, dst, report)
+    events = sum(c.events for c in done)
+    fresh = sum(1 for c in done if c.events)
+    print(f"copied {events} events of {fresh} run{'' if fresh == 1 else 's'} from {source} to {dest}; "
+          f"{len(done) - fresh} already up to date")
+    return 0
+
+
+def cmd_watch(ctx: Context) -> int:
+    from .store.follow import follow
+
+    store = ctx.store(read_only=True)
+    run_id = _run_id(store, ctx.args.run)
+    print(f"watching run {run_id} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    summary = None
+    for item in follow(store, run_id):
+        if isinstance(item, RunSummary):
+            summary = item
+            break
+        for stored in item:
+            print(render.watch_line(stored), flush=True)
+    assert summary is not None
+    view = build_view(run_id, store.read(run_id))
+    if summary.status == "waiting" and view.waiting_for is not None:
+        for line in render.waiting_lines(run_id, view.waiting_for, view.waiting_point or "final"):
+            print(line, flush=True)
+        return EXIT_WAITING
+    if summary.status == "failed":
+        print(f"run {run_id} failed: {view.failure}", flush=True)
+        return EXIT_FAILED
+    print(render.outcome_line(view, run_cost((s.event for s in store.read(run_id)), ctx.prices())), flush=True)
+    return 0
+
+
 def cmd_serve(ctx: Context) -> int:
     from . import web
 
@@ -1239,7 +1320,8 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "run": cmd_run, "runs": cmd_runs, "show": cmd_show, "replay": cmd_replay, "resume": cmd_resume,
     "fork": cmd_fork, "rereview": cmd_rereview, "verify": cmd_verify, "export": cmd_export,
     "import": cmd_import, "trace": cmd_trace, "serve": cmd_serve, "approve": cmd_decide, "edit": cmd_decide,
-    "reject": cmd_decide, "vacuum": cmd_vacuum, "sweep": cmd_sweep, "worker": cmd_worker,
+    "reject": cmd_decide, "vacuum": cmd_vacuum, "sweep": cmd_sweep, "worker": cmd_worker, "copy": cmd_copy,
+    "watch": cmd_watch,
 }
 
 

@@ -118,6 +118,13 @@ def progress_line(event: Event) -> str | None:
     return None
 
 
+def watch_line(stored: StoredEvent) -> str:
+    """One event of a run being watched: seq, time, type and what it says."""
+    when = time.strftime("%H:%M:%S", time.localtime(stored.recorded_at))
+    detail = progress_line(stored.event)
+    return f"{stored.seq:>5}  {when}  {stored.type}" + (f"  {detail.strip()}" if detail else "")
+
+
 def waiting_lines(run_id: str, iteration: int, point: str) -> list[str]:
     """What to do about a run that waits for a person (one line each, for stderr)."""
     at = "the final draft" if point == "final" else "the reviewed draft"

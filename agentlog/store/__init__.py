@@ -10,6 +10,7 @@ when it is used).
 from typing import TYPE_CHECKING, Any
 
 from .aio import AsyncSQLiteStore
+from .copy import Copied, Diverged, copy_log
 from .errors import (
     AmbiguousRunId,
     ConcurrencyError,
@@ -23,6 +24,7 @@ from .errors import (
     StoreError,
 )
 from .protocol import Store
+from .follow import follow
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite import SQLiteStore, VacuumReport
@@ -32,10 +34,10 @@ if TYPE_CHECKING:
     from .postgres import PostgresStore
 
 __all__ = [
-    "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "DamagedEvent",
-    "DiskFull", "Lease", "LeaseHeld", "LeaseLost", "PartialAnswer", "PostgresStore", "RunNotFound", "RunSummary",
-    "SQLiteStore", "SchemaError", "Store", "StoreBusy", "StoreError", "StoreURLError", "StoredEvent", "VacuumReport",
-    "open_store", "redact",
+    "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "Copied",
+    "DamagedEvent", "Diverged", "DiskFull", "Lease", "LeaseHeld", "LeaseLost", "PartialAnswer", "PostgresStore",
+    "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "Store", "StoreBusy", "StoreError", "StoreURLError",
+    "StoredEvent", "VacuumReport", "copy_log", "follow", "open_store", "redact",
 ]
 
 

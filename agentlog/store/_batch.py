@@ -16,21 +16,24 @@ from .records import RunSummary
 
 def encode_batch(
     run_id: str, events: Sequence[Event], expected_seq: int, now: float, row: RunSummary | None,
-    put: Put, shared: int = 0,
+    put: Put, shared: int = 0, times: Sequence[float] | None = None,
 ) -> tuple[list[tuple], RunSummary | None]:
     """The rows to insert and the runs-index row after them.
 
     ``put`` stores a chunk of large text and returns its blob id; the first ``shared``
     events are the parent's (a fork's shared prefix): folded into the index, not stored.
+    Events are recorded at ``now``, or each at its own time in ``times`` (events copied
+    from another log keep theirs).
     """
     rows = []
     for offset, event in enumerate(events, start=1):
         seq = expected_seq + offset
+        at = now if times is None else times[offset - 1]
         if offset > shared:
             type_name, version, data = pack(event, put)
             answer = event.request_hash if isinstance(event, LLMCallAnswered) else None
-            rows.append((run_id, seq, type_name, version, now, data, answer))
-        row = index.apply(row, run_id, seq, now, event)
+            rows.append((run_id, seq, type_name, version, at, data, answer))
+        row = index.apply(row, run_id, seq, at, event)
     return rows, row
 
 
@@ -49,14 +52,21 @@ def queue_writes(run_id: str, events: Sequence[Event], now: float) -> list[tuple
     return [write] if write is not None else []
 
 
-def fork_point(events: Sequence[Event], expected_seq: int) -> tuple[str, int] | None:
+def fork_point(
+    events: Sequence[Event], expected_seq: int, times: Sequence[float] | None = None
+) -> tuple[str, int] | None:
     """``(parent run, n)`` when a new run's batch starts with ``n`` events copied from its
-    parent, then its ``RunForked``: the prefix the store may share instead of copying."""
+    parent, then its ``RunForked``: the prefix the store may share instead of copying.
+
+    A shared prefix reads back as recorded at one time (the share's), so events copied with
+    their own ``times`` are shared only if their prefix was recorded at one time."""
     if expected_seq != 0:
         return None
     for position, event in enumerate(events):
         if isinstance(event, RunForked):
             if position == event.parent_seq and position >= 1:
+                if times is not None and len(set(times[:position])) != 1:
+                    return None
                 return event.parent_run_id, position
             return None
     return None
