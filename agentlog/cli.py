@@ -1208,19 +1208,14 @@ def cmd_import(ctx: Context) -> int:
     return 0
 
 
-def _open_target(target: str, *, create: bool, read_only: bool = False) -> SQLiteStore:
-    if "://" in target:
-        scheme = target.split("://", 1)[0]
-        raise UsageError(f"{scheme}:// is not a log agentlog can open (give a path)")
-    return SQLiteStore(Path(target).expanduser(), create=create, read_only=read_only)
-
-
 def _same_log(a: str, b: str) -> bool:
-    if "://" in a or "://" in b:
-        return a == b
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    """Whether two ``--db`` values name one log: the same file, or the same database URL."""
     try:
-        return pa.resolve() == pb.resolve() or (pb.exists() and pa.exists() and os.path.samefile(pa, pb))
+        pa, pb = sqlite_path(a), sqlite_path(b)
+    except StoreURLError:
+        return a == b
+    try:
+        return pa.resolve() == pb.resolve() or (pa.exists() and pb.exists() and os.path.samefile(pa, pb))
     except OSError:
         return False
 
@@ -1230,10 +1225,10 @@ def cmd_copy(ctx: Context) -> int:
 
     source, dest = ctx.args.source, ctx.args.dest
     if _same_log(source, dest):
-        raise UsageError(f"--from and --to name the same log ({source}); nothing to copy")
-    src = _open_target(source, create=False, read_only=True)
+        raise UsageError(f"--from and --to name the same log ({redact(source)}); nothing to copy")
+    src = open_store(source, create=False, read_only=True)
     try:
-        dst = _open_target(dest, create=True)
+        dst = open_store(dest, create=True)
     except BaseException:
         src.close()
         raise
@@ -1249,8 +1244,8 @@ def cmd_copy(ctx: Context) -> int:
         done = copy_log(src, dst, report)
     events = sum(c.events for c in done)
     fresh = sum(1 for c in done if c.events)
-    print(f"copied {events} events of {fresh} run{'' if fresh == 1 else 's'} from {source} to {dest}; "
-          f"{len(done) - fresh} already up to date")
+    print(f"copied {events} events of {fresh} run{'' if fresh == 1 else 's'} from {redact(source)} to "
+          f"{redact(dest)}; {len(done) - fresh} already up to date")
     return 0
 
 

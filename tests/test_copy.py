@@ -10,10 +10,11 @@ from contextlib import closing
 from pathlib import Path
 
 import msgspec
+import psycopg
 import pytest
 
 from agentlog.events import RunFailed, RunForked
-from agentlog.store import ConcurrencyError, SQLiteStore
+from agentlog.store import ConcurrencyError, SQLiteStore, open_store
 from agentlog.store.copy import same_event
 from tests.damage import damage_event
 from tests.test_cli import agentlog
@@ -205,3 +206,49 @@ def test_a_copied_fork_shares_its_parent_s_prefix_only_when_that_reads_back_the_
         assert [row[:3] for row in shares(tmp_path / "b.db")] == [("f", "p", 2)]
         assert all(same_event(x, y) for x, y in zip(copied, b.read("f"), strict=True))
         assert [s.recorded_at for s in b.read("g")] == [s.recorded_at for s in mixed]
+
+
+# --- SQLite <-> PostgreSQL (a real cluster: tests/postgres.py) -----------------------------
+
+
+def assert_same_store(a: str, b: str) -> None:
+    with open_store(a, create=False, read_only=True) as src, open_store(b, create=False, read_only=True) as dst:
+        runs = src.list_runs()
+        assert sorted(r.run_id for r in dst.list_runs()) == sorted(r.run_id for r in runs)
+        for run in runs:
+            ours, theirs = src.read(run.run_id), dst.read(run.run_id)
+            assert len(ours) == len(theirs) == run.last_seq
+            assert all(same_event(x, y) for x, y in zip(ours, theirs))
+            assert dst.get_run(run.run_id) == run
+
+
+def test_a_log_goes_to_postgres_and_back_identical(source, tmp_path, pg_url, postgres_cluster):
+    back = tmp_path / "back.db"
+    there = ok("copy", "--from", str(source), "--to", pg_url)
+    assert "events of 2 runs" in there.stdout
+    assert_same_store(str(source), pg_url)
+    with psycopg.connect(pg_url) as db:  # the fork shares its parent's prefix in Postgres too
+        assert db.execute("SELECT run_id, parent_run_id, upto_seq FROM shares").fetchall() == \
+            [row[:3] for row in shares(source)]
+    again = ok("copy", "--from", str(source), "--to", pg_url)
+    assert "copied 0 events of 0 runs" in again.stdout and "2 already up to date" in again.stdout
+
+    ok("copy", "--from", pg_url, "--to", str(back))
+    assert_same_log(source, back)
+    assert shares(back) == shares(source)
+    ok("verify", "--all", "--db", pg_url)  # replays with the recorded answers only: no model, no call
+    ok("verify", "--all", "--db", str(back))
+    for done in (there, again):
+        assert postgres_cluster.password not in done.stdout + done.stderr
+
+
+def test_a_postgres_destination_that_differs_is_refused(source, pg_url, postgres_cluster):
+    ok("copy", "--from", str(source), "--to", pg_url)
+    run_id = run_ids(source)[0]
+    with open_store(pg_url) as there:
+        there.append(run_id, [RunFailed(reason="changed there")], there.last_seq(run_id))
+    refused = agentlog("copy", "--from", str(source), "--to", pg_url)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and run_id in refused.stderr
+    assert postgres_cluster.password not in refused.stderr
+    same = agentlog("copy", "--from", pg_url, "--to", pg_url)
+    assert same.returncode == 2 and "same log" in same.stderr and postgres_cluster.password not in same.stderr

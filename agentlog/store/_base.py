@@ -147,6 +147,27 @@ class SQLStore:
         results = {item.run_id: item.result for item in items}
         return [results.get(run_id, expected_seq) for run_id, _events, expected_seq in batches]
 
+    def append_recorded(self, run_id: str, stored: Sequence[StoredEvent], expected_seq: int) -> int:
+        """Append events recorded in another log, each keeping its ``recorded_at`` (what
+        ``agentlog copy`` writes); checked and committed as one ``append``. A fork copied
+        after its parent shares the parent's prefix again."""
+        if not stored:
+            return expected_seq
+        item = _Append(run_id, [s.event for s in stored], expected_seq, times=[s.recorded_at for s in stored])
+        with self._lock, self._errors():
+            db = self._db
+            db.execute(self.BEGIN_WRITE)
+            try:
+                self._apply_group(db, [item], time.time())
+                if item.error is not None:
+                    raise item.error
+                self._notify(db, {run_id: item.result})
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+        return item.result
+
     def _commit_group(self, group: list["_Append"], leader: "_Append") -> None:
         db = self._db
         try:
@@ -217,14 +238,14 @@ class SQLStore:
             try:
                 share = self._share(db, item, group, now)
                 batch, summary = encode_batch(run_id, item.events, expected_seq, now, summaries.get(run_id),
-                                              writer.put, share[2] if share else 0)
+                                              writer.put, share[2] if share else 0, item.times)
             except self.DB_ERROR:
                 raise
             except Exception as exc:  # noqa: BLE001 - an event that does not encode: this writer's error
                 item.error = exc
                 continue
             rows += batch
-            queue += queue_writes(run_id, item.events, now)
+            queue += queue_writes(run_id, item.events, item.at(now))
             if share:
                 shares.append(share)
             summaries[run_id] = summary
@@ -246,7 +267,7 @@ class SQLStore:
     ) -> tuple[str, str, int, float] | None:
         """``(run, parent, n, now)`` when a new run's first ``n`` events are its parent's first
         ``n``, as a fork's are: then they are shared, not copied (a row, not n rows)."""
-        point = fork_point(item.events, item.expected_seq)
+        point = fork_point(item.events, item.expected_seq, item.times)
         if point is None:
             return None
         parent, n = point
@@ -258,7 +279,7 @@ class SQLStore:
             return None
         if [s.event for s in self._read_rows(db, parent, 0, n)] != list(item.events[:n]):
             return None
-        return item.run_id, parent, n, now
+        return item.run_id, parent, n, item.at(now)
 
     def _apply(self, db: Any, item: "_Append", now: float, group: list["_Append"]) -> None:
         """One writer's batch inside the group's transaction; its failure is its own."""
@@ -274,14 +295,14 @@ class SQLStore:
             writer = BlobWriter(db)
             rows, summary = encode_batch(
                 run_id, item.events, expected_seq, now, RunSummary.from_row(current) if current else None,
-                writer.put, share[2] if share else 0,
+                writer.put, share[2] if share else 0, item.times,
             )
             writer.finish()
             db.executemany(schema.INSERT_EVENT, rows)
             if share:
                 db.execute(schema.INSERT_SHARE, share)
             db.execute(schema.UPSERT_RUN, summary.as_row())
-            for sql, params in queue_writes(run_id, item.events, now):
+            for sql, params in queue_writes(run_id, item.events, item.at(now)):
                 db.execute(sql, params)
         except self.CONFLICT as exc:  # the key (run_id, seq) was taken: stale writer
             db.execute("ROLLBACK TO append")
@@ -543,14 +564,20 @@ class VacuumReport(NamedTuple):
 class _Append:
     """One writer's batch, waiting in the queue for a group commit."""
 
-    __slots__ = ("run_id", "events", "expected_seq", "lease", "result", "error", "done", "wake")
+    __slots__ = ("run_id", "events", "expected_seq", "lease", "times", "result", "error", "done", "wake")
 
-    def __init__(self, run_id: str, events: Sequence[Event], expected_seq: int, lease: Lease | None = None):
+    def __init__(self, run_id: str, events: Sequence[Event], expected_seq: int, lease: Lease | None = None,
+                 times: Sequence[float] | None = None):
         self.run_id, self.events, self.expected_seq, self.lease = run_id, events, expected_seq, lease
+        self.times = times  # each event's recorded_at, when copied from another log
         self.result = expected_seq
         self.error: BaseException | None = None
         self.done = False
         self.wake = threading.Event()  # set when done, or when this batch's writer must lead
+
+    def at(self, now: float) -> float:
+        """When the batch is recorded: ``now``, or its first event's own time when copied."""
+        return now if self.times is None else self.times[0]
 
 
 def _copy_error(exc: Exception) -> Exception:
