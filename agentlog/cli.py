@@ -1250,18 +1250,19 @@ def cmd_copy(ctx: Context) -> int:
 
 
 def cmd_watch(ctx: Context) -> int:
-    from .store.follow import follow
+    from .store.follow import follow, waker
 
     store = ctx.store(read_only=True)
     run_id = _run_id(store, ctx.args.run)
     print(f"watching run {run_id} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     summary = None
-    for item in follow(store, run_id):
-        if isinstance(item, RunSummary):
-            summary = item
-            break
-        for stored in item:
-            print(render.watch_line(stored), flush=True)
+    with waker(store) as wait:
+        for item in follow(store, run_id, wait=wait):
+            if isinstance(item, RunSummary):
+                summary = item
+                break
+            for stored in item:
+                print(render.watch_line(stored), flush=True)
     assert summary is not None
     view = build_view(run_id, store.read(run_id))
     if summary.status == "waiting" and view.waiting_for is not None:

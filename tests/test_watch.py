@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from agentlog.models import offline
-from agentlog.store import SQLiteStore
+from agentlog.store import SQLiteStore, open_store
+from agentlog.store.pgnotify import Listener
 from tests.conftest import PYTHON, SECRET, cli_env
 from tests.fake_openai import FakeOpenAIServer
 from tests.test_cli import agentlog
+from tests.test_store_contract import approved_run
 
 TIMEOUT = 60
 
@@ -143,3 +145,43 @@ def test_watching_a_run_that_is_not_there_is_one_line_and_exit_2(ended_runs, tmp
     for args in (["nosuchrun", "--db", str(db)], ["abc", "--db", str(tmp_path / "missing.db")]):
         done = agentlog("watch", *args)
         assert done.returncode == 2 and done.stderr.startswith("agentlog: ") and done.stderr.count("\n") == 1
+
+
+# --- PostgreSQL: LISTEN/NOTIFY as the hint, reads by seq as the truth ------------------------
+
+
+def test_a_listener_wakes_at_an_append_to_its_run_and_not_before(pg_url):
+    with open_store(pg_url) as store, Listener(pg_url) as listener:
+        woke = threading.Event()
+        waiter = threading.Thread(target=lambda: (listener.wait("mine", TIMEOUT), woke.set()))
+        waiter.start()
+        store.append("other", approved_run("not watched")[:2], 0)  # another run's append: no wake-up
+        assert not woke.wait(0.5)
+        store.append("mine", approved_run("watched")[:1], 0)
+        assert woke.wait(TIMEOUT / 2), "the append's notification did not wake the listener"
+        waiter.join(TIMEOUT)
+
+
+def test_watch_on_postgres_follows_a_run_and_reads_on_when_its_listener_drops(pg_url, postgres_cluster):
+    events = approved_run("watched on postgres")
+    with open_store(pg_url) as store:
+        store.append("pgrun", events[:1], 0)
+        with start("watch", "pgrun", "--db", pg_url, env=cli_env()) as watcher, ExitStack() as stack:
+            stack.callback(lambda: watcher.poll() is None and watcher.kill())
+            lines = Lines(watcher)
+            lines.until(r"^\s*1  ")
+            for seq, event in enumerate(events[1:-1], start=1):  # each append seen before the next is made
+                store.append("pgrun", [event], seq)
+                lines.until(rf"^\s*{seq + 1}  ")
+                if seq == 3:  # the listener's connection is cut: later appends are found by the periodic read
+                    with postgres_cluster.admin() as db:
+                        cut = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         "WHERE application_name = 'agentlog-listen'").fetchall()
+                    assert cut == [(True,)]
+            store.append("pgrun", events[-1:], len(events) - 1)
+            assert watcher.wait(TIMEOUT) == 0, watcher.stderr.read()
+            shown = lines.rest()
+            stderr = watcher.stderr.read()
+    assert seqs(shown) == list(range(1, len(events) + 1))
+    assert shown[-1].startswith("run pgrun: finished")
+    assert postgres_cluster.password not in "\n".join(shown) + stderr

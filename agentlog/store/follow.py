@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 from .records import RunSummary, StoredEvent
+from .url import is_postgres
 
 INTERVAL = 0.25
 # A run stops being followed when it stops running: finished, failed, or waiting for a person.
@@ -29,6 +31,20 @@ Wait = Callable[[str, float], None]  # (run id, at most this long): returns earl
 
 def sleep_wait(run_id: str, timeout: float) -> None:
     time.sleep(timeout)
+
+
+@contextmanager
+def waker(store: object) -> Iterator[Wait]:
+    """How a follower of ``store`` waits: LISTEN on PostgreSQL (a connection of its own, for
+    as long as the context lasts), a timer on SQLite."""
+    url = getattr(store, "url", None)
+    if not (isinstance(url, str) and is_postgres(url)):
+        yield sleep_wait
+        return
+    from .pgnotify import Listener
+
+    with Listener(url) as listener:
+        yield listener.wait
 
 
 def follow(store: Reader, run_id: str, *, after: int = 0, wait: Wait = sleep_wait,
