@@ -1279,8 +1279,8 @@ def cmd_watch(ctx: Context) -> int:
 def cmd_serve(ctx: Context) -> int:
     from . import web
 
-    db_file = str(ctx.db_file())
-    ctx.store(read_only=True).close()  # fail early, in one line, on a file that is not an agentlog log
+    db_file = ctx.db if is_postgres(ctx.db) else str(ctx.db_file())
+    ctx.store(read_only=True).close()  # fail early, in one line, on a log that cannot be read
     try:
         if ctx.args.read_only:
             web.serve(db_file, host=ctx.args.host, port=ctx.args.port, read_only=True, prices=ctx.prices())

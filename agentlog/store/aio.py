@@ -1,4 +1,6 @@
-"""The asyncio face of the SQLite store, on aiosqlite: same schema, same SQL, same index fold."""
+"""The asyncio face of the store: its reads (``AsyncReads``, shared with PostgreSQL's
+read-only face in ``aio_postgres``), and SQLite's whole face on aiosqlite: same schema,
+same SQL, same index fold."""
 
 from __future__ import annotations
 
@@ -30,9 +32,80 @@ from ._batch import (
 from .errors import ConcurrencyError, LeaseLost, RunNotFound, SchemaError, StoreError
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 from .sqlite import SYNCHRONOUS, SQLiteStore, translate_errors
+from .url import is_postgres, sqlite_path
 
 
-class AsyncSQLiteStore:
+class AsyncReads:
+    """The reads of the asyncio face, over any database: a subclass brings ``_fetch`` (rows
+    of the shared SQL), ``lease``, ``partials`` and ``find_answers``, and the dialect's few
+    statements. What the viewer reads through, from SQLite and from PostgreSQL alike."""
+
+    RUN_IDS_BY_PREFIX = schema.RUN_IDS_BY_PREFIX
+    SELECT_PACKS = blobs.SELECT_PACKS
+    LIKE = "LIKE"  # case-insensitive LIKE
+    _shares: bool
+    _pack_cache: blobs.PackCache
+
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple]:
+        raise NotImplementedError
+
+    async def wait_for_append(self, run_id: str, timeout: float) -> None:
+        """Return once the run may have new events, ``timeout`` seconds at most: a hint, after
+        which readers read by seq. Here a timer (polling); PostgreSQL wakes on NOTIFY."""
+        await asyncio.sleep(timeout)
+
+    async def _decode(self, rows: list[tuple]) -> list[StoredEvent]:
+        """Rows as events, the packs of text they refer to read at once (and cached)."""
+        cache = self._pack_cache.items
+        packs = {p: cache[p] for p in blobs.packs_of_rows(rows) if p in cache}
+        missing = [p for p in blobs.packs_of_rows(rows) if p not in packs]
+        for part in blobs.batches(missing):
+            for pack, codec, stored in await self._fetch(self.SELECT_PACKS, (part,)):
+                packs[pack] = data = blobs.inflate(codec, stored)
+                self._pack_cache.add(pack, data)
+        return [StoredEvent.from_row(r, lambda reference: blobs.join(reference, packs)) for r in rows]
+
+    async def read(self, run_id: str, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
+        shared = self._shares and await self._fetch(schema.SELECT_SHARE, (run_id,))
+        sql = schema.SELECT_SHARED_EVENTS if shared else schema.SELECT_EVENTS
+        return await self._decode(await self._fetch(sql, (run_id, after, upto if upto is not None else 2**62)))
+
+    async def events(self, run_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
+        return [s.event for s in await self.read(run_id, after, upto)]
+
+    async def last_seq(self, run_id: str) -> int:
+        return (await self._fetch(schema.LAST_SEQ, (run_id,)))[0][0]
+
+    async def get_run(self, run_id: str) -> RunSummary:
+        rows = await self._fetch(schema.SELECT_RUN, (run_id,))
+        if not rows:
+            raise RunNotFound(run_id)
+        return RunSummary.from_row(rows[0])
+
+    async def resolve_run_id(self, prefix: str) -> str:
+        return pick_run_id(prefix, await self._fetch(self.RUN_IDS_BY_PREFIX, prefix_bounds(prefix)))
+
+    async def list_runs(
+        self, *, status: str | None = None, text: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[RunSummary]:
+        sql, params = schema.list_runs_query(status=status, text=text, limit=limit, offset=offset, like=self.LIKE)
+        return [RunSummary.from_row(r) for r in await self._fetch(sql, params)]
+
+    async def count_runs(self, *, status: str | None = None, text: str | None = None) -> int:
+        sql, params = schema.count_runs_query(status=status, text=text, like=self.LIKE)
+        return (await self._fetch(sql, params))[0][0]
+
+    async def lineage(self, run_id: str) -> list[str]:
+        return lineage_of(await self._fetch(schema.LINEAGE, (run_id,)))
+
+    async def children(self, run_id: str) -> list[RunSummary]:
+        return [RunSummary.from_row(r) for r in await self._fetch(schema.CHILDREN, (run_id,))]
+
+    async def events_of_type(self, type_name: str) -> list[StoredEvent]:
+        return await self._decode(await self._fetch(schema.EVENTS_OF_TYPE, (type_name,)))
+
+
+class AsyncSQLiteStore(AsyncReads):
     """Use ``await AsyncSQLiteStore.open(path)``; every method is a coroutine."""
 
     def __init__(self, db: aiosqlite.Connection, path: str, version: int = schema.SCHEMA_VERSION):
@@ -178,57 +251,10 @@ class AsyncSQLiteStore:
             return None
         return point
 
-    async def _decode(self, rows: list[tuple]) -> list[StoredEvent]:
-        """Rows as events, the packs of text they refer to read at once (and cached)."""
-        cache = self._pack_cache.items
-        packs = {p: cache[p] for p in blobs.packs_of_rows(rows) if p in cache}
-        missing = [p for p in blobs.packs_of_rows(rows) if p not in packs]
-        for part in blobs.batches(missing):
-            for pack, codec, stored in await self._fetch(blobs.SELECT_PACKS, (part,)):
-                packs[pack] = data = blobs.inflate(codec, stored)
-                self._pack_cache.add(pack, data)
-        return [StoredEvent.from_row(r, lambda reference: blobs.join(reference, packs)) for r in rows]
-
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple]:
         with translate_errors(self.path):
             async with self._db.execute(sql, params) as cursor:
                 return [tuple(r) for r in await cursor.fetchall()]
-
-    async def read(self, run_id: str, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
-        shared = self._shares and await self._fetch(schema.SELECT_SHARE, (run_id,))
-        sql = schema.SELECT_SHARED_EVENTS if shared else schema.SELECT_EVENTS
-        return await self._decode(await self._fetch(sql, (run_id, after, upto if upto is not None else 2**62)))
-
-    async def events(self, run_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
-        return [s.event for s in await self.read(run_id, after, upto)]
-
-    async def last_seq(self, run_id: str) -> int:
-        return (await self._fetch(schema.LAST_SEQ, (run_id,)))[0][0]
-
-    async def get_run(self, run_id: str) -> RunSummary:
-        rows = await self._fetch(schema.SELECT_RUN, (run_id,))
-        if not rows:
-            raise RunNotFound(run_id)
-        return RunSummary.from_row(rows[0])
-
-    async def resolve_run_id(self, prefix: str) -> str:
-        return pick_run_id(prefix, await self._fetch(schema.RUN_IDS_BY_PREFIX, prefix_bounds(prefix)))
-
-    async def list_runs(
-        self, *, status: str | None = None, text: str | None = None, limit: int | None = None, offset: int = 0
-    ) -> list[RunSummary]:
-        sql, params = schema.list_runs_query(status=status, text=text, limit=limit, offset=offset)
-        return [RunSummary.from_row(r) for r in await self._fetch(sql, params)]
-
-    async def count_runs(self, *, status: str | None = None, text: str | None = None) -> int:
-        sql, params = schema.count_runs_query(status=status, text=text)
-        return (await self._fetch(sql, params))[0][0]
-
-    async def lineage(self, run_id: str) -> list[str]:
-        return lineage_of(await self._fetch(schema.LINEAGE, (run_id,)))
-
-    async def children(self, run_id: str) -> list[RunSummary]:
-        return [RunSummary.from_row(r) for r in await self._fetch(schema.CHILDREN, (run_id,))]
 
     async def acquire_lease(self, run_id: str, owner: str, ttl: float, *, take_over: int | None = None) -> Lease:
         """As ``SQLiteStore.acquire_lease``."""
@@ -291,8 +317,6 @@ class AsyncSQLiteStore:
                 return []
             raise
         return [PartialAnswer.from_row(r) for r in rows]
-    async def events_of_type(self, type_name: str) -> list[StoredEvent]:
-        return await self._decode(await self._fetch(schema.EVENTS_OF_TYPE, (type_name,)))
 
     async def close(self) -> None:
         await self._db.close()
@@ -303,3 +327,12 @@ class AsyncSQLiteStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+
+async def open_async_store(target: str) -> AsyncReads:
+    """The read-only asyncio face of the log ``target`` names (a path, ``sqlite:///path``, or a
+    ``postgresql://`` URL), as ``open_store`` picks the sync one."""
+    if is_postgres(target):
+        from .aio_postgres import AsyncPostgresStore
+
+        return await AsyncPostgresStore.open(target)
+    return await AsyncSQLiteStore.open(sqlite_path(target), read_only=True)

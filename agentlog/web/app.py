@@ -11,7 +11,6 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,7 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentlog.models import Gateway
 from agentlog.models.prices import PriceTable
 from agentlog.replay.approval import default_decider
-from agentlog.store import AmbiguousRunId, AsyncSQLiteStore, RunNotFound, SchemaError
+from agentlog.store import AmbiguousRunId, RunNotFound, SchemaError, redact
+from agentlog.store.aio import AsyncReads, open_async_store
+from agentlog.store.url import is_postgres, sqlite_path
 from agentlog.tools import ToolRegistry
 
 from . import assets, live, queries, render
@@ -60,8 +61,11 @@ class SecurityHeaders:
 
 
 def check_database_file(db_path: str) -> None:
-    """Refuse what opening would create or initialise: the viewer must never write the log."""
-    path = Path(db_path)
+    """Refuse what opening would create or initialise: the viewer must never write the log.
+    (A PostgreSQL log is opened in a read-only session, which refuses it by itself.)"""
+    if is_postgres(db_path):
+        return
+    path = sqlite_path(db_path)
     if not path.is_file():
         raise SchemaError(f"no agentlog database at {db_path}: run a pipeline first, or pass --db PATH")
     if path.stat().st_size == 0:
@@ -69,14 +73,15 @@ def check_database_file(db_path: str) -> None:
 
 
 async def _check_opens(db_path: str) -> None:
-    store = await AsyncSQLiteStore.open(db_path, read_only=True)
+    store = await open_async_store(db_path)
     await store.close()
 
 
 def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
                page_size: int = queries.PAGE_SIZE, read_only: bool = False, gateway: Gateway | None = None,
                tools: ToolRegistry | None = None, prices: PriceTable | None = None) -> Starlette:
-    """The viewer over the agentlog database at ``db_path``, which must exist.
+    """The viewer over the agentlog log at ``db_path`` (a path, or a ``postgresql://`` URL),
+    which must exist. Pages show the URL without its password.
 
     Pages only read. Unless ``read_only``, a waiting run's page offers a person's decisions
     (approve, edit, reject), the one write; the run then continues here with ``gateway``
@@ -87,12 +92,13 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
     ``prices`` prices the tokens runs spent (default: the default price table).
     """
     db_path = str(db_path)
+    shown_db = redact(db_path)
     check_database_file(db_path)
     decisions = None if read_only else Decisions(db_path, Tokens(), gateway, tools, default_decider())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await AsyncSQLiteStore.open(db_path, read_only=True)
+        store = await open_async_store(db_path)
         app.state.store = store
         app.state.decisions = decisions
         try:
@@ -103,9 +109,9 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
             await store.close()
 
     def page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
-        return HTMLResponse(render.layout(title, body, db_path), status_code=status_code)
+        return HTMLResponse(render.layout(title, body, shown_db), status_code=status_code)
 
-    async def resolve(store: AsyncSQLiteStore, prefix: str) -> str:
+    async def resolve(store: AsyncReads, prefix: str) -> str:
         return await store.resolve_run_id(prefix.strip())
 
     async def runs(request: Request) -> Response:
@@ -286,7 +292,7 @@ def serve(db_path: str, host: str = "127.0.0.1", port: int = 8765, *, read_only:
     try:
         shown = f"[{host}]" if ":" in host else host
         mode = "reading" if read_only else "reading, and recording decisions in,"
-        print(f"agentlog viewer: http://{shown}:{port}/  ({mode} {db_path}; Ctrl-C to stop)", flush=True)
+        print(f"agentlog viewer: http://{shown}:{port}/  ({mode} {redact(db_path)}; Ctrl-C to stop)", flush=True)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="none", lifespan="on")
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -78,7 +78,8 @@ table.scores { width: auto; min-width: 16rem; }
 svg.chart { max-width: 100%; height: auto; background: #fff; border: 1px solid var(--line); border-radius: 6px; }
 """
 
-# Polls for events after the last one shown; stops once the run is no longer running.
+# Polls for events after the last one shown (at once when the stream says some were appended);
+# stops once the run is no longer running.
 JS = """
 (function () {
   "use strict";
@@ -86,12 +87,16 @@ JS = """
   if (!root) { return; }
   var url = root.getAttribute("data-live-url");
   var after = parseInt(root.getAttribute("data-last-seq"), 10) || 0;
-  var delay = 1000;
+  var delay = 1000, timer = null, busy = false, stopped = false;
   function replace(id, html) {
     var el = document.getElementById(id);
     if (el && typeof html === "string") { el.innerHTML = html; }
   }
+  function later(ms) { clearTimeout(timer); timer = setTimeout(tick, ms); }
+  // The stream says when events were appended: fetch them now, not at the next poll.
+  document.addEventListener("agentlog:appended", function () { if (!busy && !stopped) { later(0); } });
   function tick() {
+    busy = true;
     fetch(url + "?after=" + after, { cache: "no-store", headers: { "Accept": "application/json" } })
       .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
       .then(function (d) {
@@ -105,18 +110,20 @@ JS = """
         } else {
           delay = Math.min(delay * 1.5, 5000);
         }
+        busy = false;
         if (d.status === "waiting") { window.location.reload(); return; }  // show the decision form
         if (d.status !== "running" && d.status !== "queued") {
+          stopped = true;
           replace("summary", d.summary);
           var note = document.getElementById("livenote");
           if (note) { note.textContent = "run " + d.status + "; live updates stopped"; }
           return;
         }
-        setTimeout(tick, delay);
+        later(delay);
       })
-      .catch(function () { delay = Math.min(delay * 2, 10000); setTimeout(tick, delay); });
+      .catch(function () { busy = false; delay = Math.min(delay * 2, 10000); later(delay); });
   }
-  setTimeout(tick, delay);
+  later(delay);
 })();
 
 // Answers as they stream (server-sent events); shown as text, never as HTML.
@@ -142,6 +149,9 @@ JS = """
       part.appendChild(text);
       box.appendChild(part);
     });
+  });
+  source.addEventListener("appended", function () {
+    document.dispatchEvent(new CustomEvent("agentlog:appended"));
   });
   source.addEventListener("end", function () { source.close(); box.textContent = ""; });
 })();

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from agentlog.models.prices import PriceTable
 from agentlog.replay import build_view, run_cost
 from agentlog.replay.compare import Comparison, SweepInfo, comparison_from_events, own_members, sweep_infos
-from agentlog.store import AsyncSQLiteStore, DamagedEvent, RunNotFound, RunSummary
+from agentlog.store import DamagedEvent, RunNotFound, RunSummary
+from agentlog.store.aio import AsyncReads
 
 from .views import RunPage
 
@@ -25,7 +26,7 @@ class RunsPage:
     text: str
 
 
-async def runs_page(store: AsyncSQLiteStore, *, status: str, text: str, page: int,
+async def runs_page(store: AsyncReads, *, status: str, text: str, page: int,
                     page_size: int = PAGE_SIZE) -> RunsPage:
     status = status if status in STATUSES else ""
     total = await store.count_runs(status=status or None, text=text or None)
@@ -36,7 +37,7 @@ async def runs_page(store: AsyncSQLiteStore, *, status: str, text: str, page: in
     return RunsPage(runs, total, page, pages, status, text)
 
 
-async def load_run(store: AsyncSQLiteStore, run_id: str, prices: PriceTable | None = None) -> RunPage:
+async def load_run(store: AsyncReads, run_id: str, prices: PriceTable | None = None) -> RunPage:
     """The run folded for display. The summary is read first, so the events are never behind it.
 
     A damaged event ends what can be shown: the events before it, and the damage itself."""
@@ -50,17 +51,17 @@ async def load_run(store: AsyncSQLiteStore, run_id: str, prices: PriceTable | No
                    cost=run_cost((s.event for s in stored), prices))
 
 
-async def _members(store: AsyncSQLiteStore) -> list:
+async def _members(store: AsyncReads) -> list:
     joined = await store.events_of_type("SweepMember")
     return own_members(joined, {s.run_id: (await store.get_run(s.run_id)).fork_seq for s in joined})
 
 
-async def sweeps(store: AsyncSQLiteStore) -> list[SweepInfo]:
+async def sweeps(store: AsyncReads) -> list[SweepInfo]:
     joined = await _members(store)
     return sweep_infos(joined, {s.run_id: (await store.get_run(s.run_id)).status for s in joined})
 
 
-async def load_sweep(store: AsyncSQLiteStore, prefix: str, prices: PriceTable | None = None) -> Comparison:
+async def load_sweep(store: AsyncReads, prefix: str, prices: PriceTable | None = None) -> Comparison:
     """A sweep's comparison from its members' events; ``LookupError`` if ``prefix`` names no one sweep."""
     joined = await _members(store)
     ids = sorted({s.event.sweep_id for s in joined if s.event.sweep_id.startswith(prefix)})  # type: ignore[attr-defined]
@@ -76,7 +77,7 @@ async def load_sweep(store: AsyncSQLiteStore, prefix: str, prices: PriceTable | 
     return comparison_from_events(ids[0], joined, streams, prices)
 
 
-async def ancestors(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:
+async def ancestors(store: AsyncReads, run_id: str) -> list[RunSummary]:
     """Parent, grandparent, ...: the runs this one was forked (or re-reviewed) from."""
     found = []
     for parent in (await store.lineage(run_id))[1:]:
@@ -87,6 +88,6 @@ async def ancestors(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:
     return found
 
 
-async def children(store: AsyncSQLiteStore, run_id: str) -> list[RunSummary]:
+async def children(store: AsyncReads, run_id: str) -> list[RunSummary]:
     """Runs forked from, or re-reviewing, this one, oldest first."""
     return await store.children(run_id)
