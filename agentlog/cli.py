@@ -69,6 +69,7 @@ from .store import (
     DiskFull,
     LeaseHeld,
     LeaseLost,
+    LogUnavailable,
     RunSummary,
     Store,
     StoreBusy,
@@ -483,6 +484,11 @@ def _wait(handle: RunHandle) -> RunSummary:
     except DiskFull as exc:
         handle.stop()
         _err(f"{exc}: free some space, then continue with: agentlog resume {handle.run_id}")
+        raise SystemExit(EXIT_USAGE) from None
+    except LogUnavailable as exc:
+        handle.stop()
+        _err(f"the log's database went away ({exc}); every event recorded before is kept: once it is back, "
+             f"continue with: agentlog resume {handle.run_id}")
         raise SystemExit(EXIT_USAGE) from None
 
 

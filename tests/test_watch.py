@@ -30,15 +30,21 @@ def offline_answer(body: dict) -> dict:
 
 
 class GatedServer(FakeOpenAIServer):
-    """Answers like the offline model, but holds the first request until ``gate`` is set."""
+    """Answers like the offline model, but holds request number ``at`` (the first by default)
+    until ``gate`` is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, at: int = 1) -> None:
         self.arrived, self.gate = threading.Event(), threading.Event()
+        self._at, self._seen, self._seen_lock = at, 0, threading.Lock()
         super().__init__(responder=self._respond)
 
     def _respond(self, body: dict) -> dict:
-        self.arrived.set()
-        assert self.gate.wait(TIMEOUT), "the test never opened the gate"
+        with self._seen_lock:
+            self._seen += 1
+            held = self._seen == self._at
+        if held:
+            self.arrived.set()
+            assert self.gate.wait(TIMEOUT), "the test never opened the gate"
         return offline_answer(body)
 
 

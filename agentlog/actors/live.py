@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from agentlog.models import Delta
-from agentlog.store import PartialAnswer, Store, StoreError
+from agentlog.store import LogUnavailable, PartialAnswer, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -81,5 +81,7 @@ class LiveAnswer:
     def _store(self, write: Callable[[], None]) -> None:
         try:
             write()
+        except LogUnavailable:  # the database went away: the run's next append says so, in one line
+            log.debug("could not store the partial answer of %s: the log is unavailable", self.call_id)
         except StoreError as exc:  # only watchers lose: the answer itself goes to the log as usual
             log.warning("could not store the partial answer of %s: %s", self.call_id, exc)

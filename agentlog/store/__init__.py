@@ -18,6 +18,7 @@ from .errors import (
     DiskFull,
     LeaseHeld,
     LeaseLost,
+    LogUnavailable,
     RunNotFound,
     SchemaError,
     StoreBusy,
@@ -35,9 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIGRATIONS", "SCHEMA_VERSION", "AmbiguousRunId", "AsyncSQLiteStore", "ConcurrencyError", "Copied",
-    "DamagedEvent", "Diverged", "DiskFull", "Lease", "LeaseHeld", "LeaseLost", "PartialAnswer", "PostgresStore",
-    "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "Store", "StoreBusy", "StoreError", "StoreURLError",
-    "StoredEvent", "VacuumReport", "copy_log", "follow", "open_store", "redact",
+    "DamagedEvent", "Diverged", "DiskFull", "Lease", "LeaseHeld", "LeaseLost", "LogUnavailable", "PartialAnswer",
+    "PostgresStore", "RunNotFound", "RunSummary", "SQLiteStore", "SchemaError", "Store", "StoreBusy", "StoreError",
+    "StoreURLError", "StoredEvent", "VacuumReport", "copy_log", "follow", "open_store", "redact",
 ]
 
 

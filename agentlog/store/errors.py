@@ -46,6 +46,12 @@ class DiskFull(StoreError):
     """The disk (or the file system's quota) is full: nothing of the failed append was written."""
 
 
+class LogUnavailable(StoreError):
+    """The log's database cannot be reached, or stopped answering mid-write (a PostgreSQL
+    server stopped or out of reach): the write in flight was not committed, nothing
+    committed before it is lost, and ``resume`` continues once the database is back."""
+
+
 class StoreBusy(StoreError):
     """The database stayed locked by another process longer than the busy timeout."""
 

@@ -29,7 +29,7 @@ from psycopg import errors, pq
 from . import pgschema
 from ._base import SQLStore, _rollback
 from ._batch import check_schema_version
-from .errors import SchemaError, StoreError
+from .errors import LogUnavailable, SchemaError, StoreError
 from .url import password_of, redact, scrub
 
 __all__ = ["PostgresStore"]
@@ -90,6 +90,8 @@ def translate_errors(where: str, secret: str | None) -> Iterator[None]:
         yield
     except StoreError:
         raise
+    except psycopg.OperationalError as exc:  # the server went away or cannot be reached
+        raise LogUnavailable(f"{where}: {one_line(exc, secret)}") from None
     except psycopg.Error as exc:  # the driver's message may quote the connection string: never chained
         raise StoreError(f"{where}: {one_line(exc, secret)}") from None
 

@@ -1,0 +1,85 @@
+"""PostgreSQL going away mid-run: the run stops with one line and nothing recorded is lost;
+once the server is back, `agentlog resume` finishes it without repeating an answered call.
+
+The cluster is this module's own (tests/postgres.py), since it is stopped and started again.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import Counter
+
+import pytest
+
+from agentlog.events import LLMCallAnswered
+from agentlog.store import open_store
+from tests.conftest import PYTHON, SECRET, cli_env
+from tests.postgres import Cluster, ClusterUnavailable
+from tests.test_watch import TIMEOUT, GatedServer
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        own = Cluster()
+    except ClusterUnavailable as exc:
+        if os.environ.get("AGENTLOG_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{exc} (AGENTLOG_REQUIRE_POSTGRES=1)")
+        pytest.skip(str(exc))
+    try:
+        yield own.start()
+    finally:
+        own.stop()
+
+
+def pg_ctl(cluster: Cluster, *args: str) -> None:
+    cluster._run(str(cluster.bindir / "pg_ctl"), "-D", str(cluster.dir / "data"), *args, timeout=90)
+
+
+def start_again(cluster: Cluster) -> None:
+    """The same server, on the same port and data, after a stop."""
+    pg_ctl(cluster, "-l", str(cluster.dir / "server.log"), "-w", "-t", "60", "-o",
+           f"-c unix_socket_directories={cluster.dir} -c listen_addresses=127.0.0.1 -p {cluster.port}", "start")
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_the_run_stops_in_one_line_and_resume_finishes_it_without_repeating_a_call(cluster, mode):
+    url = cluster.url(cluster.database())
+    env = cli_env(OPENAI_API_KEY=SECRET)
+    with GatedServer(at=3) as server:  # research and the first draft answered; the first review held
+        writer = subprocess.Popen([PYTHON, "-m", "agentlog.cli", "run", "failover", "--db", url, "--base-url",
+                                   server.base_url, "--model", "fake"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            assert server.arrived.wait(TIMEOUT)
+            pg_ctl(cluster, "-m", mode, "-w", "stop")
+        finally:
+            server.gate.set()
+            out, err = writer.communicate(timeout=TIMEOUT)
+        with_line = [line for line in err.splitlines() if line.startswith("agentlog: ")]
+        assert writer.returncode == 2, err
+        assert len(with_line) == 1 and "Traceback" not in err
+        assert "went away" in with_line[0] and "agentlog resume" in with_line[0]
+        assert cluster.password not in out + err
+        run_id = with_line[0].split()[-1]
+        sent_before = len(server.requests)
+
+        start_again(cluster)
+        with open_store(url, create=False, read_only=True) as store:  # what was recorded is there
+            kept = store.read(run_id)
+        answered = [s.event.call_id for s in kept if isinstance(s.event, LLMCallAnswered)]
+        assert len(answered) == 2
+
+        resumed = subprocess.run([PYTHON, "-m", "agentlog.cli", "resume", run_id, "--db", url, "--base-url",
+                                  server.base_url, "-q"], env=env, capture_output=True, text=True, timeout=TIMEOUT * 2)
+        assert resumed.returncode == 0, resumed.stderr
+    with open_store(url, create=False, read_only=True) as store:
+        events = store.read(run_id)
+        assert store.get_run(run_id).status == "finished"
+    assert [s.seq for s in events][:len(kept)] == [s.seq for s in kept]  # nothing recorded was lost
+    calls = Counter(s.event.call_id for s in events if isinstance(s.event, LLMCallAnswered)
+                    and s.event.reused_from is None)
+    assert max(calls.values()) == 1
+    # Every answered call was asked once, but the one in flight when the server went: twice.
+    assert sent_before == 3 and len(server.requests) == len(calls) + 1
