@@ -179,33 +179,57 @@ def fork_of(parent: list, at: int, run_id: str) -> list:
     return [*parent[:at], RunForked(parent_run_id=run_id, parent_seq=at), *parent[at:]]
 
 
-def test_append_recorded_keeps_each_event_s_time_and_checks_the_expected_seq(tmp_path):
-    with SQLiteStore(tmp_path / "a.db") as a, SQLiteStore(tmp_path / "b.db") as b:
-        a.append("r", approved_run("t")[:3], 0)
-        a.append("r", approved_run("t")[3:], 3)
-        recorded = a.read("r")
-        assert len({s.recorded_at for s in recorded}) == 2
-        assert b.append_recorded("r", recorded[:3], 0) == 3
-        with pytest.raises(ConcurrencyError):
-            b.append_recorded("r", recorded[3:], 2)
-        assert b.append_recorded("r", recorded[3:], 3) == len(recorded)
-        assert all(same_event(x, y) for x, y in zip(recorded, b.read("r"), strict=True))
-        assert b.get_run("r") == a.get_run("r")  # the index as a fold over the copied times
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_stores(request, tmp_path):
+    """A source and a destination store of one backend."""
+    if request.param == "sqlite":
+        targets = [str(tmp_path / "a.db"), str(tmp_path / "b.db")]
+    else:
+        cluster = request.getfixturevalue("postgres_cluster")
+        names = [cluster.database(), cluster.database()]
+        request.addfinalizer(lambda: [cluster.drop(n) for n in names])
+        targets = [cluster.url(n) for n in names]
+    with open_store(targets[0]) as a, open_store(targets[1]) as b:
+        yield a, b, targets[1]
 
 
-def test_a_copied_fork_shares_its_parent_s_prefix_only_when_that_reads_back_the_same(tmp_path):
-    with SQLiteStore(tmp_path / "a.db") as a, SQLiteStore(tmp_path / "b.db") as b:
-        a.append("p", approved_run("t"), 0)
-        a.append("f", fork_of(approved_run("t"), 2, "p")[:3], 0)
-        b.append_recorded("p", a.read("p"), 0)
-        copied = a.read("f")
-        # The same fork with its prefix recorded at two times: a share would read back one time.
-        mixed = [msgspec.structs.replace(s, run_id="g", recorded_at=s.recorded_at + (s.seq == 2)) for s in copied]
-        b.append_recorded("f", copied, 0)
-        b.append_recorded("g", mixed, 0)
-        assert [row[:3] for row in shares(tmp_path / "b.db")] == [("f", "p", 2)]
-        assert all(same_event(x, y) for x, y in zip(copied, b.read("f"), strict=True))
-        assert [s.recorded_at for s in b.read("g")] == [s.recorded_at for s in mixed]
+def shares_at(target: str) -> list[tuple]:
+    """The destination's share rows, read with the backend's own driver (the store has no call for them)."""
+    sql = "SELECT run_id, parent_run_id, upto_seq FROM shares ORDER BY run_id"
+    if target.startswith("postgresql://"):
+        with psycopg.connect(target) as db:
+            return db.execute(sql).fetchall()
+    with closing(sqlite3.connect(target)) as db:
+        return db.execute(sql).fetchall()
+
+
+def test_append_recorded_keeps_each_event_s_time_and_checks_the_expected_seq(two_stores):
+    a, b, _ = two_stores
+    a.append("r", approved_run("t")[:3], 0)
+    a.append("r", approved_run("t")[3:], 3)
+    recorded = a.read("r")
+    assert len({s.recorded_at for s in recorded}) == 2
+    assert b.append_recorded("r", recorded[:3], 0) == 3
+    with pytest.raises(ConcurrencyError):
+        b.append_recorded("r", recorded[3:], 2)
+    assert b.append_recorded("r", recorded[3:], 3) == len(recorded)
+    assert all(same_event(x, y) for x, y in zip(recorded, b.read("r"), strict=True))
+    assert b.get_run("r") == a.get_run("r")  # the index as a fold over the copied times
+
+
+def test_a_copied_fork_shares_its_parent_s_prefix_only_when_that_reads_back_the_same(two_stores):
+    a, b, target = two_stores
+    a.append("p", approved_run("t"), 0)
+    a.append("f", fork_of(approved_run("t"), 2, "p")[:3], 0)
+    b.append_recorded("p", a.read("p"), 0)
+    copied = a.read("f")
+    # The same fork with its prefix recorded at two times: a share would read back one time.
+    mixed = [msgspec.structs.replace(s, run_id="g", recorded_at=s.recorded_at + (s.seq == 2)) for s in copied]
+    b.append_recorded("f", copied, 0)
+    b.append_recorded("g", mixed, 0)
+    assert all(same_event(x, y) for x, y in zip(copied, b.read("f"), strict=True))
+    assert [s.recorded_at for s in b.read("g")] == [s.recorded_at for s in mixed]
+    assert shares_at(target) == [("f", "p", 2)]  # f shares p's first two events; g holds its own
 
 
 # --- SQLite <-> PostgreSQL (a real cluster: tests/postgres.py) -----------------------------
