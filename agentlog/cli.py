@@ -825,7 +825,7 @@ def _queued(ctx: Context, run_ids: Sequence[str]) -> int:
     for run_id in run_ids:
         print(run_id)
     if run_ids and not getattr(ctx.args, "quiet", False):
-        where = f" --db {ctx.args.db}" if ctx.args.db else ""
+        where = f" --db {ctx.db_shown}" if ctx.args.db else ""  # never with a password
         print(f"queued {len(run_ids)} run(s) in {ctx.db_shown}; a worker drives them: agentlog worker{where}",
               file=sys.stderr)
     return 0

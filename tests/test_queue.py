@@ -1,7 +1,8 @@
 """The run queue in the store: what is claimable, in which order, and that a claim is atomic.
 
-Real logs only: an SQLite file in ``tmp_path``; several store connections (as several
-worker processes would have) claiming at once from real threads lined up on a barrier.
+Real logs only, on both backends: an SQLite file in ``tmp_path`` and a database of the
+test PostgreSQL cluster; several store connections (as several worker processes would
+have) claiming at once from real threads lined up on a barrier.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from agentlog.events import (
     RunStarted,
 )
 from agentlog.replay import enqueue_fork
-from agentlog.store import LeaseLost, SQLiteStore
+from agentlog.store import LeaseLost, open_store
 
 
-@pytest.fixture
-def target(tmp_path) -> str:
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request, tmp_path) -> str:
+    """A new log: an SQLite file, or an empty database of the test cluster."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_url")
     return str(tmp_path / "log.db")
 
 
@@ -35,7 +39,7 @@ def open_log(target):
     opened = []
 
     def make():
-        opened.append(SQLiteStore(target))
+        opened.append(open_store(target))
         return opened[-1]
 
     yield make

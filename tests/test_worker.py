@@ -3,6 +3,7 @@
 Runs are queued (`--queue`, or ``enqueue_run``), workers claim and drive them. Checked at
 the server: no request whose answer was already in the log is ever sent again, whatever
 happens to the workers (SIGTERM hands runs back, SIGKILL leaves them to lease expiry).
+Each test runs on an SQLite file and on a database of the test PostgreSQL cluster.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from agentlog.actors import agent_configs, enqueue_run
-from agentlog.store import SQLiteStore
+from agentlog.store import open_store
 from tests.conftest import PYTHON, SECRET, cli_env
 from tests.fake_openai import FakeOpenAIServer
 from tests.test_crash import wire_hash
@@ -23,8 +25,21 @@ from tests.test_crash import wire_hash
 CALLS_PER_RUN = 7  # research, then write and review three times (the fake server approves the third)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request, tmp_path) -> str:
+    """Where the log is (``--db``): an SQLite file, or an empty database of the test cluster."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_url")
+    return str(tmp_path / "log.db")
+
+
+def create(target: str) -> None:
+    """Make the log (a worker never creates one)."""
+    open_store(target).close()
+
+
 def enqueue(db: str | Path, n: int, tag: str = "topic") -> list[str]:
-    with SQLiteStore(db) as store:
+    with open_store(db) as store:
         return [enqueue_run(store, f"Explain {tag} {i} of distributed logs", agents=agent_configs("gpt-4o"))
                 for i in range(n)]
 
@@ -89,7 +104,7 @@ def env_for(server: FakeOpenAIServer, **extra: str) -> dict:
 def check_log(db: str, run_ids: list[str]) -> dict[str, list]:
     """Every run finished, with seqs 1..n and each call answered once; its stored events."""
     out = {}
-    with SQLiteStore(db) as store:
+    with open_store(db) as store:
         for run_id in run_ids:
             stored = store.read(run_id)
             assert [s.seq for s in stored] == list(range(1, len(stored) + 1)), run_id
@@ -106,7 +121,7 @@ def never_resent_after_answer(server: FakeOpenAIServer, db: str, run_ids: list[s
     """No request reached the server after its answer was in the log; returns how many were sent twice."""
     offset = time.time() - time.monotonic()  # the server stamps requests with this process's monotonic clock
     answered_at = {}
-    with SQLiteStore(db) as store:
+    with open_store(db) as store:
         for run_id in run_ids:
             for s in store.read(run_id):
                 if s.type == "LLMCallAnswered":
@@ -119,8 +134,8 @@ def never_resent_after_answer(server: FakeOpenAIServer, db: str, run_ids: list[s
     return len(hashes) - len(set(hashes))
 
 
-def test_a_queued_run_is_driven_by_a_worker(tmp_path, workers):
-    db = str(tmp_path / "log.db")
+def test_a_queued_run_is_driven_by_a_worker(target, workers):
+    db = target
     with FakeOpenAIServer() as server:
         env = env_for(server)
         queued = subprocess.run([PYTHON, "-m", "agentlog.cli", "run", "Explain write-ahead logging", "--model",
@@ -140,14 +155,18 @@ def test_a_queued_run_is_driven_by_a_worker(tmp_path, workers):
         assert [s.type for s in stored[:3]] == ["RunStarted", "RunQueued", "RunClaimed"]
         assert server.count() == CALLS_PER_RUN
         assert never_resent_after_answer(server, db, [run_id]) == 0
-    listed = subprocess.run([PYTHON, "-m", "agentlog.cli", "runs", "--db", db], env=env, capture_output=True,
-                            text=True, timeout=60)
-    assert " finished " in listed.stdout
+    final = subprocess.run([PYTHON, "-m", "agentlog.cli", "runs", "--db", db], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert " finished " in final.stdout
+    password = urllib.parse.urlsplit(db).password
+    if password:  # a Postgres URL's password is in no output
+        for text in (queued.stdout, queued.stderr, listed.stdout, listed.stderr, stderr, final.stdout, final.stderr):
+            assert password not in text
 
 
-def test_two_workers_share_one_sqlite_file_and_drive_each_run_once(tmp_path, workers):
-    db = str(tmp_path / "log.db")
-    SQLiteStore(db).close()
+def test_two_workers_share_one_log_and_drive_each_run_once(target, workers):
+    db = target
+    create(db)
     with FakeOpenAIServer(delay=0.02) as server:
         pool = workers(db, env_for(server))
         procs = [pool.start("--idle-exit", "1", "--concurrency", "2") for _ in range(2)]
@@ -164,8 +183,8 @@ def test_two_workers_share_one_sqlite_file_and_drive_each_run_once(tmp_path, wor
     assert len({c[0] for c in claims.values()}) == 2, claims  # both workers took a share
 
 
-def test_sigterm_hands_back_at_a_step_boundary_and_another_worker_goes_on(tmp_path, workers):
-    db = str(tmp_path / "log.db")
+def test_sigterm_hands_back_at_a_step_boundary_and_another_worker_goes_on(target, workers):
+    db = target
     run_ids = enqueue(db, 2)
     with FakeOpenAIServer(delay=0.4) as server:
         pool = workers(db, env_for(server))
@@ -175,7 +194,7 @@ def test_sigterm_hands_back_at_a_step_boundary_and_another_worker_goes_on(tmp_pa
         assert proc.wait(timeout=30) == 0, Workers.stderr(proc)
         assert Workers.stderr(proc).count("handed back") >= 2
         sent_before = server.count()
-        with SQLiteStore(db) as store:
+        with open_store(db) as store:
             for run_id in run_ids:
                 stored = store.read(run_id)
                 requested = {s.event.call_id for s in stored if s.type == "LLMCallRequested"}
@@ -193,7 +212,7 @@ def test_sigterm_hands_back_at_a_step_boundary_and_another_worker_goes_on(tmp_pa
 
 def test_ctrl_c_stops_an_idle_worker_with_130(tmp_path, workers):
     db = str(tmp_path / "log.db")
-    SQLiteStore(db).close()
+    create(db)
     pool = workers(db, cli_env())
     proc = pool.start()
     pool.wait_started(proc)
@@ -202,8 +221,8 @@ def test_ctrl_c_stops_an_idle_worker_with_130(tmp_path, workers):
     assert "Traceback" not in Workers.stderr(proc)
 
 
-def test_a_sigkilled_workers_runs_are_taken_over_once_its_leases_expire(tmp_path, workers):
-    db = str(tmp_path / "log.db")
+def test_a_sigkilled_workers_runs_are_taken_over_once_its_leases_expire(target, workers):
+    db = target
     run_ids = enqueue(db, 2)
     with FakeOpenAIServer(delay=0.15) as server:
         pool = workers(db, env_for(server, AGENTLOG_LEASE_SECONDS="1"))

@@ -1,6 +1,7 @@
-"""The workers' crash campaign: three workers share a log, and are SIGKILLed at random moments
-and restarted while they drive a batch. Every run finishes, with no gap in any stream, and no
-request whose answer was in the log reaches the server again (the seed is in the header)."""
+"""The workers' crash campaign: three workers share a log (an SQLite file; a PostgreSQL
+database), and are SIGKILLed at random moments and restarted while they drive a batch. Every
+run finishes, with no gap in any stream, and no request whose answer was in the log reaches
+the server again (the seed is in the header)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import time
 
 import pytest
 
-from agentlog.store import SQLiteStore
+from agentlog.store import open_store
 from tests.fake_openai import FakeOpenAIServer
 from tests.test_worker import Workers, check_log, enqueue, env_for, never_resent_after_answer, wait_for
-from tests.test_worker import workers  # noqa: F401 - the fixture
+from tests.test_worker import target, workers  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -20,12 +21,12 @@ RUNS, WORKERS, CONCURRENCY, MAX_KILLS = 24, 3, 2, 8
 
 
 def all_ended(db: str, run_ids: list[str]) -> bool:
-    with SQLiteStore(db) as store:
+    with open_store(db) as store:
         return all(store.get_run(r).status in ("finished", "failed") for r in run_ids)
 
 
-def test_three_workers_killed_at_random_finish_every_run(tmp_path, workers, rng):
-    db = str(tmp_path / "log.db")
+def test_three_workers_killed_at_random_finish_every_run(target, workers, rng):
+    db = target
     run_ids = enqueue(db, RUNS)
     with FakeOpenAIServer(delay=0.1) as server:
         pool: Workers = workers(db, env_for(server, AGENTLOG_LEASE_SECONDS="1"))
