@@ -1,9 +1,10 @@
 """9. Workers: 100 queued runs at a server answering in 50 ms, driven by 1, 2 and 4 worker processes.
 
-``python -m bench.workers [--quick] [--runs N] [--reps N]``
+``python -m bench.workers [--quick] [--runs N] [--reps N] [--backend sqlite|postgres|both]``
 
 The server is tests/fake_openai.py in a child process; the workers are ``agentlog worker``
-processes on one log. They are started on an empty log and left to go idle; then all runs
+processes on one log: an SQLite file, or a database in a throwaway PostgreSQL cluster
+(tests/postgres.py: Debian's server binaries, fsync off as in the tests). They are started on an empty log and left to go idle; then all runs
 are queued in one transaction and the clock runs until the last one has finished. Every
 configuration has the same runs in flight at once (``--concurrency`` = runs / workers), so
 what changes is how many processes (and so CPUs) share the work. A run is research ->
@@ -33,7 +34,7 @@ from typing import Any
 
 from agentlog.actors import agent_configs
 from agentlog.events import RunQueued, RunStarted
-from agentlog.store import SQLiteStore
+from agentlog.store import Store, open_store
 
 from .common import machine, median
 from .concurrency import ROOT
@@ -110,7 +111,7 @@ class _Pool:
             err.close()
 
 
-def _queue(store: SQLiteStore, n: int, tag: str) -> list[str]:
+def _queue(store: Store, n: int, tag: str) -> list[str]:
     """``n`` runs queued in one transaction: every worker sees all of them at once."""
     agents = agent_configs("fake-model")
     ids = [f"{tag}-{i:04d}" for i in range(n)]
@@ -119,7 +120,7 @@ def _queue(store: SQLiteStore, n: int, tag: str) -> list[str]:
     return ids
 
 
-def _wait_finished(store: SQLiteStore, ids: list[str], timeout: float = 300.0) -> float:
+def _wait_finished(store: Store, ids: list[str], timeout: float = 300.0) -> float:
     """The time the last of ``ids`` (the log's only unfinished runs) ended; one query per look."""
     deadline = time.monotonic() + timeout
     while store.count_runs(status="running") + store.count_runs(status="queued"):
@@ -132,9 +133,31 @@ def _wait_finished(store: SQLiteStore, ids: list[str], timeout: float = 300.0) -
     return done
 
 
-def _batch(tmp: str, base_url: str, workers: int, n_runs: int, rep: int) -> float:
-    db = os.path.join(tmp, f"workers-{workers}-{rep}.db")
-    store = SQLiteStore(db)
+class _Logs:
+    """New, empty logs of one backend: SQLite files in a directory, or databases of a cluster."""
+
+    def __init__(self, backend: str):
+        self.backend = backend
+        self.tmp = tempfile.mkdtemp(prefix="agentlog-bench-workers-")
+        self.cluster = None
+        if backend == "postgres":
+            from tests.postgres import Cluster
+
+            self.cluster = Cluster().start()
+
+    def new(self, name: str) -> str:
+        if self.cluster is None:
+            return os.path.join(self.tmp, name + ".db")
+        return self.cluster.url(self.cluster.database())
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+def _batch(logs: _Logs, base_url: str, workers: int, n_runs: int, rep: int) -> float:
+    db = logs.new(f"workers-{workers}-{rep}")
+    store = open_store(db)
     pool = _Pool(db, _env(base_url), workers, max(1, -(-n_runs // workers)))
     try:
         start = time.perf_counter()
@@ -145,10 +168,10 @@ def _batch(tmp: str, base_url: str, workers: int, n_runs: int, rep: int) -> floa
         store.close()
 
 
-def _alone(tmp: str, base_url: str, reps: int) -> float:
+def _alone(logs: _Logs, base_url: str, reps: int) -> float:
     """One run's wall time alone, queued to an idle worker: the ideal for a batch run at once."""
-    db = os.path.join(tmp, "alone.db")
-    store = SQLiteStore(db)
+    db = logs.new("alone")
+    store = open_store(db)
     pool = _Pool(db, _env(base_url), 1, 1)
     try:
         times = []
@@ -162,10 +185,10 @@ def _alone(tmp: str, base_url: str, reps: int) -> float:
         store.close()
 
 
-def _takeover(tmp: str, base_url: str, lease: float, how: signal.Signals, rep: int) -> list[float]:
+def _takeover(logs: _Logs, base_url: str, lease: float, how: signal.Signals, rep: int) -> list[float]:
     """Seconds from a worker's death (or SIGTERM) to each of its runs being claimed by another."""
-    db = os.path.join(tmp, f"takeover-{how.name}-{rep}.db")
-    store = SQLiteStore(db)
+    db = logs.new(f"takeover-{how.name}-{rep}")
+    store = open_store(db)
     env = _env(base_url, AGENTLOG_LEASE_SECONDS=str(lease))
     first = _Pool(db, env, 1, 4)
     try:
@@ -193,38 +216,59 @@ def _takeover(tmp: str, base_url: str, lease: float, how: signal.Signals, rep: i
         store.close()
 
 
-def bench(quick: bool = False, n_runs: int = 100, reps: int | None = None, lease: float = 3.0) -> dict[str, Any]:
+def bench(quick: bool = False, n_runs: int = 100, reps: int | None = None, lease: float = 3.0,
+          backend: str = "sqlite") -> dict[str, Any]:
     reps = reps or (2 if quick else 3)
-    server = _Server(DELAY)
-    tmp = tempfile.mkdtemp(prefix="agentlog-bench-workers-")
+    logs = _Logs(backend)
     try:
-        ideal = _alone(tmp, server.base_url, reps)
-        walls: dict[int, list[float]] = {1: [], 2: [], 4: []}
-        for rep in range(reps):
-            for workers in walls:  # interleaved, so the machine's noise hits every count alike
-                walls[workers].append(_batch(tmp, server.base_url, workers, n_runs, rep))
+        server = _Server(DELAY)
+        try:
+            ideal = _alone(logs, server.base_url, reps)
+            walls: dict[int, list[float]] = {1: [], 2: [], 4: []}
+            for rep in range(reps):
+                for workers in walls:  # interleaved, so the machine's noise hits every count alike
+                    walls[workers].append(_batch(logs, server.base_url, workers, n_runs, rep))
+        finally:
+            server.stop()
+        # Slower answers for the takeover, so that runs are still in hand when the second worker is up.
+        server = _Server(TAKEOVER_DELAY)
+        try:
+            killed = [t for rep in range(reps) for t in _takeover(logs, server.base_url, lease, signal.SIGKILL, rep)]
+            termed = [t for rep in range(reps) for t in _takeover(logs, server.base_url, lease, signal.SIGTERM, rep)]
+        finally:
+            server.stop()
     finally:
-        server.stop()
-    # Slower answers for the takeover, so that runs are still in hand when the second worker is up.
-    server = _Server(TAKEOVER_DELAY)
-    try:
-        killed = [t for rep in range(reps) for t in _takeover(tmp, server.base_url, lease, signal.SIGKILL, rep)]
-        termed = [t for rep in range(reps) for t in _takeover(tmp, server.base_url, lease, signal.SIGTERM, rep)]
-    finally:
-        server.stop()
+        logs.close()
     one = median(walls[1])
-    out: dict[str, Any] = {"runs": n_runs, "server_delay_s": DELAY, "calls_per_run": 5, "reps": reps,
-                           "ideal_s": ideal, "by_workers": {}}
+    out: dict[str, Any] = {"backend": backend, "runs": n_runs, "server_delay_s": DELAY, "calls_per_run": 5,
+                           "reps": reps, "ideal_s": ideal, "by_workers": {}}
     for workers, times in walls.items():
         wall = median(times)
         out["by_workers"][workers] = {"wall_s": wall, "runs_per_s": n_runs / wall, "efficiency": ideal / wall,
                                       "throughput_ratio": one / wall, "walls_s": times}
-    out["takeover"] = {"lease_s": lease, "server_delay_s": TAKEOVER_DELAY, "sigkill_median_s": median(killed) if killed else None,
+    out["takeover"] = {"lease_s": lease, "server_delay_s": TAKEOVER_DELAY,
+                       "sigkill_median_s": median(killed) if killed else None,
                        "sigkill_max_s": max(killed) if killed else None, "sigkill_runs": len(killed),
                        "sigterm_median_s": median(termed) if termed else None, "sigterm_runs": len(termed)}
     out["goal"] = "2 workers >= 1.8x the throughput of 1"
     out["met"] = out["by_workers"][2]["throughput_ratio"] >= 1.8
     return out
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"{r['backend']}: {r['runs']} runs, server {r['server_delay_s'] * 1e3:.0f} ms, one run alone "
+          f"{r['ideal_s']:.3f} s (medians of {r['reps']})")
+    print("| workers | wall s | runs/s | efficiency | throughput vs 1 worker |")
+    print("|---|---|---|---|---|")
+    for workers, w in r["by_workers"].items():
+        print(f"| {workers} | {w['wall_s']:.2f} | {w['runs_per_s']:.1f} | {w['efficiency']:.0%} | "
+              f"{w['throughput_ratio']:.2f}x |")
+    t = r["takeover"]
+    if t["sigkill_runs"]:
+        print(f"takeover with a {t['lease_s']:g} s lease: SIGKILL -> claimed by the other worker in "
+              f"{t['sigkill_median_s']:.2f} s (median of {t['sigkill_runs']} runs, max {t['sigkill_max_s']:.2f} s)"
+              + (f"; SIGTERM -> {t['sigterm_median_s']:.2f} s" if t["sigterm_runs"] else ""))
+    print(f"goal: {r['goal']}: {'met' if r['met'] else 'not met'}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,25 +277,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100, help="runs per batch (default 100)")
     parser.add_argument("--reps", type=int, help="repetitions (default 3; 2 with --quick)")
     parser.add_argument("--lease", type=float, default=3.0, help="AGENTLOG_LEASE_SECONDS for the takeover (3)")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both",
+                        help="the log the workers share (default both, one after the other)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     facts = machine()
     print(" ".join(f"{k}={v}" for k, v in facts.items()), flush=True)
-    r = bench(args.quick, n_runs=args.runs, reps=args.reps, lease=args.lease)
-    print(f"{r['runs']} runs, server {r['server_delay_s'] * 1e3:.0f} ms, one run alone {r['ideal_s']:.3f} s "
-          f"(medians of {r['reps']})")
-    print("| workers | wall s | runs/s | efficiency | throughput vs 1 worker |")
-    print("|---|---|---|---|---|")
-    for workers, w in r["by_workers"].items():
-        print(f"| {workers} | {w['wall_s']:.2f} | {w['runs_per_s']:.1f} | {w['efficiency']:.0%} | "
-              f"{w['throughput_ratio']:.2f}x |")
-    t = r["takeover"]
-    print(f"takeover with a {t['lease_s']:.0f} s lease: SIGKILL -> claimed by the other worker in "
-          f"{t['sigkill_median_s']:.2f} s (median of {t['sigkill_runs']} runs, max {t['sigkill_max_s']:.2f} s); "
-          f"SIGTERM -> {t['sigterm_median_s']:.2f} s")
-    print(f"goal: {r['goal']}: {'met' if r['met'] else 'not met'}")
+    results = []
+    for backend in (("sqlite", "postgres") if args.backend == "both" else (args.backend,)):
+        results.append(bench(args.quick, n_runs=args.runs, reps=args.reps, lease=args.lease, backend=backend))
+        _print(results[-1])
     if args.out:
-        args.out.write_text(json.dumps({"machine": facts, "results": r}, indent=2))
+        args.out.write_text(json.dumps({"machine": facts, "results": results}, indent=2))
     return 0
 
 
