@@ -10,7 +10,9 @@ configuration has the same runs in flight at once (``--concurrency`` = runs / wo
 what changes is how many processes (and so CPUs) share the work. A run is research ->
 write -> review -> write -> review (``max_iterations=2``): 5 calls, so its own wall time
 alone is the ideal for the whole batch; efficiency = ideal / actual, as in benchmark 4.
-The throughput ratio to one worker is what a second process buys.
+The throughput ratio to one worker is what a second process buys; beside it, the CPU the
+worker processes used (from /proc) per run and per wall second ("cores used"): a second
+worker can only help as far as the machine gives it a core.
 
 Then the takeover, against a server answering in 500 ms (so runs are still in hand once a
 second worker is up): one worker drives 4 runs, a second waits idle beside it, the first
@@ -155,14 +157,24 @@ class _Logs:
             self.cluster.stop()
 
 
-def _batch(logs: _Logs, base_url: str, workers: int, n_runs: int, rep: int) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a (live) process, from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _batch(logs: _Logs, base_url: str, workers: int, n_runs: int, rep: int) -> tuple[float, float]:
+    """The batch's wall time, and the CPU seconds its worker processes used meanwhile."""
     db = logs.new(f"workers-{workers}-{rep}")
     store = open_store(db)
     pool = _Pool(db, _env(base_url), workers, max(1, -(-n_runs // workers)))
     try:
+        cpu = [_cpu_seconds(p.pid) for p in pool.procs]
         start = time.perf_counter()
         ids = _queue(store, n_runs, f"w{workers}")
-        return _wait_finished(store, ids) - start
+        wall = _wait_finished(store, ids) - start
+        return wall, sum(_cpu_seconds(p.pid) - c for p, c in zip(pool.procs, cpu))
     finally:
         pool.stop()
         store.close()
@@ -225,9 +237,12 @@ def bench(quick: bool = False, n_runs: int = 100, reps: int | None = None, lease
         try:
             ideal = _alone(logs, server.base_url, reps)
             walls: dict[int, list[float]] = {1: [], 2: [], 4: []}
+            cpus: dict[int, list[float]] = {1: [], 2: [], 4: []}
             for rep in range(reps):
                 for workers in walls:  # interleaved, so the machine's noise hits every count alike
-                    walls[workers].append(_batch(logs, server.base_url, workers, n_runs, rep))
+                    wall, cpu = _batch(logs, server.base_url, workers, n_runs, rep)
+                    walls[workers].append(wall)
+                    cpus[workers].append(cpu)
         finally:
             server.stop()
         # Slower answers for the takeover, so that runs are still in hand when the second worker is up.
@@ -244,8 +259,11 @@ def bench(quick: bool = False, n_runs: int = 100, reps: int | None = None, lease
                            "reps": reps, "ideal_s": ideal, "by_workers": {}}
     for workers, times in walls.items():
         wall = median(times)
+        cpu = median(cpus[workers])
+        # cores_used: the workers' CPU seconds per wall second: what the machine gave them.
         out["by_workers"][workers] = {"wall_s": wall, "runs_per_s": n_runs / wall, "efficiency": ideal / wall,
-                                      "throughput_ratio": one / wall, "walls_s": times}
+                                      "throughput_ratio": one / wall, "walls_s": times,
+                                      "cpu_ms_per_run": cpu / n_runs * 1e3, "cores_used": cpu / wall}
     out["takeover"] = {"lease_s": lease, "server_delay_s": TAKEOVER_DELAY,
                        "sigkill_median_s": median(killed) if killed else None,
                        "sigkill_max_s": max(killed) if killed else None, "sigkill_runs": len(killed),
@@ -258,11 +276,12 @@ def bench(quick: bool = False, n_runs: int = 100, reps: int | None = None, lease
 def _print(r: dict[str, Any]) -> None:
     print(f"{r['backend']}: {r['runs']} runs, server {r['server_delay_s'] * 1e3:.0f} ms, one run alone "
           f"{r['ideal_s']:.3f} s (medians of {r['reps']})")
-    print("| workers | wall s | runs/s | efficiency | throughput vs 1 worker |")
-    print("|---|---|---|---|---|")
+    print("| workers | wall s | runs/s | efficiency | throughput vs 1 worker | worker CPU per run | cores used |")
+    print("|---|---|---|---|---|---|---|")
     for workers, w in r["by_workers"].items():
         print(f"| {workers} | {w['wall_s']:.2f} | {w['runs_per_s']:.1f} | {w['efficiency']:.0%} | "
-              f"{w['throughput_ratio']:.2f}x |")
+              f"{w['throughput_ratio']:.2f}x | {w['cpu_ms_per_run']:.1f} ms | {w['cores_used']:.2f} |")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
     t = r["takeover"]
     if t["sigkill_runs"]:
         print(f"takeover with a {t['lease_s']:g} s lease: SIGKILL -> claimed by the other worker in "
