@@ -1,38 +1,48 @@
-"""An agent: one pykka actor per role, with its own mailbox, that runs model calls and tools."""
+"""An agent: a pykka actor per role and gateway, with its own mailbox, shared by the runs of a
+process; it runs model calls and tools off its mailbox, so one slow call holds up no other."""
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import pykka
 
 from agentlog.models import AttemptFailure, CallFailed, Gateway
 
+from .dispatch import PooledActor
 from .messages import AgentCrashed, AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
 
 log = logging.getLogger(__name__)
 
 
-class AgentActor(pykka.ThreadingActor):
+class AgentActor(PooledActor):
     """Runs each requested call through the gateway and reports every attempt to ``reply_to``;
     runs each requested tool and reports its result (a tool that raises reports the error).
 
+    One agent serves every run of the process that uses its role and gateway: its mailbox
+    hands each call and tool to the dispatcher, where it runs on a thread of its own while it
+    blocks, so calls of different runs go out at once (see ``dispatch.py``).
+
     Whatever a tool or a model client raises is reported as a result or a failed attempt.
-    Anything worse (a ``BaseException``, or the report itself failing) ends this actor, and
-    ``reply_to`` is told ``AgentCrashed`` with the reason, so its run fails instead of waiting.
+    Anything worse (a ``BaseException``, or the report itself failing) ends that call, and
+    its ``reply_to`` is told ``AgentCrashed`` with the reason, so its run fails instead of
+    waiting; the agent goes on serving the other runs.
     """
 
     def __init__(self, name: str, gateway: Gateway):
         super().__init__()
         self.name, self.gateway = name, gateway
-        self._current: CallRequest | ToolRequest | None = None
 
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, (CallRequest, ToolRequest)):
             log.warning("agent %s ignored unexpected message %r", self.name, message)
             return None
-        self._current = message
+        self.dispatcher.submit(partial(self._work, message))
+        return None
+
+    def _work(self, message: CallRequest | ToolRequest) -> None:
         try:
             if isinstance(message, ToolRequest):
                 self._run_tool(message)
@@ -40,20 +50,10 @@ class AgentActor(pykka.ThreadingActor):
                 self._call(message)
         except pykka.ActorDeadError:
             pass  # the run ended while this agent worked: nobody to tell
-        except BaseException as exc:  # noqa: BLE001 - contained: only this agent's run hears of it
-            self._crashed(exc)
-            self.stop()
-            return None
-        self._current = None
-        return None
+        except BaseException as exc:  # noqa: BLE001 - contained: only this call's run hears of it
+            self._crashed(message, exc)
 
-    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        self._crashed(exception_value)
-
-    def _crashed(self, exc: BaseException) -> None:
-        message, self._current = self._current, None
-        if message is None:
-            return
+    def _crashed(self, message: CallRequest | ToolRequest, exc: BaseException) -> None:
         # Not an error here: the run's waiter is told, and reports it.
         log.info("agent %s died on call %s", self.name, message.call_id, exc_info=exc)
         try:
@@ -68,8 +68,9 @@ class AgentActor(pykka.ThreadingActor):
                 raise TypeError(f"Tool.run returned a {type(result).__name__}, not a string")
         except Exception as exc:  # noqa: BLE001 - the model is told, the run goes on
             result, is_error = f"error: {message.tool.name} failed: {type(exc).__name__}: {exc}", True
-        message.reply_to.tell(ToolCompleted(message.call_id, message.tool_call_id, message.tool.name,
-                                            result, bool(is_error)))
+        with self.dispatcher.ending():
+            message.reply_to.tell(ToolCompleted(message.call_id, message.tool_call_id, message.tool.name,
+                                                result, bool(is_error)))
 
     def _call(self, message: CallRequest) -> None:
         reply_to = message.reply_to
@@ -92,4 +93,5 @@ class AgentActor(pykka.ThreadingActor):
         finally:
             if live is not None:
                 live.end()
-        reply_to.tell(CallCompleted(message.call_id, self.name, completion))
+        with self.dispatcher.ending():
+            reply_to.tell(CallCompleted(message.call_id, self.name, completion))

@@ -136,6 +136,7 @@ class _Heartbeat:
         self._held: list[HeldLease] = []
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._wakes_at = 0.0  # when the thread next looks (monotonic)
 
     def add(self, held: HeldLease) -> None:
         with self._changed:
@@ -143,13 +144,15 @@ class _Heartbeat:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._beat, name="agentlog-lease-heartbeat", daemon=True)
                 self._thread.start()
-            self._changed.notify()
+            # Woken only when this lease is due before the thread's next look: a run that
+            # starts and ends between two beats costs the thread nothing.
+            if held.due < self._wakes_at:
+                self._changed.notify()
 
     def remove(self, held: HeldLease) -> None:
         with self._changed:
             if held in self._held:
                 self._held.remove(held)
-            self._changed.notify()
 
     def _beat(self) -> None:
         while True:
@@ -159,8 +162,8 @@ class _Heartbeat:
                     due = [h for h in self._held if h.due <= now]
                     if due:
                         break
-                    wait = min((h.due for h in self._held), default=now + 3600) - now
-                    self._changed.wait(wait)
+                    self._wakes_at = min((h.due for h in self._held), default=now + 3600)
+                    self._changed.wait(self._wakes_at - now)
             for held in due:
                 try:
                     held._renew()

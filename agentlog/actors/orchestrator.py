@@ -41,6 +41,7 @@ from agentlog.store import LeaseLost, Store, StoredEvent
 from agentlog.tools import ToolNotRegistered, ToolRegistry, default_registry
 
 from .budget import Budget
+from .dispatch import PooledActor
 from .errors import AgentDied, RunHandedBack, RunStopped
 from .lease import HeldLease
 from .live import LiveAnswer, Watcher
@@ -60,7 +61,10 @@ log = logging.getLogger(__name__)
 Observer = Callable[[StoredEvent], None]
 
 
-class Orchestrator(pykka.ThreadingActor):
+class Orchestrator(PooledActor):
+    """A run's orchestrator: a pykka actor without a thread of its own (``dispatch.py``); its
+    turns, one at a time, are the only code that appends to the run's stream."""
+
     def __init__(
         self,
         store: Store,

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import time
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import pykka
 
 from agentlog.events import AgentConfig, Event, RunQueued, RunStarted
-from agentlog.models import Gateway, ModelLike, named_models, parse_model
+from agentlog.models import Endpoint, Gateway, ModelLike, named_models, parse_model
 from agentlog.pipelines import get_pipeline
 from agentlog.store import Lease, RunSummary, Store
 from agentlog.tools import Tool, ToolRegistry, default_registry
 
-from .agent import AgentActor
 from .budget import Budget, validate_budget
 from .lease import HeldLease, acquire
 from .lease import lease_seconds as lease_ttl
 from .live import Watcher
 from .messages import HandBack
 from .orchestrator import Observer, Orchestrator, settled
+from .sharing import AGENTS, GATEWAYS
 
 # The counter researcher extracts and organises like the researcher: the same low temperature.
 DEFAULT_TEMPERATURES = {"researcher": 0.2, "counter_researcher": 0.2, "writer": 0.6, "reviewer": 0.1}
@@ -61,19 +61,17 @@ class RunHandle:
     """A run in progress. ``wait()`` returns its index row (status ``finished``, ``failed``, or
     ``waiting`` for a person's decision), or raises what stopped it."""
 
-    def __init__(self, store: Store, run_id: str, orchestrator: pykka.ActorRef,
-                 agents: dict[str, pykka.ActorRef], done: pykka.Future, gateway: Gateway, owns_gateway: bool):
+    def __init__(self, store: Store, run_id: str, orchestrator: pykka.ActorRef, done: pykka.Future,
+                 release: Callable[[], None]):
         self.store, self.run_id = store, run_id
-        self._orchestrator, self._agents, self._done = orchestrator, agents, done
-        self._gateway, self._owns_gateway = gateway, owns_gateway
+        self._orchestrator, self._done = orchestrator, done
+        self._release, self._released = release, threading.Lock()
 
     def wait(self, timeout: float | None = None) -> RunSummary:
         try:
             self._done.get(timeout=timeout)
         finally:
             if settled(self._done):
-                # Idle agents stop at once; one still in a call (a failed parallel step) is
-                # given a moment, then left to finish on its own.
                 self.stop(grace=5.0)
         return self.store.get_run(self.run_id)
 
@@ -91,25 +89,20 @@ class RunHandle:
             pass  # it ended meanwhile
 
     def stop(self, grace: float = 0.0) -> None:
-        """Stop the run's actors, waiting up to ``grace`` seconds for them to end.
+        """Stop the run's orchestrator, waiting for it up to ``grace`` seconds (at least 5), and
+        let go of the agents and gateway it shared with other runs.
 
-        The log stays consistent; ``resume`` continues the run. An agent inside an HTTP
-        call stops after it, and its answer is not recorded.
+        The log stays consistent; ``resume`` continues the run. A call the run has out ends
+        on its own, and its answer is not recorded.
         """
-        refs = [self._orchestrator, *self._agents.values()]
-        for ref in refs:
-            ref.stop(block=False)
         # The orchestrator never waits on the network: once it has stopped, the run's lease
         # is released and its future settled, so the run can be resumed at once.
         try:
             self._orchestrator.stop(block=True, timeout=max(grace, 5.0))
         except pykka.Timeout:
             pass
-        deadline = time.monotonic() + grace
-        for ref in refs:
-            ref.actor_stopped.wait(max(0.0, deadline - time.monotonic()))
-        if self._owns_gateway:
-            self._gateway.close()
+        if self._released.acquire(blocking=False):
+            self._release()
 
 
 Models = ModelLike | Mapping[str, ModelLike] | None
@@ -144,24 +137,41 @@ def drive(
     models), registered with the gateway.
     """
     ttl = lease_ttl(lease_seconds)
+    given = gateway
     first = store.read(run_id, 0, 1)
     if not first or not isinstance(first[0].event, RunStarted):
         raise ValueError(f"run {run_id} has no RunStarted event")
     started = first[0].event
     pipeline = get_pipeline(started.pipeline)
     held = HeldLease(store, lease or acquire(store, run_id, ttl), ttl)
+    named = named_models(models)
+    # A run given no gateway shares the process's one for its endpoint, and so its agents;
+    # one given in-process models has its own (their names are the run's to choose).
+    shared = gateway is None and not named
+    if gateway is None:
+        gateway = GATEWAYS.acquire(Endpoint.from_env()) if shared else Gateway()
+    roles = list(started.agents or pipeline.roles)  # a run's agents are fixed by its RunStarted
+    agents: dict[str, pykka.ActorRef] = {}
+
+    def release() -> None:
+        if agents:
+            AGENTS.release(roles, gateway)
+        if shared:
+            GATEWAYS.release(gateway)
+        elif given is None:
+            gateway.close()
+
     try:
-        owns_gateway = gateway is None
-        gateway = register_models(gateway or Gateway(), models)
-        # One actor per agent the run has (a run's agents are fixed by its RunStarted).
-        agents = {name: AgentActor.start(name, gateway) for name in (started.agents or pipeline.roles)}
+        register_models(gateway, named)
+        agents.update(AGENTS.acquire(roles, gateway))
         done: pykka.Future = pykka.ThreadingFuture()
         orchestrator = Orchestrator.start(store, run_id, pipeline, agents, done, observer=observer, reuse=reuse,
                                           tools=tools, lease=held, watcher=watcher, budget=budget)
     except BaseException:
         held.release()
+        release()
         raise
-    return RunHandle(store, run_id, orchestrator, agents, done, gateway, owns_gateway)
+    return RunHandle(store, run_id, orchestrator, done, release)
 
 
 def start_run(

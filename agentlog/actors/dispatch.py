@@ -1,0 +1,262 @@
+"""Actors without a thread each: pykka actors whose mailboxes share the process's few threads.
+
+A ``pykka.ThreadingActor`` holds a thread for its whole life: a run's orchestrator and its
+agents held four, and 100 runs at once held 400. A ``PooledActor`` is a pykka actor (a
+mailbox, ``tell``/``ask``/``stop``, the registry, ``on_start``/``on_stop``/``on_failure``) whose
+mailbox is drained by the dispatcher instead: a message to an actor that is not running
+schedules a turn, and a turn handles the actor's messages one at a time. Two turns of one
+actor never run at once, so an actor's state needs no lock.
+
+Blocking work (a model call, a tool) is handed to the dispatcher with ``submit`` and holds a
+thread only while it runs. The dispatcher starts a thread when work arrives and none is idle
+(up to ``MAX_THREADS``), and a thread ends after ``IDLE_SECONDS`` without work: a process
+holds about as many threads as it has calls and turns running at once, and none when idle.
+
+An actor's turn is short, so the first piece of work it hands off (a message to another
+actor, a call) is run next by the same thread, after the turn; further pieces go to other
+threads. Blocking work says where it ends (``ending()``) and hands off its result there the
+same way. So a message and the turn that handles it, a call and its answer's turn, follow
+each other on one thread without a thread switch, and a slow call holds only its own thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import pykka
+from pykka.messages import _ActorStop
+
+log = logging.getLogger(__name__)
+
+Task = Callable[[], None]
+
+# Past this many threads work waits in a queue: a guard against a runaway, not a working limit
+# (a thread is needed per model call in flight, the openai client being synchronous).
+MAX_THREADS = 512
+IDLE_SECONDS = 2.0
+# Messages one turn handles before the actor lets other work in.
+TURN_MESSAGES = 32
+
+
+class _Worker:
+    __slots__ = ("task", "wake")
+
+    def __init__(self, task: Task):
+        self.task = task
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
+class Dispatcher:
+    """Runs tasks on threads started on demand; idle threads end after ``idle_seconds``."""
+
+    def __init__(self, *, max_threads: int = MAX_THREADS, idle_seconds: float = IDLE_SECONDS,
+                 name: str = "agentlog-worker"):
+        self.max_threads, self.idle_seconds, self.name = max_threads, idle_seconds, name
+        self._lock = threading.Lock()
+        self._queue: deque[Task] = deque()
+        self._idle: list[_Worker] = []  # most recently idle last: hot threads are reused first
+        self._threads = 0
+        self._local = threading.local()
+        self._numbers = itertools.count(1)
+
+    @property
+    def threads(self) -> int:
+        """Threads alive now (running work or idle)."""
+        return self._threads
+
+    def submit(self, task: Task) -> None:
+        """Run ``task`` on a dispatcher thread; a task must catch its own errors."""
+        local = self._local
+        if getattr(local, "handing_off", False) and local.next is None:
+            local.next = task  # run by this thread as soon as its current task ends
+            return
+        with self._lock:
+            if self._idle:
+                worker = self._idle.pop()
+                worker.task = task
+                worker.wake.release()
+                return
+            if self._threads >= self.max_threads:
+                self._queue.append(task)
+                return
+            self._threads += 1
+        worker = _Worker(task)
+        try:
+            threading.Thread(target=self._work, args=(worker,), name=f"{self.name}-{next(self._numbers)}",
+                             daemon=True).start()
+        except BaseException:
+            with self._lock:
+                self._threads -= 1
+            raise
+
+    @contextmanager
+    def ending(self) -> Iterator[None]:
+        """The running task ends with this block: the first work submitted in it runs next on this thread."""
+        local = self._local
+        before = getattr(local, "handing_off", False)
+        local.handing_off = hasattr(local, "next")  # on a dispatcher thread only
+        try:
+            yield
+        finally:
+            local.handing_off = before
+
+    def _work(self, me: _Worker) -> None:
+        local = self._local
+        local.next, local.handing_off = None, False
+        task: Task | None = me.task
+        while True:
+            while task is not None:
+                try:
+                    task()
+                except BaseException:  # noqa: BLE001 - a stray error must not take the thread's later work with it
+                    log.exception("a dispatcher task failed")
+                local.handing_off = False
+                task, local.next = local.next, None
+            with self._lock:
+                if self._queue:
+                    task = self._queue.popleft()
+                    continue
+                self._idle.append(me)
+            if not me.wake.acquire(timeout=self.idle_seconds):
+                with self._lock:
+                    if me in self._idle:  # nobody handed it work: it ends
+                        self._idle.remove(me)
+                        self._threads -= 1
+                        return
+                me.wake.acquire()  # handed work as it timed out: the release is on its way
+            task = me.task
+
+
+DISPATCHER = Dispatcher()
+
+
+class _Inbox:
+    """A pooled actor's mailbox: putting a message into an inbox with no turn pending schedules one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: deque[Any] = deque()
+        self._schedule: Callable[[Any], None] | None = None
+        self._scheduled = True  # until the actor starts, messages wait for it
+        self._closed = False
+
+    def attach(self, schedule: Callable[[Any], None], *, turn: bool) -> None:
+        """Start scheduling turns with ``schedule(envelope)``; ``turn``: schedule one now."""
+        with self._lock:
+            self._schedule = schedule
+            if not (turn or self._items):
+                self._scheduled = False
+                return
+        schedule(None)
+
+    def put(self, envelope: Any, /) -> None:
+        with self._lock:
+            if self._closed:
+                dead = True
+            else:
+                dead = False
+                self._items.append(envelope)
+                if self._scheduled:
+                    return
+                self._scheduled = True
+        if dead:  # the actor's last turn is over: whoever asks must not wait forever
+            if envelope.reply_to is not None:
+                error = pykka.ActorDeadError("the actor stopped before handling the message")
+                envelope.reply_to.set_exception((pykka.ActorDeadError, error, None))
+            return
+        assert self._schedule is not None
+        self._schedule(envelope)
+
+    def take(self) -> Any:
+        """The next message, or ``None`` (and no turn pending) when there is none."""
+        with self._lock:
+            if self._items:
+                return self._items.popleft()
+            self._scheduled = False
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def get(self) -> Any:  # pykka's teardown, after close()
+        with self._lock:
+            return self._items.popleft()
+
+    def empty(self) -> bool:
+        with self._lock:
+            return not self._items
+
+
+class PooledActor(pykka.Actor):
+    """A pykka actor whose turns run on the dispatcher's threads (see the module's docstring).
+
+    Its handlers must not block for long: a handler that waits (on the network, a person, a
+    slow tool) holds a dispatcher thread; hand such work to ``dispatcher.submit`` instead. An
+    error nobody waits for goes to ``on_failure`` and stops this actor only (a
+    ``ThreadingActor`` stops every actor of the process on a ``BaseException``).
+    """
+
+    dispatcher: ClassVar[Dispatcher] = DISPATCHER
+    actor_inbox: _Inbox  # type: ignore[assignment]
+
+    @staticmethod
+    def _create_actor_inbox() -> _Inbox:  # type: ignore[override]
+        return _Inbox()
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return pykka.ThreadingFuture()
+
+    def _start_actor_loop(self) -> None:
+        self._begun = False
+        # An actor with nothing to do on start costs nothing until its first message.
+        self.actor_inbox.attach(self._schedule_turn, turn=type(self).on_start is not pykka.Actor.on_start)
+
+    def _schedule_turn(self, envelope: Any) -> None:
+        if envelope is not None and envelope.reply_to is not None and isinstance(envelope.message, _ActorStop):
+            # Whoever stops an idle actor this way waits for it: its last turn runs here, at once.
+            self._turn(inline=True)
+        else:
+            self.dispatcher.submit(self._turn)
+
+    def _turn(self, inline: bool = False) -> None:
+        if not inline:
+            self.dispatcher._local.handing_off = True  # a turn is short: what it hands off may wait for its end
+        if not self._begun:
+            self._begun = True
+            self._actor_loop_setup()
+        for _ in range(TURN_MESSAGES):
+            if self.actor_stopped.is_set():
+                self.actor_inbox.close()
+                self._actor_loop_teardown()
+                return
+            envelope = self.actor_inbox.take()
+            if envelope is None:
+                return
+            self._receive(envelope)
+        self._schedule_turn(None)  # more may be waiting: the turn is still ours, so no one else schedules it
+
+    def _receive(self, envelope: Any) -> None:
+        # pykka's ThreadingActor loop, for one message.
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except BaseException:  # noqa: BLE001 - to the caller, else to on_failure; the thread goes on
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception()
+                return
+            self._handle_failure(*sys.exc_info())
+            try:
+                self.on_failure(*sys.exc_info())
+            except Exception:  # noqa: BLE001
+                self._handle_failure(*sys.exc_info())

@@ -1,0 +1,238 @@
+"""The runtime's threads: runs share agent actors and a few threads, none of their own.
+
+Structural bounds, not timings: many runs with a call each held open use about one thread
+per call in flight (none per run), their agents are one actor per role, a slow call of one
+run leaves another run's call free to go (real HTTP on 127.0.0.1), an agent's crash fails
+only its own run, and the threads end once the runs have.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pykka
+import pytest
+
+from agentlog.actors import AgentDied, agent_configs, start_run
+from agentlog.actors.dispatch import IDLE_SECONDS, Dispatcher, PooledActor
+from agentlog.actors.sharing import AGENTS
+from agentlog.models import Endpoint, FunctionModel, Gateway, ModelRequest, RetryPolicy, offline
+from tests.conftest import SECRET
+from tests.fake_openai import FakeOpenAIServer
+
+WAIT = 30.0  # every wait's bound
+
+
+def offline_answer(request: ModelRequest) -> Any:
+    return offline.complete({"model": request.model, "messages": request.messages, "tools": request.tools,
+                             "response_format": request.response_format, **request.parameters})
+
+
+def threads() -> int:
+    """Threads alive, less the one lease heartbeat a process keeps from its first run on."""
+    return sum(t.name != "agentlog-lease-heartbeat" for t in threading.enumerate())
+
+
+def settle(baseline: int, timeout: float = IDLE_SECONDS + WAIT) -> int:
+    """Wait for the process's threads to come back down to ``baseline``; the count reached."""
+    deadline = time.monotonic() + timeout
+    while threads() > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return threads()
+
+
+class Gate:
+    """Holds every call until ``open()``; counts the calls waiting at it."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self._cond = threading.Condition()
+        self._open = threading.Event()
+
+    def wait_for(self, n: int) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.arrived >= n, timeout=WAIT)
+
+    def open(self) -> None:
+        self._open.set()
+
+    def __call__(self, request: ModelRequest) -> Any:
+        with self._cond:
+            self.arrived += 1
+            self._cond.notify_all()
+        assert self._open.wait(WAIT), "the gate was never opened"
+        return offline_answer(request)
+
+
+def test_sixty_runs_in_flight_use_a_thread_per_call_and_one_agent_per_role(store):
+    runs = 60
+    baseline = settle(threads())
+    gate = Gate()
+    gateway = Gateway(timeout=None, models={"gated": FunctionModel(gate, name="gated")})
+    handles = []
+    try:
+        handles = [start_run(store, f"topic {i}", agents=agent_configs("gated"), gateway=gateway, max_iterations=1)
+                   for i in range(runs)]
+        assert gate.wait_for(runs), f"only {gate.arrived} of {runs} calls arrived"
+        held = threads() - baseline
+        names = [t.name for t in threading.enumerate()]
+        # A thread per call in flight and a few more (the lease heartbeat, a turn or two):
+        # before, each run held four threads of its own (240 here).
+        assert held <= runs + 8, f"{held} threads for {runs} runs"
+        assert not [n for n in names if n.startswith(("Orchestrator", "AgentActor"))], names
+        # The runs share their agents: one actor per role of the gateway.
+        agents = [ref for ref in pykka.ActorRegistry.get_all() if ref.actor_class.__name__ == "AgentActor"]
+        assert sorted(ref.proxy().name.get(timeout=WAIT) for ref in agents) == ["researcher", "reviewer", "writer"]
+    finally:
+        gate.open()
+        summaries = [h.wait(timeout=WAIT) for h in handles]
+        gateway.close()
+    assert all(s.status == "finished" for s in summaries), summaries
+    assert not pykka.ActorRegistry.get_all(), "the agents end with the last run that used them"
+    assert settle(baseline) <= baseline, "the dispatcher's threads end once idle"
+
+
+def test_instant_runs_at_once_use_a_few_threads_whatever_their_number(store):
+    baseline = settle(threads())
+    peak = [threads()]
+    done = threading.Event()
+
+    def sample() -> None:  # the structural bound is on the peak, however the runs interleave
+        while not done.wait(0.002):
+            peak[0] = max(peak[0], threads())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    gateway = Gateway(timeout=None, models={"instant": FunctionModel(offline_answer, name="instant")})
+    try:
+        handles = [start_run(store, f"topic {i}", agents=agent_configs("instant"), gateway=gateway,
+                             max_iterations=2) for i in range(50)]
+        summaries = [h.wait(timeout=WAIT) for h in handles]
+    finally:
+        done.set()
+        sampler.join(WAIT)
+        gateway.close()
+    assert all(s.status == "finished" for s in summaries)
+    # Nothing blocks, so nothing needs a thread of its own: 50 runs never held one each.
+    assert peak[0] - 1 - baseline < 25, f"{peak[0] - 1 - baseline} threads at the peak for 50 runs"
+
+
+def _offline_body(body: dict) -> dict:
+    completion = offline.complete(body)
+    return {"content": completion.content, "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens}
+
+
+def test_a_slow_call_of_one_run_does_not_hold_up_another_runs_call_over_http(store):
+    slow_asked, release = threading.Event(), threading.Event()
+
+    def responder(body: dict) -> dict:
+        if "the slow topic" in str(body["messages"]):
+            slow_asked.set()
+            release.wait(WAIT)
+        return _offline_body(body)
+
+    with FakeOpenAIServer(responder=responder) as server:
+        gateway = Gateway(Endpoint(base_url=server.base_url, api_key=SECRET), timeout=WAIT,
+                          retry=RetryPolicy(max_attempts=1))
+        try:
+            slow = start_run(store, "the slow topic", agents=agent_configs("gpt-4o"), gateway=gateway)
+            assert slow_asked.wait(WAIT)
+            # Same gateway, so the same researcher actor, whose slow call is still out.
+            fast = start_run(store, "the quick topic", agents=agent_configs("gpt-4o"), gateway=gateway)
+            summary = fast.wait(timeout=WAIT)
+            assert summary.status == "finished"
+            assert not release.is_set() and slow.store.read(slow.run_id)[-1].type == "LLMCallRequested"
+        finally:
+            release.set()
+        assert slow.wait(timeout=WAIT).status == "finished"
+        gateway.close()
+
+
+class Fatal(BaseException):
+    """Worse than an exception: what kills an agent's call."""
+
+
+def test_an_agents_crash_in_one_run_fails_that_run_only(store):
+    go = threading.Event()
+
+    def answer(request: ModelRequest) -> Any:
+        if "doomed" in request.prompt:
+            raise Fatal("the model pulled the plug")
+        assert go.wait(WAIT)
+        return offline_answer(request)
+
+    gateway = Gateway(timeout=None, models={"m": FunctionModel(answer, name="m")})
+    try:
+        survivor = start_run(store, "a survivor topic", agents=agent_configs("m"), gateway=gateway)
+        doomed = start_run(store, "a doomed topic", agents=agent_configs("m"), gateway=gateway)
+        with pytest.raises(AgentDied, match="agent researcher died .*Fatal: the model pulled the plug"):
+            doomed.wait(timeout=WAIT)
+        go.set()
+        assert survivor.wait(timeout=WAIT).status == "finished"
+    finally:
+        go.set()
+        gateway.close()
+
+
+# --- the pooled actor itself --------------------------------------------------------------
+
+
+class Counter(PooledActor):
+    """Records how many of its turns ever ran at once, and the order of each sender's messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = self.most = 0
+        self.seen: dict[int, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def on_receive(self, message: Any) -> Any:
+        sender, n = message
+        with self._lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        time.sleep(0)  # let another thread in, if one could get in
+        self.seen.setdefault(sender, []).append(n)
+        with self._lock:
+            self.inside -= 1
+        return n
+
+
+def test_a_pooled_actor_handles_one_message_at_a_time_in_each_senders_order():
+    ref = Counter.start()
+    try:
+        def send(sender: int) -> None:
+            for n in range(300):
+                ref.tell((sender, n))
+
+        senders = [threading.Thread(target=send, args=(s,)) for s in range(8)]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(WAIT)
+        assert ref.ask((99, 0), timeout=WAIT) == 0  # after every message told before it
+        seen, most = ref.proxy().seen.get(timeout=WAIT), ref.proxy().most.get(timeout=WAIT)
+        assert most == 1
+        assert all(seen[s] == list(range(300)) for s in range(8))
+    finally:
+        ref.stop(timeout=WAIT)
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask((0, 0), timeout=WAIT)
+
+
+def test_the_dispatcher_runs_blocked_work_beside_other_work_and_its_threads_end_when_idle():
+    dispatcher = Dispatcher(idle_seconds=0.2, name="test-dispatcher")
+    blocked, release, other = threading.Event(), threading.Event(), threading.Event()
+    dispatcher.submit(lambda: (blocked.set(), release.wait(WAIT)))
+    assert blocked.wait(WAIT)
+    dispatcher.submit(other.set)  # the first thread is held: a second one takes this
+    assert other.wait(WAIT)
+    assert dispatcher.threads == 2
+    release.set()
+    deadline = time.monotonic() + WAIT
+    while dispatcher.threads and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert dispatcher.threads == 0
