@@ -36,7 +36,7 @@ Watcher = Callable[[Piece], None]
 
 
 class LiveAnswer:
-    """One model call's answer while it streams. Used from the agent's thread only."""
+    """One model call's answer while it streams. Used by that call's task only (one thread)."""
 
     def __init__(self, store: Store, run_id: str, call_id: str, agent: str, request: dict[str, Any], *,
                  watcher: Watcher | None = None, interval: float = STORE_INTERVAL,
