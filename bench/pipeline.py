@@ -58,6 +58,17 @@ def baseline_run(db: sqlite3.Connection, gateway: InstantGateway, template: list
     write(template[i:])  # RunFinished
 
 
+def baseline_db(path: str) -> sqlite3.Connection:
+    """The minimal durable log's table: WAL and ``synchronous=NORMAL`` like the store."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("CREATE TABLE events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, "
+               "version INTEGER NOT NULL, recorded_at REAL NOT NULL, data TEXT NOT NULL, "
+               "PRIMARY KEY (run_id, seq)) WITHOUT ROWID")
+    return db
+
+
 def bench(quick: bool) -> dict[str, Any]:
     runs = 30 if quick else 100
     reps = 5 if quick else 9
@@ -65,12 +76,7 @@ def bench(quick: bool) -> dict[str, Any]:
     store = SQLiteStore(os.path.join(tmp, "pipeline.db"))
     gateway = InstantGateway()
     template = _record_template(store, gateway)
-    db = sqlite3.connect(os.path.join(tmp, "baseline.db"), isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = NORMAL")
-    db.execute("CREATE TABLE events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, "
-               "version INTEGER NOT NULL, recorded_at REAL NOT NULL, data TEXT NOT NULL, "
-               "PRIMARY KEY (run_id, seq)) WITHOUT ROWID")
+    db = baseline_db(os.path.join(tmp, "baseline.db"))
 
     def agentlog_runs() -> None:
         for i in range(runs):

@@ -9,8 +9,12 @@ warm-up run, once its idle threads have ended; the lease heartbeat (one thread p
 process, from its first run on) is not counted. After each repetition the process waits (up to 30 s) for its
 thread count to come back down to that, and says whether it did.
 
-Overhead: benchmark 1 (``bench/pipeline.py``) run here too, so the two goals of the runtime
-are measured by one command::
+Overhead: benchmark 1 (``bench/pipeline.py``: whole runs against an instant model, and the
+minimal durable log writing the same rows), with a third case interleaved with them: the
+store alone, appending the same run's events in the batches the orchestrator makes, under a
+lease taken and given back as ``drive`` does, with no actors and no model. agentlog's time
+less the store's is what the runtime (actors, decisions, reuse look-ups) adds. So the two
+goals of the runtime are measured by one command::
 
     python -m bench.threads [--quick] [--delay 0.05]
 """
@@ -28,8 +32,10 @@ from typing import Any
 from agentlog.actors import agent_configs, run, start_run
 from agentlog.store import SQLiteStore
 
+from agentlog.actors.lease import acquire
+
 from . import pipeline
-from .common import machine, median
+from .common import InstantGateway, interleaved, machine, median
 from .concurrency import _Server
 
 COUNTS = (1, 10, 100)
@@ -82,6 +88,55 @@ def threads_in_flight(store: SQLiteStore, n: int, reps: int, baseline: int) -> d
     return {"runs": n, "threads_per_run": median(per_run), "all": per_run, "back_to_baseline": back}
 
 
+# The orchestrator's appends for the standard run: RunStarted; the first call's intent; then
+# per answer its outcome and the next call's intent (the last: the outcome and RunFinished).
+BATCHES = ((0, 1), (1, 2), (2, 5), (5, 8), (8, 11), (11, 14), (14, 17))
+
+
+def per_step(quick: bool) -> dict[str, Any]:
+    runs, reps = (30, 5) if quick else (100, 9)
+    tmp = tempfile.mkdtemp(prefix="agentlog-bench-")
+    store = SQLiteStore(os.path.join(tmp, "pipeline.db"))
+    gateway = InstantGateway()
+    template = pipeline._record_template(store, gateway)
+    events = [s.event for s in store.read(store.list_runs()[0].run_id)]
+    assert [type(events[i]).__name__ for i in (1, 4, 16)] == ["LLMCallRequested"] * 2 + ["RunFinished"]
+    db = pipeline.baseline_db(os.path.join(tmp, "baseline.db"))
+    names = iter(range(10**9))
+
+    def agentlog_runs() -> None:
+        for _ in range(runs):
+            run(store, f"the benchmark task {next(names)}", agents=agent_configs("bench-model"), gateway=gateway,
+                max_iterations=2, threshold=9)
+
+    def store_alone() -> None:
+        for _ in range(runs):
+            run_id = f"alone-{next(names)}"
+            seq = store.append(run_id, events[:1], 0)
+            lease = acquire(store, run_id, 30.0)
+            for a, b in BATCHES[1:]:
+                seq = store.append(run_id, events[a:b], seq, lease=lease)
+            store.release_lease(lease)
+
+    def baseline_runs() -> None:
+        for _ in range(runs):
+            pipeline.baseline_run(db, gateway, template)
+
+    agentlog_runs(), store_alone(), baseline_runs()  # warm up
+    times = interleaved(reps, agentlog=agentlog_runs, store=store_alone, baseline=baseline_runs)
+    store.close(), db.close()
+
+    def us_per_step(case: str) -> float:
+        return median(times[case]) / runs / pipeline.STEPS * 1e6
+
+    def ratio(case: str) -> float:
+        return median([a / b for a, b in zip(times[case], times["baseline"])])
+
+    return {"runs_per_rep": runs, "reps": reps, "agentlog_us_per_step": us_per_step("agentlog"),
+            "store_us_per_step": us_per_step("store"), "baseline_us_per_step": us_per_step("baseline"),
+            "ratio": ratio("agentlog"), "store_ratio": ratio("store"), "met": ratio("agentlog") <= 2}
+
+
 def bench(quick: bool, delay: float = 0.05) -> dict[str, Any]:
     reps = 3 if quick else 5
     server = _Server(delay)
@@ -101,7 +156,7 @@ def bench(quick: bool, delay: float = 0.05) -> dict[str, Any]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    overhead = pipeline.bench(quick)
+    overhead = per_step(quick)
     at_100 = rows[-1]["threads_per_run"]
     return {
         "server_delay_s": delay, "reps": reps, "threads": rows, "overhead": overhead,
@@ -122,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
               f"(reps {', '.join(f'{x:.2f}' for x in row['all'])}); "
               f"back to the baseline afterwards: {'yes' if row['back_to_baseline'] else 'no'}")
     o = r["overhead"]
-    print(f"per-step overhead: agentlog {o['agentlog_us_per_step']:.0f} us/step, minimal durable log "
-          f"{o['baseline_us_per_step']:.0f} us/step: {o['ratio']:.2f}x ({o['reps']} reps of {o['runs_per_rep']} runs)")
+    print(f"per-step overhead: agentlog {o['agentlog_us_per_step']:.0f} us/step, the store alone "
+          f"{o['store_us_per_step']:.0f} us/step, minimal durable log {o['baseline_us_per_step']:.0f} us/step: "
+          f"agentlog {o['ratio']:.2f}x, the store alone {o['store_ratio']:.2f}x the minimal log "
+          f"({o['reps']} reps of {o['runs_per_rep']} runs)")
     return 0
 
 
