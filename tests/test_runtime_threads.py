@@ -236,3 +236,24 @@ def test_the_dispatcher_runs_blocked_work_beside_other_work_and_its_threads_end_
     while dispatcher.threads and time.monotonic() < deadline:
         time.sleep(0.02)
     assert dispatcher.threads == 0
+
+
+class Asker(PooledActor):
+    """Asks another pooled actor from inside its own turn and waits for the answer."""
+
+    def __init__(self, other: pykka.ActorRef):
+        super().__init__()
+        self.other = other
+
+    def on_receive(self, message: Any) -> Any:
+        return self.other.ask((1, message), timeout=WAIT) + 1
+
+
+def test_an_actor_may_ask_another_from_its_turn_without_deadlock():
+    counter = Counter.start()
+    asker = Asker.start(counter)
+    try:
+        assert asker.ask(41, timeout=WAIT) == 42
+    finally:
+        asker.stop(timeout=WAIT)
+        counter.stop(timeout=WAIT)

@@ -72,10 +72,13 @@ class Dispatcher:
         """Threads alive now (running work or idle)."""
         return self._threads
 
-    def submit(self, task: Task) -> None:
-        """Run ``task`` on a dispatcher thread; a task must catch its own errors."""
+    def submit(self, task: Task, *, after: bool = True) -> None:
+        """Run ``task`` on a dispatcher thread; a task must catch its own errors.
+
+        ``after=False``: not after the current task on this thread, which may wait for it.
+        """
         local = self._local
-        if getattr(local, "handing_off", False) and local.next is None:
+        if after and getattr(local, "handing_off", False) and local.next is None:
             local.next = task  # run by this thread as soon as its current task ends
             return
         with self._lock:
@@ -200,7 +203,9 @@ class PooledActor(pykka.Actor):
     """A pykka actor whose turns run on the dispatcher's threads (see the module's docstring).
 
     Its handlers must not block for long: a handler that waits (on the network, a person, a
-    slow tool) holds a dispatcher thread; hand such work to ``dispatcher.submit`` instead. An
+    slow tool) holds a dispatcher thread; hand such work to ``dispatcher.submit`` instead.
+    Asking another actor and waiting for its answer works (its turn runs on another thread),
+    but costs a thread switch both ways; telling is the actor way. An
     error nobody waits for goes to ``on_failure`` and stops this actor only (a
     ``ThreadingActor`` stops every actor of the process on a ``BaseException``).
     """
@@ -222,11 +227,13 @@ class PooledActor(pykka.Actor):
         self.actor_inbox.attach(self._schedule_turn, turn=type(self).on_start is not pykka.Actor.on_start)
 
     def _schedule_turn(self, envelope: Any) -> None:
-        if envelope is not None and envelope.reply_to is not None and isinstance(envelope.message, _ActorStop):
+        asked = envelope is not None and envelope.reply_to is not None
+        if asked and isinstance(envelope.message, _ActorStop):
             # Whoever stops an idle actor this way waits for it: its last turn runs here, at once.
             self._turn(inline=True)
         else:
-            self.dispatcher.submit(self._turn)
+            # Whoever asks may wait for the answer: the turn must not wait for the asker's task.
+            self.dispatcher.submit(self._turn, after=not asked)
 
     def _turn(self, inline: bool = False) -> None:
         if not inline:
