@@ -135,6 +135,10 @@ def drive(
     ``watcher`` is told each piece of the answers as they are streamed.
     ``models`` are in-process models (one, under its own name, or a mapping of names to
     models), registered with the gateway.
+    The run's agents are the process's agent actors for ``gateway`` (``sharing.py``), shared
+    with every run that uses it. Without ``gateway``, the run uses the process's gateway for
+    the endpoint of ``OPENAI_BASE_URL``/``OPENAI_API_KEY`` (a gateway of its own when given
+    ``models``).
     """
     ttl = lease_ttl(lease_seconds)
     given = gateway
