@@ -5,8 +5,10 @@ with TCP_NODELAY, as real servers set it),
 answering like the offline model: a run is research -> write -> review -> write -> review
 (max_iterations=2), so its critical path is 5 calls. The ideal wall time of N runs at
 once is one run's own wall time, measured alone first; efficiency = ideal / actual.
-Each run gets the default wiring (its own Gateway, so its own openai client) unless
-"shared gateway", where all runs share one Gateway (one client, one connection pool).
+Each run gets the default wiring unless "shared gateway", where all runs are given one
+Gateway. (The default wiring gave each run its own Gateway until runs given none came to
+share the process's gateway for their endpoint, with its agents: the two cases are now the
+same wiring; the "per-run gateway" label is kept for the results' keys.)
 """
 
 from __future__ import annotations
