@@ -1,4 +1,4 @@
-"""10. The runtime's threads and per-step cost: threads per run in flight, and benchmark 1's ratio.
+"""11. The runtime's threads and per-step cost: threads per run in flight, and benchmark 1's ratio.
 
 Threads: 1, 10 and 100 runs started at once against ``tests/fake_openai.py`` in a child
 process answering after ``--delay`` (50 ms), each run research -> write -> review -> write ->
