@@ -29,7 +29,8 @@ from .follow import follow
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite import SQLiteStore, VacuumReport
-from .url import StoreURLError, open_store, redact
+from .opening import open_store
+from .url import StoreURLError, redact
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore

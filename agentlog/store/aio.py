@@ -1,5 +1,5 @@
 """The asyncio face of the store: its reads (``AsyncReads``, shared with PostgreSQL's
-read-only face in ``aio_postgres``), and SQLite's whole face on aiosqlite: same schema,
+read-only face in ``aio_postgres``; ``opening`` picks one), and SQLite's whole face on aiosqlite: same schema,
 same SQL, same index fold."""
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from ._batch import (
 from .errors import ConcurrencyError, LeaseLost, RunNotFound, SchemaError, StoreError
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 from .sqlite import SYNCHRONOUS, SQLiteStore, translate_errors
-from .url import is_postgres, sqlite_path
 
 
 class AsyncReads:
@@ -326,13 +325,3 @@ class AsyncSQLiteStore(AsyncReads):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-async def open_async_store(target: str) -> AsyncReads:
-    """The read-only asyncio face of the log ``target`` names (a path, ``sqlite:///path``, or a
-    ``postgresql://`` URL), as ``open_store`` picks the sync one."""
-    if is_postgres(target):
-        from .aio_postgres import AsyncPostgresStore
-
-        return await AsyncPostgresStore.open(target)
-    return await AsyncSQLiteStore.open(sqlite_path(target), read_only=True)

@@ -12,13 +12,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from .errors import StoreError
-
-if TYPE_CHECKING:
-    from .protocol import Store
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
@@ -56,22 +52,6 @@ def sqlite_path(target: str | os.PathLike[str]) -> Path:
         raise StoreURLError(f"{redact(target)} names a PostgreSQL database, not an SQLite file")
     raise StoreURLError(f"{redact(target)}: agentlog keeps its log in SQLite (a path, or sqlite:///path) or "
                         f"PostgreSQL (postgresql://user@host/database), not {scheme}://")
-
-
-def open_store(target: str | os.PathLike[str], *, create: bool = True, read_only: bool = False) -> "Store":
-    """The store ``target`` names, open: ``PostgresStore`` for a ``postgresql://`` URL,
-    ``SQLiteStore`` for a path or ``sqlite:///path``; ``StoreURLError`` for another scheme.
-
-    ``create``: make the log (the SQLite file, the Postgres tables) if it is not there yet;
-    ``read_only``: never write, not even a migration.
-    """
-    if is_postgres(target):
-        from .postgres import PostgresStore
-
-        return PostgresStore(str(target), create=create, read_only=read_only)
-    from .sqlite import SQLiteStore
-
-    return SQLiteStore(sqlite_path(target), create=create, read_only=read_only)
 
 
 def _split_userinfo(url: str) -> tuple[str, str, str] | None:

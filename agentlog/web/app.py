@@ -24,7 +24,8 @@ from agentlog.models import Gateway
 from agentlog.models.prices import PriceTable
 from agentlog.replay.approval import default_decider
 from agentlog.store import AmbiguousRunId, RunNotFound, SchemaError, redact
-from agentlog.store.aio import AsyncReads, open_async_store
+from agentlog.store.aio import AsyncReads
+from agentlog.store.opening import open_async_store
 from agentlog.store.url import is_postgres, sqlite_path
 from agentlog.tools import ToolRegistry
 
