@@ -123,12 +123,18 @@ class FunctionModel:
         return f"FunctionModel({self.name!r})"
 
 
+def is_model_object(value: Any) -> bool:
+    """Whether ``value`` has a ``complete`` method: ``isinstance(value, Model)`` without the cost of
+    a runtime protocol check (~10 us, paid for every run that names its models)."""
+    return callable(getattr(value, "complete", None))
+
+
 def model_name(model: ModelLike) -> str:
     """The name a model is recorded under: its ``name``, else derived from its function or class."""
     name = getattr(model, "name", None)
     if isinstance(name, str) and name:
         return name
-    if isinstance(model, Model):
+    if is_model_object(model):
         return f"python-object:{type(model).__qualname__}"
     return f"function:{getattr(model, '__name__', type(model).__name__)}"
 
@@ -143,7 +149,7 @@ def named_models(models: ModelLike | Mapping[str, ModelLike] | None) -> dict[str
 
 
 def _check_model(model: Any, what: str) -> ModelLike:
-    if not isinstance(model, Model) and not callable(model):
+    if not callable(model) and not is_model_object(model):
         raise TypeError(f"model {what} is a {type(model).__name__}: give an object with complete(request) "
                         f"or a function of the request")
     return model
@@ -172,7 +178,7 @@ def load_python_model(spec_name: str, search_path: Sequence[str] = ()) -> ModelL
         if not hasattr(target, part):
             raise ModelNotConfigured(f"model {label!r}: {module_name} has no attribute {factory_name!r}")
         target = getattr(target, part)
-    if isinstance(target, Model) and not isinstance(target, type):
+    if is_model_object(target) and not isinstance(target, type):
         return target  # a model object named directly
     if not callable(target):
         raise ModelNotConfigured(f"model {label!r}: {factory_name} is a {type(target).__name__}, not a factory")
@@ -182,7 +188,7 @@ def load_python_model(spec_name: str, search_path: Sequence[str] = ()) -> ModelL
         hint = " (a factory takes no arguments and returns a model)" if isinstance(exc, TypeError) else ""
         raise ModelNotConfigured(f"model {label!r}: the factory {factory_name}() raised "
                                  f"{type(exc).__name__}: {exc}{hint}") from None
-    if not isinstance(model, Model) and not callable(model):
+    if not callable(model) and not is_model_object(model):
         raise ModelNotConfigured(f"model {label!r}: the factory {factory_name}() returned a "
                                  f"{type(model).__name__}, not a model (an object with complete(request) "
                                  f"or a function of the request)")
@@ -192,9 +198,14 @@ def load_python_model(spec_name: str, search_path: Sequence[str] = ()) -> ModelL
 # --- calling -------------------------------------------------------------------------
 
 
+_copy_encoder = msgspec.msgpack.Encoder()
+_copy_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+
 def build_request(request: dict[str, Any], context: CallContext | None, retry: int) -> ModelRequest:
-    """The ``ModelRequest`` for one try of a recorded request (a copy, so the log's stays intact)."""
-    copy: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(request))
+    """The ``ModelRequest`` for one try of a recorded request (a copy, so the log's stays intact:
+    through MessagePack, twice as fast as through JSON and as exact for the request's JSON data)."""
+    copy = _copy_decoder.decode(_copy_encoder.encode(request))
     context = context or CallContext()
     messages = copy.pop("messages", [])
     model = str(copy.pop("model", ""))
