@@ -24,8 +24,18 @@ from typing import Any, Protocol
 from agentlog.events import blob_refs
 from agentlog.events.packed import MissingBlob, is_packed
 
+try:  # libdeflate: the same zlib streams, written ~2x and read ~3x as fast (docs/benchmarks.md, 7)
+    import deflate as _libdeflate
+except ImportError:  # pragma: no cover - a declared dependency; stdlib zlib reads and writes the same
+    _libdeflate = None
+
 RAW, ZLIB = 0, 1
-LEVEL = 6
+LEVEL = 6  # stdlib zlib's
+LIBDEFLATE_LEVEL = 9  # as small as zlib's 9, faster to write than zlib's 6
+# libdeflate inflates into a buffer of a size given beforehand, and a pack's raw size is
+# not stored: it is guessed from the stored size (text deflates to 1/4-1/3); a pack that
+# inflates to more (or a damaged one) is read again by zlib, which needs no size.
+INFLATE_GUESS = 8
 MIN_SAVING = 0.1
 HASH_BYTES = 16
 CACHE_BYTES = 32 << 20
@@ -56,7 +66,7 @@ def digest(data: bytes) -> bytes:
 def deflate(data: bytes) -> tuple[int, bytes]:
     """``(codec, stored bytes)``: compressed only where that pays."""
     if len(data) >= 64:
-        packed = zlib.compress(data, LEVEL)
+        packed = bytes(_libdeflate.zlib_compress(data, LIBDEFLATE_LEVEL)) if _libdeflate else zlib.compress(data, LEVEL)
         if len(packed) <= len(data) * (1 - MIN_SAVING):
             return ZLIB, packed
     return RAW, data
@@ -64,6 +74,11 @@ def deflate(data: bytes) -> tuple[int, bytes]:
 
 def inflate(codec: int, stored: bytes) -> bytes:
     if codec == ZLIB:
+        if _libdeflate is not None:
+            try:
+                return bytes(_libdeflate.zlib_decompress(stored, len(stored) * INFLATE_GUESS + 1024))
+            except _libdeflate.DeflateError:
+                pass
         return zlib.decompress(stored)
     if codec == RAW:
         return bytes(stored)
@@ -174,9 +189,10 @@ class BlobReader:
 
     def __init__(self, db: Connection, cache: PackCache):
         self._db, self._cache = db, cache
+        self._packs = cache.items  # the same dict for the cache's life (it is cleared, never replaced)
 
     def __call__(self, reference: list) -> bytes:
-        packs = self._cache.items
+        packs = self._packs
         if len(reference) == 3:  # one span: the common case, kept short
             pack, start, size = reference
             data = packs.get(pack)
