@@ -69,6 +69,19 @@ def decode(
     """The event stored as ``data``: JSON (``encode``) or packed (``pack``), whose stored
     text ``resolve(references)`` returns (``packed.blob_refs(data)`` lists them; a reader of
     many rows passes a ``packed.Unpacker`` built once around its resolver)."""
+    if type(data) is bytes and data[:1] != b"{" and data:  # packed (packed.is_packed, inlined)
+        if type(resolve) is packed.Unpacker:
+            # A store reading its rows: the current version, kept short (replay's hot path).
+            cls = EVENT_TYPES.get(type_name)
+            if cls is not None and version == cls.VERSION:
+                try:
+                    raw = resolve.decode(data)
+                    if type(raw) is dict:
+                        raw["type"] = type_name
+                        return msgspec.convert(raw, cls)
+                except (packed.MissingBlob, msgspec.DecodeError, ValueError, TypeError):
+                    pass  # damaged: the long way below says how
+        return _decode_packed(type_name, version, data, resolve or _no_text)
     if packed.is_packed(data):
         return _decode_packed(type_name, version, data, resolve or _no_text)
     cls = EVENT_TYPES.get(type_name)
