@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 import subprocess
+import zlib
 from contextlib import closing
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from agentlog.events import (
 from agentlog.events.packed import chunks
 from agentlog.replay import build_view, verify
 from agentlog.store import MIGRATIONS, AsyncSQLiteStore, SQLiteStore
+from agentlog.store.blobs import INFLATE_GUESS
 from tests.conftest import PYTHON, cli_env
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -83,6 +85,24 @@ def test_a_text_quoted_in_many_events_and_runs_is_stored_once(tmp_path, rng):
     assert stored < 1.2 * raw, (stored, raw)
     # Rows hold references, not the text.
     assert max(n for (n,) in sql(path, "SELECT length(data) FROM events")) < 400
+
+
+def test_packs_are_zlib_streams_and_text_that_deflates_far_beyond_the_size_guess_reads_back(tmp_path, rng):
+    path = tmp_path / "log.db"
+    plain = paragraphs(rng, 4)
+    repetitive = "the same line, again and again\n" * 20000  # deflates to ~1/400: past the inflate guess
+    events = [started(), *call("plain", [{"role": "user", "content": plain}], plain[::-1]),
+              *call("repetitive", [{"role": "user", "content": "repeat"}], repetitive)]
+    with SQLiteStore(path) as store:
+        store.append("r", events, 0)
+    packs = sql(path, "SELECT codec, data FROM packs")
+    assert packs and all(codec == 1 for codec, _ in packs)
+    # Any zlib reads them (what libdeflate writes is a zlib stream): logs move between machines.
+    raw = b"".join(zlib.decompress(data) for _, data in packs)
+    assert plain.encode() in raw
+    assert any(len(zlib.decompress(data)) > len(data) * INFLATE_GUESS + 1024 for _, data in packs)
+    with SQLiteStore(path) as store:  # a fresh store: every pack inflated anew
+        assert store.events("r") == events
 
 
 def test_chunk_boundaries_follow_the_content_so_a_quoted_block_gives_the_same_chunks(rng):
