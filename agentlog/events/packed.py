@@ -138,17 +138,27 @@ class Unpacker:
     """Decodes packed rows to plain data, resolving references with ``resolve``.
 
     Build one per resolver and keep it: it holds a MessagePack decoder bound to it.
+    ``buffers`` (optional, e.g. a store's cache of what it has read) short-cuts the common
+    case inside the decoder's hook: a reference ``[key, start, size]`` whose ``key`` is in
+    ``buffers`` is ``buffers[key][start:start + size]``; anything else goes to ``resolve``.
     """
 
     __slots__ = ("decode", "__weakref__")
 
-    def __init__(self, resolve: Resolve):
+    def __init__(self, resolve: Resolve, buffers: Mapping[int, bytes] | None = None):
         refs = _refs_decoder.decode
         text = TEXT
         json_value = _json_value.decode
+        held = buffers if buffers is not None else {}
 
         def hook(code: int, ext: memoryview) -> Any:
-            joined = resolve(refs(ext))
+            reference = refs(ext)
+            data = held.get(reference[0]) if len(reference) == 3 else None
+            if data is None:
+                joined = resolve(reference)
+            else:
+                start = reference[1]
+                joined = data[start:start + reference[2]]
             if code == text:
                 return joined.decode()
             if code == JSON:

@@ -63,7 +63,7 @@ class SQLStore:
         self._group = threading.Lock()  # guards the queue and the leader flag
         self._leading = False
         self._pack_cache = PackCache()
-        self._blobs = Unpacker(BlobReader(self._db, self._pack_cache))
+        self._blobs = Unpacker(BlobReader(self._db, self._pack_cache), self._pack_cache.items)
         self._shares: dict[str, bool] = {}  # run id -> shares a prefix (fixed once it has events)
         self._before_shares = False  # a read-only open of a log older than the shares table
 

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - a declared dependency; stdlib zlib rea
 
 RAW, ZLIB = 0, 1
 LEVEL = 6  # stdlib zlib's
-LIBDEFLATE_LEVEL = 9  # as small as zlib's 9, faster to write than zlib's 6
+LIBDEFLATE_LEVEL = 10  # libdeflate's first level of its slower, closer search: smaller than zlib's 9
 # libdeflate inflates into a buffer of a size given beforehand, and a pack's raw size is
 # not stored: it is guessed from the stored size (text deflates to 1/4-1/3); a pack that
 # inflates to more (or a damaged one) is read again by zlib, which needs no size.
