@@ -34,6 +34,10 @@ from agentlog.models import Completion, offline
 
 from .common import median
 
+# How far a ratio of two cases running the same code moved between rounds of this
+# benchmark (docs/benchmarks.md, 8): a ratio below it is "no more than" within noise.
+NOISE = 1.03
+
 
 def offline_answer(request: ModelRequest) -> Completion:
     return offline.complete({"model": request.model, "messages": request.messages, "tools": request.tools,
@@ -79,8 +83,9 @@ def bench(runs: int) -> dict[str, Any]:
         per_run = {name: median(t) * 1e3 for name, t in times.items()}
         out[f"{label}_ms_per_run"] = per_run
         out[f"{label}_ratio_to_offline"] = {name: per_run[name] / per_run["offline"] for name in cases}
-    out["goal"] = "CPU per run within 1.1x of the offline model's (inline: no timeout; the others: timeout 120 s)"
-    out["met"] = {name: r <= 1.1 for name, r in out["cpu_ratio_to_offline"].items()}
+    out["goal"] = ("CPU per run no more than the offline model's (<= 1.0x, within the few percent the medians "
+                   "move by between rounds; inline: no timeout; the others: timeout 120 s)")
+    out["met"] = {name: r <= NOISE for name, r in out["cpu_ratio_to_offline"].items()}
     return out
 
 

@@ -6,7 +6,7 @@ checkout, and, with ``--before DIR`` (a checkout of an older release, e.g. made 
 ``git worktree add DIR <commit>``), against that one too, interleaved, so the two
 figures come from the same minutes of the same machine::
 
-    python -m bench.lean [--quick] [--before DIR]
+    python -m bench.lean [--quick] [--before DIR] [--cpu]
     python -m bench --only lean          # this checkout only
 
 - size: standard runs (5 calls, 17 events) through ``agentlog.actors.run`` against an
@@ -108,7 +108,9 @@ def table(r: dict[str, Any]) -> str:
               f"{c['chunks_per_run']:.1f} chunks, {c['packs_per_run']:.1f} packs):", "",
               "| codec | per chunk: stored/raw | decompress us/run | per pack: stored/raw | decompress us/run |",
               "|---|---|---|---|---|"]
-    for name in ("zlib-1", "zlib-6", "zlib-9", "bz2-9", "lzma"):
+    for name in ("zlib-1", "zlib-6", "zlib-9", "bz2-9", "lzma", "libdeflate-6", "libdeflate-10", "libdeflate-12"):
+        if f"chunk/{name}" not in c:
+            continue
         a, b = c[f"chunk/{name}"], c[f"pack/{name}"]
         lines.append(f"| {name} | {a['ratio']:.2f} | {a['decompress_us_per_run']:,.0f} | {b['ratio']:.2f} | "
                      f"{b['decompress_us_per_run']:,.0f} |")
@@ -119,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lean", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--before", type=Path, help="a checkout of an older release to measure beside this one")
+    parser.add_argument("--cpu", action="store_true",
+                        help="time replay and resume by CPU time (less of the shared machine's noise), not wall time")
     args = parser.parse_args(argv)
+    if args.cpu:
+        os.environ["AGENTLOG_BENCH_CLOCK"] = "cpu"  # read by every child (bench/lean_worker.py)
     result = bench(args.quick, args.before)
     print(table(result))
     print(json.dumps({k: v for k, v in result.items() if k not in ("size", "fork", "replay", "resume", "codec")}))
