@@ -125,7 +125,10 @@ def _queue(store: Store, n: int, tag: str) -> list[str]:
 def _wait_finished(store: Store, ids: list[str], timeout: float = 300.0) -> float:
     """The time the last of ``ids`` (the log's only unfinished runs) ended; one query per look."""
     deadline = time.monotonic() + timeout
-    while store.count_runs(status="running") + store.count_runs(status="queued"):
+    total = store.count_runs()
+    # Ended runs only ever grow; "running + queued == 0" read in two queries could see a run
+    # leave the queue after the first and before the second, and call the batch done early.
+    while store.count_runs(status="finished") + store.count_runs(status="failed") < total:
         if time.monotonic() > deadline:
             raise RuntimeError("runs did not finish")
         time.sleep(0.01)
