@@ -825,7 +825,9 @@ def _queued(ctx: Context, run_ids: Sequence[str]) -> int:
     for run_id in run_ids:
         print(run_id)
     if run_ids and not getattr(ctx.args, "quiet", False):
-        where = f" --db {ctx.db_shown}" if ctx.args.db else ""  # never with a password
+        # A command to copy: never with a password, nor a redacted URL that would log in with '***'.
+        where = "" if not ctx.args.db else " --db URL (or $AGENTLOG_DB)" if is_postgres(ctx.args.db) else \
+            f" --db {ctx.db_shown}"
         print(f"queued {len(run_ids)} run(s) in {ctx.db_shown}; a worker drives them: agentlog worker{where}",
               file=sys.stderr)
     return 0

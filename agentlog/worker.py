@@ -127,7 +127,8 @@ class Worker:
     def _claim_some(self, max_runs: int | None) -> bool:
         """Claim runs while there is room; whether any was claimable."""
         found = False
-        while len(self._active) < self.concurrency and (max_runs is None or self.stats.claimed < max_runs):
+        while (not self._stopping and len(self._active) < self.concurrency
+               and (max_runs is None or self.stats.claimed < max_runs)):
             try:
                 lease = self.store.claim_run(self.owner, self.ttl)
             except StoreError as exc:  # busy, or gone for a while: the next poll tries again

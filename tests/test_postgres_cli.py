@@ -132,7 +132,7 @@ def test_a_database_that_cannot_be_reached_is_one_line_exit_2_and_nothing_is_pai
 def test_queued_runs_on_postgres_are_driven_by_a_worker_and_no_output_shows_the_password(postgres_cluster, pg_url):
     queued = [agentlog("run", task, "--model", "offline", "--queue", "--db", pg_url) for task in ("WAL", "MVCC")]
     assert [q.returncode for q in queued] == [0, 0], queued[0].stderr
-    assert all("agentlog worker --db postgresql://agentlog:***@" in q.stderr for q in queued)
+    assert all("a worker drives them: agentlog worker --db URL (or $AGENTLOG_DB)" in q.stderr for q in queued)
     worker = agentlog("worker", "--concurrency", "2", "--idle-exit", "1", "--db", pg_url)
     assert worker.returncode == 0, worker.stderr
     assert "2 claimed, 2 finished" in worker.stderr

@@ -138,3 +138,21 @@ def test_workers_claiming_at_once_each_get_a_different_run(open_log):
         results = list(pool.map(claim_all, claimants))
     everything = [r for got in results for r in got]
     assert sorted(everything) == sorted(ids)  # every run claimed once, none twice
+
+
+def test_a_worker_stopped_while_claiming_claims_nothing_more(open_log):
+    from agentlog.worker import Worker
+
+    store = open_log()
+    ids = queue(store, 3)
+    worker: Worker
+
+    def say(line: str) -> None:
+        if "claimed" in line:
+            worker.stop()  # SIGTERM as the first run is claimed, while there is room for two more
+
+    worker = Worker(store, concurrency=3, say=say, poll=0.05)
+    stats = worker.run(idle_exit=0.5)
+    assert stats.claimed == 1
+    statuses = sorted(store.get_run(r).status for r in ids)
+    assert statuses.count("queued") >= 2, statuses  # the others stay claimable by the next worker

@@ -238,6 +238,27 @@ def test_the_dispatcher_runs_blocked_work_beside_other_work_and_its_threads_end_
     assert dispatcher.threads == 0
 
 
+def test_work_submitted_when_no_thread_can_start_waits_for_a_running_one(monkeypatch):
+    dispatcher = Dispatcher(idle_seconds=5, name="test-limit")
+    started, release, later = threading.Event(), threading.Event(), threading.Event()
+    dispatcher.submit(lambda: (started.set(), release.wait(WAIT)))
+    assert started.wait(WAIT)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    dispatcher.submit(later.set)  # no second thread: queued for the held one, not raised, not lost
+    monkeypatch.undo()
+    assert not later.is_set() and dispatcher.threads == 1
+    release.set()
+    assert later.wait(WAIT)
+    fresh = Dispatcher(idle_seconds=5, name="test-none")
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start new thread"):  # no thread at all: the caller hears
+        fresh.submit(later.set)
+
+
 class Asker(PooledActor):
     """Asks another pooled actor from inside its own turn and waits for the answer."""
 

@@ -46,6 +46,7 @@ def test_any_other_url_is_refused_and_nothing_is_made(tmp_path: Path, target: st
     ("postgresql://ann:p%40ss%3Aw@db/log", "postgresql://ann:***@db/log"),
     ("postgresql://ann:p@ss@db/log", "postgresql://ann:***@db/log"),  # an unescaped '@' is cut whole
     ("postgresql://ann@db/log?password=s3cret&sslmode=require", "postgresql://ann@db/log?password=***&sslmode=require"),
+    ("postgresql://ann@db/log?sslmode=verify-full&sslpassword=k3y", "postgresql://ann@db/log?sslmode=verify-full&sslpassword=***"),
     ("postgresql://ann@db/log", "postgresql://ann@db/log"),
     ("postgresql:///log?host=/run/postgresql", "postgresql:///log?host=/run/postgresql"),
     ("/var/lib/agentlog/log.db", "/var/lib/agentlog/log.db"),

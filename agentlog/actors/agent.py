@@ -39,7 +39,10 @@ class AgentActor(PooledActor):
         if not isinstance(message, (CallRequest, ToolRequest)):
             log.warning("agent %s ignored unexpected message %r", self.name, message)
             return None
-        self.dispatcher.submit(partial(self._work, message))
+        try:
+            self.dispatcher.submit(partial(self._work, message))
+        except BaseException as exc:  # noqa: BLE001 - no thread to run it on: only this call's run hears of it
+            self._crashed(message, exc)
         return None
 
     def _work(self, message: CallRequest | ToolRequest) -> None:

@@ -98,6 +98,16 @@ class Dispatcher:
         except BaseException:
             with self._lock:
                 self._threads -= 1
+                # No new thread now (a limit of the process): an idle one takes the task, or
+                # a busy one when its task ends; only with no thread at all does the caller hear.
+                if self._idle:
+                    worker = self._idle.pop()
+                    worker.task = task
+                    worker.wake.release()
+                    return
+                if self._threads > 0:
+                    self._queue.append(task)
+                    return
             raise
 
     @contextmanager

@@ -43,6 +43,7 @@ class SQLStore:
     BEGIN_WRITE = "BEGIN"  # starts a write transaction
     BEGIN_MAINTENANCE = "BEGIN"  # starts a transaction no append may run beside (vacuum, rebuild_index)
     CONFLICT: tuple[type[BaseException], ...] = ()  # a writer raced another: (run_id, seq) taken, or deadlock
+    KEY_TAKEN: tuple[type[BaseException], ...] = ()  # of those, only the key taken: the writer is stale
     DB_ERROR: tuple[type[BaseException], ...] = ()  # any error of the driver
     LIKE = "LIKE"  # case-insensitive LIKE
     LAST_SEQS = schema.last_seqs(schema.JSON_IDS)
@@ -304,7 +305,7 @@ class SQLStore:
             db.execute(schema.UPSERT_RUN, summary.as_row())
             for sql, params in queue_writes(run_id, item.events, item.at(now)):
                 db.execute(sql, params)
-        except self.CONFLICT as exc:  # the key (run_id, seq) was taken: stale writer
+        except self.KEY_TAKEN as exc:  # the key (run_id, seq) was taken: stale writer (a deadlock is not)
             db.execute("ROLLBACK TO append")
             db.execute("RELEASE append")
             item.error = ConcurrencyError(run_id, expected_seq, db.execute(schema.LAST_SEQ, (run_id,)).fetchone()[0])

@@ -106,6 +106,7 @@ class PostgresStore(SQLStore):
     BEGIN_WRITE = "BEGIN; LOCK TABLE events IN ROW EXCLUSIVE MODE"
     BEGIN_MAINTENANCE = "BEGIN; LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"
     CONFLICT = (errors.UniqueViolation, errors.DeadlockDetected)
+    KEY_TAKEN = (errors.UniqueViolation,)
     DB_ERROR = (psycopg.Error,)
     LIKE = "ILIKE"
     LAST_SEQS = pgschema.LAST_SEQS

@@ -50,7 +50,7 @@ class SQLiteStore(SQLStore):
     """Append-only event streams, one per run, in one SQLite file."""
 
     BEGIN_WRITE = BEGIN_MAINTENANCE = "BEGIN IMMEDIATE"  # one writer at a time
-    CONFLICT = (sqlite3.IntegrityError,)
+    CONFLICT = KEY_TAKEN = (sqlite3.IntegrityError,)
     DB_ERROR = (sqlite3.Error,)
 
     def __init__(

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from .errors import StoreError
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)([^&#]*)", re.IGNORECASE)  # and the TLS key's passphrase
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
