@@ -47,18 +47,9 @@ def store(db_path: Path):
 def postgres_cluster():
     """A throwaway PostgreSQL cluster for the session (tests/postgres.py); skipped with the
     reason when the server binaries are missing, unless AGENTLOG_REQUIRE_POSTGRES=1."""
-    from tests.postgres import Cluster, ClusterUnavailable
+    from tests.postgres import running_cluster
 
-    try:
-        cluster = Cluster()
-    except ClusterUnavailable as exc:
-        if os.environ.get("AGENTLOG_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"{exc} (AGENTLOG_REQUIRE_POSTGRES=1)")
-        pytest.skip(str(exc))
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+    yield from running_cluster()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -122,3 +123,21 @@ class Cluster:
                           "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def running_cluster() -> Iterator[Cluster]:
+    """A started throwaway cluster, stopped and removed after use (a fixture's body). Skipped
+    with the reason when the server binaries are missing; a failure instead under
+    AGENTLOG_REQUIRE_POSTGRES=1, as CI runs."""
+    import pytest
+
+    try:
+        cluster = Cluster()
+    except ClusterUnavailable as exc:
+        if os.environ.get("AGENTLOG_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{exc} (AGENTLOG_REQUIRE_POSTGRES=1)")
+        pytest.skip(str(exc))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

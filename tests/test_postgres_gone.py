@@ -6,7 +6,6 @@ The cluster is this module's own (tests/postgres.py), since it is stopped and st
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections import Counter
 
@@ -15,22 +14,13 @@ import pytest
 from agentlog.events import LLMCallAnswered
 from agentlog.store import open_store
 from tests.conftest import PYTHON, SECRET, cli_env
-from tests.postgres import Cluster, ClusterUnavailable
+from tests.postgres import Cluster, running_cluster
 from tests.test_watch import TIMEOUT, GatedServer
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    try:
-        own = Cluster()
-    except ClusterUnavailable as exc:
-        if os.environ.get("AGENTLOG_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"{exc} (AGENTLOG_REQUIRE_POSTGRES=1)")
-        pytest.skip(str(exc))
-    try:
-        yield own.start()
-    finally:
-        own.stop()
+    yield from running_cluster()  # its own: these tests stop and start it
 
 
 def pg_ctl(cluster: Cluster, *args: str) -> None:
