@@ -12,40 +12,20 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-import threading
 import time
 from typing import Any
 
 from agentlog.events import encode
 from agentlog.store import MIGRATIONS, SQLiteStore
 
-from .common import median, sample_run_events
+from .common import append_rate, median, sample_run_events
 
 CONCURRENCY = (1, 8, 64)
 
 
 def _store_rate(path: str, runs: int, per_run: int) -> float:
-    store = SQLiteStore(path)
-    events = sample_run_events()
-    barrier = threading.Barrier(runs + 1)
-    prefix = os.path.basename(path)
-
-    def writer(n: int) -> None:
-        run_id = f"{prefix}-{n:04d}"
-        barrier.wait()
-        for seq in range(per_run):
-            store.append(run_id, [events[seq % len(events)]], seq)
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(runs)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    store.close()
-    return runs * per_run / elapsed
+    with SQLiteStore(path) as store:
+        return append_rate(store, runs, per_run, os.path.basename(path))
 
 
 def _raw_rate(path: str, total: int, rows_per_commit: int) -> float:

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,34 +35,16 @@ import psycopg
 from agentlog.actors import agent_configs, run
 from agentlog.store import open_store, redact
 
-from .common import InstantGateway, median, sample_run_events, timed
+from .common import InstantGateway, append_rate, median, timed
 
 CONCURRENCY = (1, 8)
 STEPS = 5
 
 
-def append_rate(target: str, runs: int, per_run: int, tag: str) -> float:
-    """Events per second appended by ``runs`` threads, one event per ``append``."""
-    store = open_store(target)
-    events = sample_run_events()
-    barrier = threading.Barrier(runs + 1)
-
-    def writer(n: int) -> None:
-        run_id = f"{tag}-{n:04d}"
-        barrier.wait()
-        for seq in range(per_run):
-            store.append(run_id, [events[seq % len(events)]], seq)
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(runs)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    store.close()
-    return runs * per_run / elapsed
+def store_append_rate(target: str, runs: int, per_run: int, tag: str) -> float:
+    """Events per second appended by ``runs`` threads to the log ``target`` names."""
+    with open_store(target) as store:
+        return append_rate(store, runs, per_run, tag)
 
 
 def pipeline_seconds(target: str, runs: int, tag: str) -> float:
@@ -109,7 +90,7 @@ def bench(pg: str, reps: int, appends: int, runs: int) -> dict[str, Any]:
         for name, target in targets.items():
             for n in CONCURRENCY:
                 rates.setdefault(f"{name}_{n}_runs", []).append(
-                    append_rate(target(rep), n, appends // n, f"{name}-{n}-{rep}"))
+                    store_append_rate(target(rep), n, appends // n, f"{name}-{n}-{rep}"))
             seconds = pipeline_seconds(target(rep), runs, f"{name}-{rep}")
             steps.setdefault(name, []).append(seconds / runs / STEPS * 1e6)
     for key, values in rates.items():

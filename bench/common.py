@@ -9,6 +9,7 @@ import os
 import platform
 import sqlite3
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -122,6 +123,28 @@ def sample_run_events(task: str = "the benchmark task") -> list[Event]:
 
 
 # --- machine ------------------------------------------------------------------------
+
+
+def append_rate(store: Any, runs: int, per_run: int, tag: str) -> float:
+    """Events per second appended to ``store`` by ``runs`` threads, each its own run, one
+    event per ``append`` (as an orchestrator does), cycling through a real run's events."""
+    events = sample_run_events()
+    barrier = threading.Barrier(runs + 1)
+
+    def writer(n: int) -> None:
+        run_id = f"{tag}-{n:04d}"
+        barrier.wait()
+        for seq in range(per_run):
+            store.append(run_id, [events[seq % len(events)]], seq)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(runs)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    return runs * per_run / (time.perf_counter() - start)
 
 
 def machine() -> dict[str, str]:
