@@ -41,6 +41,9 @@ def test_three_workers_killed_at_random_finish_every_run(target, workers, rng):
             live[victim] = pool.start("--concurrency", str(CONCURRENCY))
         wait_for(lambda: all_ended(db, run_ids), 40)
         for proc in live:
+            # A worker restarted just now may still be importing: SIGTERM before its
+            # handler is installed would kill it (-15) rather than test the hand-back.
+            pool.wait_started(proc)
             proc.send_signal(signal.SIGTERM)
         for proc in live:
             assert proc.wait(timeout=30) == 0, Workers.stderr(proc)
