@@ -188,3 +188,22 @@ def test_a_broken_config_file_is_one_line(tmp_path):
     config.write_text("model = [unclosed\n")
     result = agentlog("runs", env=cli_env(AGENTLOG_CONFIG=str(config)))
     assert result.returncode == 2 and str(config) in result.stderr
+
+
+def test_commands_that_call_no_model_do_not_load_the_openai_client(db):
+    # Importing `openai` costs about half a second: reading, replaying and verifying a log,
+    # and a run on the offline model, never call a remote model, so they must not pay it.
+    assert agentlog("run", TASK, "--model", "offline", "--db", db).returncode == 0
+    run_id = run_id_of(db)
+    script = (
+        "import sys\n"
+        "from agentlog.cli import main\n"
+        "for argv in sys.argv[1:]:\n"
+        "    assert main(argv.split()) == 0, argv\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'openai'))\n"
+    )
+    commands = [f"runs --db {db}", f"show {run_id} --db {db}", f"replay {run_id} --db {db}",
+                f"verify {run_id} --db {db}", f"run {TASK.split()[0]} --model offline --db {db}"]
+    result = subprocess.run([PYTHON, "-c", script, *commands], capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"

@@ -23,12 +23,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import openai
 import tenacity
-from openai.types.chat import ChatCompletion
+
+if TYPE_CHECKING:
+    import openai
 
 from . import inprocess, offline
 from .inprocess import CallContext, ModelLike
@@ -90,8 +91,17 @@ def _retrying(policy: RetryPolicy, sleep: Callable[[float], None]) -> tenacity.R
     )
 
 
+def _openai():  # noqa: ANN202 - the module
+    """The ``openai`` package, imported on first use: it takes ~0.5 s to import, and reading,
+    replaying or verifying a log never calls a model."""
+    import openai
+
+    return openai
+
+
 def classify(exc: BaseException) -> tuple[str, bool]:
     """``(error_kind, retryable)`` for an exception raised by the openai client."""
+    openai = _openai()
     match exc:
         case openai.APITimeoutError():
             return "timeout", True
@@ -125,7 +135,7 @@ class _SharedClients:
         key = (base_url, api_key, timeout)
         with self._lock:
             client, users = self._clients.get(key) or (
-                openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout), 0)
+                _openai().OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout), 0)
             self._clients[key] = (client, users + 1)
             return client
 
@@ -304,7 +314,7 @@ class Gateway:
                         kind, retryable = classify(exc)
                         gave_up = not retryable or number >= policy.max_attempts
                         # A foreign exception (a bug, a broken client) is named by its type.
-                        text = str(exc) if isinstance(exc, openai.OpenAIError) else f"{type(exc).__name__}: {exc}"
+                        text = str(exc) if isinstance(exc, _openai().OpenAIError) else f"{type(exc).__name__}: {exc}"
                         last = AttemptFailure(
                             attempt=number, error_kind=kind, message=self._redact(text)[:2000],
                             retryable=retryable, gave_up=gave_up,
@@ -320,6 +330,7 @@ class Gateway:
     def _streamed(self, spec: str, client: openai.OpenAI, model: str, messages: Any, kwargs: dict[str, Any],
                   report: Callable[[str], None]) -> Completion | None:
         """The answer, streamed; ``None`` if the server refused to stream (ask it plainly)."""
+        openai = _openai()
         try:
             stream = client.chat.completions.create(
                 model=model, messages=messages, stream=True, stream_options={"include_usage": True}, **kwargs)
@@ -333,6 +344,8 @@ class Gateway:
             if kind == "application/json":  # a server that ignores ``stream``: the whole answer at once
                 self._unstreamed.add(spec)
                 body = json.loads(stream.response.read())
+                from openai.types.chat import ChatCompletion
+
                 return _completion(ChatCompletion.model_validate(body), 0.0)
             if kind != "text/event-stream":
                 raise ValueError(f"a stream request was answered with {kind or 'no content type'}")
