@@ -1161,12 +1161,25 @@ def cmd_verify(ctx: Context) -> int:
         run_ids = [_run_id(store, r) for r in ctx.args.runs]
     else:
         raise UsageError("name the runs to verify, or pass --all")
-    results = [verify(run_id, store.read(run_id)) for run_id in run_ids]
+    from .store import DamagedEvent
+
+    # A run that cannot be read is said in one line (exit 2) and the others are still verified:
+    # a check of a thousand runs reports on all of them, not up to the first damaged one.
+    results, damaged = [], []
+    for run_id in run_ids:
+        try:
+            results.append(verify(run_id, store.read(run_id)))
+        except DamagedEvent as exc:
+            damaged.append(exc)
     if ctx.args.json:
         print(json.dumps([msgspec.to_builtins(r) | {"ok": r.ok} for r in results], indent=2))
     else:
         for result in results:
             print(render.verify_line(result))
+    for exc in damaged:
+        _err(str(exc))
+    if damaged:
+        return EXIT_USAGE
     return 0 if all(r.ok for r in results) else EXIT_FAILED
 
 

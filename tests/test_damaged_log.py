@@ -58,7 +58,10 @@ def test_each_kind_of_damage_is_one_line(damaged, kind):
 def test_the_other_runs_stay_readable(damaged):
     db, run_id, other = damaged
     damage_event(db, run_id, DAMAGED_SEQ, "binary")
-    assert_one_line_naming(agentlog("verify", "--all", "--db", db), run_id, DAMAGED_SEQ)
+    verified = agentlog("verify", "--all", "--db", db)
+    assert_one_line_naming(verified, run_id, DAMAGED_SEQ)
+    assert verified.stdout.splitlines() == [verified.stdout.strip()]  # the other run is still verified
+    assert verified.stdout.startswith(f"{other}: verified (")
     shown = agentlog("show", other, "--db", db)
     assert shown.returncode == 0 and "final draft" in shown.stdout, shown.stderr
     assert agentlog("verify", other, "--db", db).returncode == 0
