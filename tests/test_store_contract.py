@@ -794,6 +794,52 @@ class SyncStoreContract(StoreContract):
             assert shared.get_run(f"run-{n}").iterations == batches
 
 
+    def test_a_writer_that_appended_before_sees_what_another_appended_since(self, connect):
+        # The store keeps the last seq and index row of a run it appended to (not read again):
+        # what another writer appended since must still count, in the checks and in the row.
+        me, other = connect(), connect()
+        events = approved_run("t")
+        assert me.append("run", events[:3], 0) == 3
+        assert other.append("run", events[3:9], 3) == 9  # a draft and a review: the index row moves
+        with pytest.raises(ConcurrencyError) as caught:
+            me.append("run", events[9:10], 3)
+        assert (caught.value.expected_seq, caught.value.actual_seq) == (3, 9)
+        assert me.append("run", events[9:], 9) == 17
+        row = me.get_run("run")
+        assert (row.iterations, row.score, row.status, row.tokens, row.last_seq) == (2, 9, "finished", 5300, 17)
+        me.rebuild_index()
+        assert me.get_run("run") == row
+
+    def test_the_last_append_under_a_lease_gives_it_up_in_its_transaction(self, store):
+        events = approved_run("t")
+        lease = store.acquire_lease("run", "host-a:1", 30)
+        assert store.append("run", events[:16], 0, lease=lease) == 16
+        assert store.append("run", events[16:], 16, lease=lease, release=True) == 17
+        assert store.lease("run") is None
+        with pytest.raises(ValueError, match="pass lease"):
+            store.append("other", events[:1], 0, release=True)
+        # A writer whose lease was taken over gives up nothing, and appends nothing.
+        stale = store.acquire_lease("run-b", "host-a:1", 30)
+        store.append("run-b", events[:1], 0, lease=stale)
+        fresh = store.acquire_lease("run-b", "host-b:2", 30, take_over=stale.token)
+        with pytest.raises(LeaseLost):
+            store.append("run-b", events[1:3], 1, lease=stale, release=True)
+        assert store.lease("run-b") == fresh and store.last_seq("run-b") == 1
+
+    def test_a_new_run_takes_its_first_events_and_its_lease_in_one_transaction(self, store):
+        lease = store.acquire_lease("run", "host-a:1", 30, first=approved_run("t")[:3])
+        assert store.lease("run") == lease and store.last_seq("run") == 3
+        assert store.get_run("run").task == "t"
+        assert store.append("run", approved_run("t")[3:5], 3, lease=lease) == 5
+        # Refused, either way: neither the events nor the lease are taken.
+        with pytest.raises(LeaseHeld):
+            store.acquire_lease("run", "host-b:2", 30, first=approved_run("u")[:1])
+        assert store.last_seq("run") == 5 and store.lease("run") == lease
+        store.append("old", approved_run("o")[:1], 0)
+        with pytest.raises(ConcurrencyError):
+            store.acquire_lease("old", "host-b:2", 30, first=approved_run("o")[:1])
+        assert store.lease("old") is None and store.last_seq("old") == 1
+
     def test_append_all_appends_every_run_or_none(self, store):
         store.append("old", approved_run("t")[:2], 0)
         assert store.append_all([("a", approved_run("a")[:3], 0), ("old", approved_run("t")[2:4], 2)]) == [3, 4]

@@ -16,8 +16,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from agentlog.events import Event
 from agentlog.store import Lease, LeaseHeld, LeaseLost, Store
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,17 @@ def _live_holder(store: Store, run_id: str) -> Lease | None:
     return None
 
 
-def acquire(store: Store, run_id: str, ttl: float) -> Lease:
-    """This process's lease on ``run_id``; ``LeaseHeld`` while a live holder drives it."""
+def acquire(store: Store, run_id: str, ttl: float, *, first: Sequence[Event] = ()) -> Lease:
+    """This process's lease on ``run_id``; ``LeaseHeld`` while a live holder drives it.
+
+    ``first``: a new run's first events, appended with the lease in one transaction (a new
+    run has no holder to look up). Should a lease on the id be held already, the events are
+    appended alone, and the lease is then asked for as for any run."""
+    if first:
+        try:
+            return store.acquire_lease(run_id, owner_name(), ttl, first=first)
+        except LeaseHeld:
+            store.append(run_id, first, 0)
     current = _live_holder(store, run_id)
     take_over = current.token if current is not None and holder_is_gone(current.owner) else None
     return store.acquire_lease(run_id, owner_name(), ttl, take_over=take_over)
@@ -113,6 +123,12 @@ class HeldLease:
             self.store.release_lease(self.lease)
         except Exception:  # noqa: BLE001 - an unreleased lease expires on its own
             log.info("could not release the lease on run %s", self.run_id, exc_info=True)
+
+    def given_up(self) -> None:
+        """The store released the lease (with the run's last append): stop renewing it."""
+        if not self._released:
+            self._released = True
+            _heartbeat.remove(self)
 
     def _renew(self) -> None:
         if self._released:

@@ -54,7 +54,7 @@ from .messages import (
     ToolCompleted,
     ToolRequest,
 )
-from .reuse import find_recorded_answer
+from .reuse import OwnAnswers, find_recorded_answer
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,10 @@ class Orchestrator(PooledActor):
         lease: HeldLease | None = None,
         watcher: Watcher | None = None,
         budget: Budget | None = None,
+        written: Sequence[Event] | None = None,
     ):
         super().__init__()
+        self.written = written  # the run's events, when its starter has just written all of them
         self.lease = lease
         self.watcher = watcher
         self.store, self.run_id, self.pipeline = store, run_id, pipeline
@@ -89,6 +91,7 @@ class Orchestrator(PooledActor):
         self.state: Any = None
         self.seq = 0
         self.lineage: list[str] = []
+        self.answers = OwnAnswers(run_id)  # the run's own answers, for reuse
         self.in_flight: set[str] = set()
         self.pending: list[Event] = []  # folded, not yet in the log
         self.tools_in_flight: set[tuple[str, str]] = set()
@@ -112,12 +115,22 @@ class Orchestrator(PooledActor):
         self._guard(self._load)
 
     def _load(self) -> None:
-        stored = self.store.read(self.run_id)
-        self.seq = stored[-1].seq if stored else 0
-        self.state = fold(self.pipeline, (s.event for s in stored))
-        for s in stored:
-            self.budget.load(s.event)
-        self.lineage = self.store.lineage(self.run_id)
+        if self.written is not None:
+            events, self.written = list(self.written), None
+            seqs: Sequence[int] = range(1, len(events) + 1)
+        else:
+            stored = self.store.read(self.run_id)
+            events, seqs = [s.event for s in stored], [s.seq for s in stored]
+        self.seq = seqs[-1] if events else 0
+        self.state = fold(self.pipeline, events)
+        for seq, event in zip(seqs, events):
+            self.budget.load(event)
+            self.answers.add(seq, event)
+        # A run that names no parent (RunStarted, RunForked) has no ancestors to look up.
+        if any(getattr(event, "parent_run_id", None) for event in events):
+            self.lineage = self.store.lineage(self.run_id)
+        else:
+            self.lineage = [self.run_id]
         self._advance()
 
     def on_receive(self, message: Any) -> Any:
@@ -219,10 +232,11 @@ class Orchestrator(PooledActor):
                     progressed |= self._invoke(command)
             if not progressed:
                 break
-        self._flush()
-        if self.state.done or self._waiting_for_person():
-            # Waiting for a person is settled too: their decision is a new event, and whichever
-            # process records it continues the run; nothing here needs to stay alive for it.
+        # Waiting for a person is settled too: their decision is a new event, and whichever
+        # process records it continues the run; nothing here needs to stay alive for it.
+        settles = self.state.done or self._waiting_for_person()
+        self._flush(release=settles)  # the lease goes with the run's last events
+        if settles:
             self._release()
             self.done.set(self.seq)
             self.stop()
@@ -252,7 +266,9 @@ class Orchestrator(PooledActor):
                 attempt=command.attempt, request=command.request, request_hash=digest, round=command.round,
             )])
         if self.reuse:
-            found = find_recorded_answer(self.store, digest, self.lineage)
+            found = self.answers.find(digest)
+            if found is None and len(self.lineage) > 1:
+                found = find_recorded_answer(self.store, digest, self.lineage[1:])
             if found is not None:
                 origin, answer = found
                 self._append([LLMCallAnswered(
@@ -342,8 +358,9 @@ class Orchestrator(PooledActor):
             self.budget.observe(event)
         self.pending.extend(events)
 
-    def _flush(self) -> None:
-        """Append what this decision round produced, in one transaction.
+    def _flush(self, release: bool = False) -> None:
+        """Append what this decision round produced, in one transaction (``release``: the
+        run's lease is given up in it).
 
         Called before anything leaves the actor (a call or a tool handed to an agent, the
         run's outcome), so the log holds a call's intent before the request is sent.
@@ -352,8 +369,13 @@ class Orchestrator(PooledActor):
             return
         events, self.pending = self.pending, []
         first = self.seq + 1
-        self.seq = self.store.append(self.run_id, events, self.seq,
-                                     lease=self.lease.lease if self.lease is not None else None)
+        lease = self.lease.lease if self.lease is not None else None
+        release = release and lease is not None
+        self.seq = self.store.append(self.run_id, events, self.seq, lease=lease, release=release)
+        if release:
+            self.lease.given_up()
+        for offset, event in enumerate(events):
+            self.answers.add(first + offset, event)
         if self.observer is not None:
             for offset, event in enumerate(events):
                 self._notify(StoredEvent(self.run_id, first + offset, type(event).__name__,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -140,12 +141,23 @@ def drive(
     the endpoint of ``OPENAI_BASE_URL``/``OPENAI_API_KEY`` (a gateway of its own when given
     ``models``).
     """
+    return _drive(store, run_id, None, gateway=gateway, observer=observer, reuse=reuse, tools=tools, lease=lease,
+                  lease_seconds=lease_seconds, watcher=watcher, models=models, budget=budget)
+
+
+def _drive(
+    store: Store, run_id: str, written: Sequence[Event] | None, *, gateway: Gateway | None, observer: Observer | None,
+    reuse: bool = True, tools: ToolRegistry | None, lease: Lease | None, lease_seconds: float | None,
+    watcher: Watcher | None, models: Models, budget: Budget | None,
+) -> RunHandle:
+    """``drive``; ``written``: the run's events, when the caller has just written all of them
+    (a new run): the run is then not read back."""
     ttl = lease_ttl(lease_seconds)
     given = gateway
-    first = store.read(run_id, 0, 1)
-    if not first or not isinstance(first[0].event, RunStarted):
+    first = written[:1] if written is not None else [s.event for s in store.read(run_id, 0, 1)]
+    if not first or not isinstance(first[0], RunStarted):
         raise ValueError(f"run {run_id} has no RunStarted event")
-    started = first[0].event
+    started = first[0]
     pipeline = get_pipeline(started.pipeline)
     held = HeldLease(store, lease or acquire(store, run_id, ttl), ttl)
     named = named_models(models)
@@ -170,7 +182,7 @@ def drive(
         agents.update(AGENTS.acquire(roles, gateway))
         done: pykka.Future = pykka.ThreadingFuture()
         orchestrator = Orchestrator.start(store, run_id, pipeline, agents, done, observer=observer, reuse=reuse,
-                                          tools=tools, lease=held, watcher=watcher, budget=budget)
+                                          tools=tools, lease=held, watcher=watcher, budget=budget, written=written)
     except BaseException:
         held.release()
         release()
@@ -212,14 +224,21 @@ def start_run(
     ``RunStarted`` fields (``budget_usd``, ``budget_tokens``, ``sample``); ``extra_events`` are
     appended with ``RunStarted``, in the same transaction.
     """
-    lease_ttl(lease_seconds)
+    ttl = lease_ttl(lease_seconds)
     run_id, started, registry = _new_run(task, agents, models, pipeline, max_iterations, threshold, run_id,
                                          research, tools, registry, approval, options)
     if gateway is not None:  # a clash of model names is refused before the run's first event is written
         register_models(gateway, models)
-    store.append(run_id, [started, *extra_events], 0)
-    return drive(store, run_id, gateway=gateway, observer=observer, tools=registry, lease_seconds=lease_seconds,
-                 watcher=watcher, models=models, budget=budget)
+    written = [started, *extra_events]
+    lease = acquire(store, run_id, ttl, first=written)  # the run's first events and its lease, at once
+    try:
+        # The run is new: it holds what was just written, so it is not read back.
+        return _drive(store, run_id, written, gateway=gateway, observer=observer, tools=registry,
+                      lease=lease, lease_seconds=ttl, watcher=watcher, models=models, budget=budget)
+    except BaseException:
+        with contextlib.suppress(Exception):  # what stopped the start is the error to report
+            store.release_lease(lease)  # a no-op if the start gave it up already
+        raise
 
 
 def enqueue_run(

@@ -14,6 +14,11 @@ queue their batches, and the next thread to commit takes every queued batch into
 transaction, checked in queue order as if appended one after another. A stale batch is
 left out and its writer alone gets the ``ConcurrencyError``; every writer returns only
 after the transaction holding its batch has committed.
+
+A run this store appended to last is not read again before its next append: the store
+keeps the run's last seq and index row as its commit left them (``_known``). Should another
+writer have appended since, the batch's first ``(run_id, seq)`` is taken, the insert fails
+on that key, and the group is checked again by reading (so a stale writer still fails).
 """
 
 from __future__ import annotations
@@ -31,9 +36,14 @@ from agentlog.events.packed import Unpacker
 
 from . import _lease, index, schema
 from ._batch import encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds, queue_writes
-from .blobs import BlobReader, BlobWriter, PackCache, packs_of
+from .blobs import BlobReader, BlobWriter, Location, PackCache, packs_of
 from .errors import ConcurrencyError, LeaseLost, RunNotFound, StoreError
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
+
+
+KNOWN_RUNS = 4096  # runs whose index row a store keeps after appending to them (see _heads)
+KNOWN_CHUNKS = 1 << 14  # chunks whose location a store keeps after committing events that refer to them
+_ENDED = ("finished", "failed")
 
 
 class SQLStore:
@@ -66,6 +76,8 @@ class SQLStore:
         self._pack_cache = PackCache()
         self._blobs = Unpacker(BlobReader(self._db, self._pack_cache), self._pack_cache.items)
         self._shares: dict[str, bool] = {}  # run id -> shares a prefix (fixed once it has events)
+        self._known: dict[str, RunSummary] = {}  # run id -> its index row after this store's last commit to it
+        self._chunks: dict[bytes, Location] = {}  # chunks committed events refer to (see BlobWriter)
         self._before_shares = False  # a read-only open of a log older than the shares table
 
     def _errors(self) -> AbstractContextManager[None]:
@@ -84,17 +96,23 @@ class SQLStore:
 
     # --- writing -----------------------------------------------------------------
 
-    def append(self, run_id: str, events: Sequence[Event], expected_seq: int, *, lease: Lease | None = None) -> int:
+    def append(self, run_id: str, events: Sequence[Event], expected_seq: int, *, lease: Lease | None = None,
+               release: bool = False) -> int:
         """Append ``events`` after event ``expected_seq`` of the run; return the new last seq.
 
         Raises ``ConcurrencyError`` if the stream is not at ``expected_seq``, and, given the
         ``lease`` the writer drives the run under, ``LeaseLost`` if the run's lease is no
-        longer that one (checked in the same transaction). Returns once the batch is
-        committed, possibly in one transaction with other threads' batches.
+        longer that one (checked in the same transaction); with ``release``, the lease is
+        given up in that transaction too (the writer's last append). Returns once the batch
+        is committed, possibly in one transaction with other threads' batches.
         """
         if not events:
+            if release and lease is not None:
+                self.release_lease(lease)
             return expected_seq
-        mine = _Append(run_id, events, expected_seq, lease)
+        if release and lease is None:
+            raise ValueError("release=True gives up the lease the batch is appended under: pass lease")
+        mine = _Append(run_id, events, expected_seq, lease, release=release)
         with self._group:
             self._queued.append(mine)
             leading = not self._leading
@@ -136,15 +154,17 @@ class SQLStore:
             db = self._db
             db.execute(self.BEGIN_WRITE)
             try:
-                self._apply_group(db, items, time.time())
+                located = self._apply_group(db, items, time.time())
                 failed = next((item.error for item in items if item.error is not None), None)
                 if failed is not None:
                     raise failed
                 self._notify(db, {item.run_id: item.result for item in items})
                 db.execute("COMMIT")
             except BaseException:
+                self._forget(items)
                 _rollback(db)
                 raise
+            self._remember(items, located)
         results = {item.run_id: item.result for item in items}
         return [results.get(run_id, expected_seq) for run_id, _events, expected_seq in batches]
 
@@ -159,14 +179,16 @@ class SQLStore:
             db = self._db
             db.execute(self.BEGIN_WRITE)
             try:
-                self._apply_group(db, [item], time.time())
+                located = self._apply_group(db, [item], time.time())
                 if item.error is not None:
                     raise item.error
                 self._notify(db, {run_id: item.result})
                 db.execute("COMMIT")
             except BaseException:
+                self._forget([item])
                 _rollback(db)
                 raise
+            self._remember([item], located)
         return item.result
 
     def _commit_group(self, group: list["_Append"], leader: "_Append") -> None:
@@ -178,18 +200,25 @@ class SQLStore:
                     now = time.time()
                     fenced = self._fence(db, group)
                     try:
-                        self._apply_group(db, fenced, now)
+                        located = self._apply_group(db, fenced, now)
                     except self.CONFLICT:  # not foreseen by the checks: find whose it is
+                        self._forget(fenced)  # a run known here was appended to by another writer
+                        located = None
                         db.execute("ROLLBACK")
                         db.execute(self.BEGIN_WRITE)
                         fenced = self._fence(db, fenced)
                         for item in fenced:
                             self._apply(db, item, now, fenced)
+                    for item in fenced:
+                        if item.release and item.error is None:
+                            db.execute(schema.RELEASE_LEASE, (item.lease.run_id, item.lease.token))
                     self._notify(db, {item.run_id: item.result for item in fenced if item.error is None})
                     db.execute("COMMIT")
                 except BaseException:
+                    self._forget(group)
                     _rollback(db)
                     raise
+                self._remember(fenced, located)
         except Exception as exc:  # the whole transaction failed: every writer in it hears so
             for item in group:
                 item.result, item.error = 0, exc if item is leader else _copy_error(exc)
@@ -199,6 +228,27 @@ class SQLStore:
             raise
         for item in group:
             item.done = True
+
+    def _remember(self, items: Sequence["_Append"], located: dict[bytes, Location] | None) -> None:
+        """After a commit: each run's index row as the committed batches left it (in order,
+        so a run's last batch counts; a run that ended is forgotten: it is rarely appended to
+        again), and where the chunks its events refer to are."""
+        if located:
+            if len(self._chunks) + len(located) > KNOWN_CHUNKS:
+                self._chunks.clear()
+            self._chunks.update(located)
+        known = self._known
+        for item in items:
+            if item.error is None and item.summary is not None:
+                known.pop(item.run_id, None)
+                if item.summary.status not in _ENDED:
+                    known[item.run_id] = item.summary
+        while len(known) > KNOWN_RUNS:
+            del known[next(iter(known))]  # the run appended to longest ago
+
+    def _forget(self, items: Sequence["_Append"]) -> None:
+        for item in items:
+            self._known.pop(item.run_id, None)
 
     def _fence(self, db: Any, group: list["_Append"]) -> list["_Append"]:
         """The batches whose writer still holds the lease it appends under (or needs none);
@@ -214,22 +264,19 @@ class SQLStore:
             passed.append(item)
         return passed
 
-    def _apply_group(self, db: Any, group: list["_Append"], now: float) -> None:
-        """Every batch of the group, checked in order as if appended one after another."""
-        if len(group) == 1:
-            run_id = group[0].run_id
-            last = {run_id: db.execute(schema.LAST_SEQ, (run_id,)).fetchone()[0]}
-            found = db.execute(schema.SELECT_RUN, (run_id,)).fetchall()
-        else:
-            ids = json.dumps(list(dict.fromkeys(item.run_id for item in group)))
-            last = dict(db.execute(self.LAST_SEQS, (ids,)).fetchall())
-            found = db.execute(self.SELECT_RUNS, (ids,)).fetchall()
-        summaries = {row[0]: RunSummary.from_row(row) for row in found}
+    def _apply_group(self, db: Any, group: list["_Append"], now: float) -> dict[bytes, Location] | None:
+        """Every batch of the group, checked in order as if appended one after another.
+
+        Returns where the chunks the batches refer to are, unless a batch failed to encode
+        (it may have stored chunks no event will refer to)."""
+        last, before = self._heads(db, group)
+        summaries = dict(before)
         rows: list[tuple] = []
         shares: list[tuple] = []
         queue: list[tuple[str, tuple]] = []
         touched: dict[str, None] = {}
-        writer = BlobWriter(db)
+        writer = BlobWriter(db, self._chunks)
+        clean = True
         for item in group:
             run_id, expected_seq = item.run_id, item.expected_seq
             item.error = None
@@ -243,25 +290,72 @@ class SQLStore:
             except self.DB_ERROR:
                 raise
             except Exception as exc:  # noqa: BLE001 - an event that does not encode: this writer's error
-                item.error = exc
+                item.error, clean = exc, False
                 continue
             rows += batch
             queue += queue_writes(run_id, item.events, item.at(now))
             if share:
                 shares.append(share)
-            summaries[run_id] = summary
+            summaries[run_id] = item.summary = summary
             touched[run_id] = None
             last[run_id] = item.result = expected_seq + len(item.events)
         writer.finish()
         if rows:
             # In key order, so that writers racing on the same runs (processes sharing a
             # Postgres log) take the keys' locks in one order and cannot deadlock.
-            rows.sort(key=lambda row: (row[0], row[1]))
+            if len(rows) > 1:
+                rows.sort(key=lambda row: (row[0], row[1]))
             db.executemany(schema.INSERT_EVENT, rows)
-            db.executemany(schema.INSERT_SHARE, shares)
-            db.executemany(schema.UPSERT_RUN, [summaries[run_id].as_row() for run_id in sorted(touched)])
+            if shares:
+                db.executemany(schema.INSERT_SHARE, shares)
+            for run_id in sorted(touched):
+                self._write_run(db, summaries[run_id], before.get(run_id))
             for sql, params in queue:
                 db.execute(sql, params)
+        return writer.located if clean else None
+
+    def _heads(self, db: Any, group: list["_Append"]) -> tuple[dict[str, int], dict[str, RunSummary]]:
+        """Each run's last seq and index row (where it has one) before the group's batches.
+
+        A run whose row this store knows at the seq its first batch expects is not read:
+        if another writer appended since, that batch's first ``(run_id, seq)`` is taken
+        and its insert fails on the key (then ``_commit_group`` checks again by reading).
+        """
+        expected: dict[str, int] = {}
+        for item in group:
+            expected.setdefault(item.run_id, item.expected_seq)
+        last: dict[str, int] = {}
+        found: dict[str, RunSummary] = {}
+        unknown = []
+        for run_id, seq in expected.items():
+            known = self._known.get(run_id)
+            if known is not None and known.last_seq == seq:
+                last[run_id], found[run_id] = seq, known
+            else:
+                unknown.append(run_id)
+        if len(unknown) == 1:
+            run_id = unknown[0]
+            last[run_id] = db.execute(schema.LAST_SEQ, (run_id,)).fetchone()[0]
+            rows = db.execute(schema.SELECT_RUN, (run_id,)).fetchall()
+        elif unknown:
+            ids = json.dumps(unknown)
+            last.update(db.execute(self.LAST_SEQS, (ids,)).fetchall())
+            rows = db.execute(self.SELECT_RUNS, (ids,)).fetchall()
+        else:
+            rows = []
+        for row in rows:
+            found[row[0]] = RunSummary.from_row(row)
+        return last, found
+
+    def _write_run(self, db: Any, row: RunSummary, before: RunSummary | None) -> None:
+        """The run's index row, updated in place. Only the columns no index holds are set when
+        its indexed ones stay (most appends): the runs table's indexes are then not rewritten."""
+        if before is not None and before.parent_run_id == row.parent_run_id and before.created_at == row.created_at:
+            if db.execute(schema.UPDATE_RUN, (row.fork_seq, row.task, row.pipeline, row.status, row.updated_at,
+                                              row.score, row.iterations, row.tokens, row.last_seq,
+                                              row.run_id)).rowcount == 1:
+                return
+        db.execute(schema.UPSERT_RUN, row.as_row())
 
     def _share(
         self, db: Any, item: "_Append", group: list["_Append"], now: float
@@ -303,6 +397,7 @@ class SQLStore:
             if share:
                 db.execute(schema.INSERT_SHARE, share)
             db.execute(schema.UPSERT_RUN, summary.as_row())
+            item.summary = summary
             for sql, params in queue_writes(run_id, item.events, item.at(now)):
                 db.execute(sql, params)
         except self.KEY_TAKEN as exc:  # the key (run_id, seq) was taken: stale writer (a deadlock is not)
@@ -323,18 +418,30 @@ class SQLStore:
 
     # --- leases ------------------------------------------------------------------
 
-    def acquire_lease(self, run_id: str, owner: str, ttl: float, *, take_over: int | None = None) -> Lease:
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, *, take_over: int | None = None,
+                      first: Sequence[Event] = ()) -> Lease:
         """Make ``owner`` the run's driver for ``ttl`` seconds; return its lease (a new token).
 
         Raises ``LeaseHeld`` naming the holder while another owner's lease is live, unless
-        ``take_over`` is that lease's token (the caller judged its holder dead).
+        ``take_over`` is that lease's token (the caller judged its holder dead). ``first``: a
+        new run's first events, appended in the same transaction (``ConcurrencyError`` if the
+        run has events; then, as on any refusal, neither the events nor the lease are taken).
         """
-        with self._lock, self._errors(), self._write() as db:
-            now = time.time()
-            db.execute(schema.ENSURE_LEASE, (run_id,))
-            row = db.execute(self.SELECT_LEASE_TO_CLAIM, (run_id,)).fetchone()
-            lease = _lease.claim(run_id, owner, ttl, take_over, row, now)
-            db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
+        item = _Append(run_id, first, 0)
+        with self._lock, self._errors():
+            with self._write() as db:
+                now = time.time()
+                db.execute(schema.ENSURE_LEASE, (run_id,))
+                row = db.execute(self.SELECT_LEASE_TO_CLAIM, (run_id,)).fetchone()
+                lease = _lease.claim(run_id, owner, ttl, take_over, row, now)
+                db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
+                if first:
+                    located = self._apply_group(db, [item], now)
+                    if item.error is not None:
+                        raise item.error
+                    self._notify(db, {run_id: item.result})
+            if first:
+                self._remember([item], located)
         return lease
 
     def renew_lease(self, lease: Lease, ttl: float) -> Lease:
@@ -417,6 +524,7 @@ class SQLStore:
                     for sql, params in queue_writes(run_id, [s.event for s in stored], rows[run_id].created_at):
                         db.execute(sql, params)
                 db.executemany(schema.UPSERT_RUN, [r.as_row() for r in rows.values()])
+                self._known.clear()
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
@@ -565,14 +673,17 @@ class VacuumReport(NamedTuple):
 class _Append:
     """One writer's batch, waiting in the queue for a group commit."""
 
-    __slots__ = ("run_id", "events", "expected_seq", "lease", "times", "result", "error", "done", "wake")
+    __slots__ = ("run_id", "events", "expected_seq", "lease", "release", "times", "result", "error", "done", "wake",
+                 "summary")
 
     def __init__(self, run_id: str, events: Sequence[Event], expected_seq: int, lease: Lease | None = None,
-                 times: Sequence[float] | None = None):
+                 times: Sequence[float] | None = None, release: bool = False):
         self.run_id, self.events, self.expected_seq, self.lease = run_id, events, expected_seq, lease
+        self.release = release  # give the lease up with the batch
         self.times = times  # each event's recorded_at, when copied from another log
         self.result = expected_seq
         self.error: BaseException | None = None
+        self.summary: RunSummary | None = None  # the run's index row after this batch
         self.done = False
         self.wake = threading.Event()  # set when done, or when this batch's writer must lead
 

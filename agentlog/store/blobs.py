@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from agentlog.events import blob_refs
@@ -118,11 +118,17 @@ def packs_of_rows(rows: Iterable[tuple]) -> set[int]:
 
 class BlobWriter:
     """``put(chunks) -> reference`` inside the caller's write transaction; ``finish()``
-    before it commits writes the pack of the new chunks. Lives for one transaction."""
+    before it commits writes the pack of the new chunks. Lives for one transaction.
 
-    def __init__(self, db: Connection):
+    ``known``: chunks committed events of the log refer to, by hash, where they are (the
+    caller's cache, e.g. ``located`` of its earlier transactions): not looked up again. Safe
+    to keep across transactions because a location never moves and a pack an event refers
+    to is never dropped (``vacuum`` drops only packs no event refers to)."""
+
+    def __init__(self, db: Connection, known: Mapping[bytes, Location] | None = None):
         self._db = db
         self._seen: dict[bytes, Location] = {}
+        self._known = known if known is not None else {}
         self._pack: int | None = None
         self._parts: list[bytes] = []
         self._size = 0
@@ -132,7 +138,7 @@ class BlobWriter:
 
     def _locate(self, chunk: bytes) -> Location:
         key = digest(chunk)
-        found = self._seen.get(key)
+        found = self._seen.get(key) or self._known.get(key)
         if found is not None:
             return found
         row = self._db.execute(SELECT_LOCATION, (key,)).fetchone()
@@ -147,6 +153,11 @@ class BlobWriter:
                 row = self._db.execute(SELECT_LOCATION, (key,)).fetchone()
         self._seen[key] = found = tuple(row)
         return found
+
+    @property
+    def located(self) -> dict[bytes, Location]:
+        """The chunks this writer looked up or stored, by hash: where they are."""
+        return self._seen
 
     def finish(self) -> None:
         if self._pack is not None:

@@ -26,9 +26,11 @@ class Store(Protocol):
     where: str  # the log as messages name it (a path, or a URL without its password)
 
     # --- writing
-    def append(self, run_id: str, events: Sequence[Event], expected_seq: int, *, lease: Lease | None = None) -> int:
+    def append(self, run_id: str, events: Sequence[Event], expected_seq: int, *, lease: Lease | None = None,
+               release: bool = False) -> int:
         """Append after event ``expected_seq``; the new last seq. ``ConcurrencyError`` if the
-        stream moved on, ``LeaseLost`` if ``lease`` is no longer the run's (checked in the same transaction)."""
+        stream moved on, ``LeaseLost`` if ``lease`` is no longer the run's (checked in the same
+        transaction); ``release`` gives the lease up in that transaction."""
         ...
 
     def append_all(self, batches: Sequence[tuple[str, Sequence[Event], int]]) -> list[int]:
@@ -55,7 +57,11 @@ class Store(Protocol):
     def events_of_type(self, type_name: str) -> list[StoredEvent]: ...
 
     # --- leases: who drives a live run
-    def acquire_lease(self, run_id: str, owner: str, ttl: float, *, take_over: int | None = None) -> Lease: ...
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, *, take_over: int | None = None,
+                      first: Sequence[Event] = ()) -> Lease:
+        """The run's lease for ``owner`` (``LeaseHeld`` while another's is live, unless ``take_over``
+        names its token); ``first``: a new run's first events, appended in the same transaction."""
+        ...
     def renew_lease(self, lease: Lease, ttl: float) -> Lease: ...
     def release_lease(self, lease: Lease) -> None: ...
     def lease(self, run_id: str) -> Lease | None: ...

@@ -215,6 +215,12 @@ UPSERT_RUN = (
     "score = excluded.score, iterations = excluded.iterations, tokens = excluded.tokens, "
     "last_seq = excluded.last_seq"
 )
+# The same, for a run whose row exists and whose indexed columns (parent_run_id,
+# created_at) stay: no index of the table is rewritten.
+UPDATE_RUN = (
+    "UPDATE runs SET fork_seq = ?, task = ?, pipeline = ?, status = ?, updated_at = ?, score = ?, "
+    "iterations = ?, tokens = ?, last_seq = ? WHERE run_id = ?"
+)
 # A group's checks in one statement each: the last seq (by the key's max optimisation) and
 # the index row of every run in the group, the ids given as a JSON array read by ``ids``
 # (the dialect's table function of a JSON array, one column ``value``).
