@@ -3,8 +3,7 @@
 Imports nothing else of agentlog.
 """
 
-from .codec import CodecError, decode, encode, pack, request_hash, to_builtins
-from .packed import blob_refs
+from .codec import CodecError, blob_refs, decode, encode, pack, request_hash, to_builtins
 from .payloads import AreaFacts, Findings, Review
 from .types import (
     EVENT_TYPES,

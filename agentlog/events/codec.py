@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from . import packed
+from . import packed, rows
 from .types import EVENT_TYPES, Event
 
 
@@ -53,37 +53,30 @@ def encode(event: Event) -> tuple[str, int, bytes]:
 
 
 def pack(event: Event, put: packed.Put) -> tuple[str, int, bytes]:
-    """Return ``(type, version, data)`` for storage in the compact row format.
+    """Return ``(type, version, data)`` for storage in the row format (``rows``).
 
-    ``put(chunks) -> references`` stores the chunks of a large text (the store's blob tables).
+    ``put(chunks) -> reference`` stores the chunks of a large value (the store's blob tables).
     """
     if not isinstance(event, Event):
         raise TypeError(f"not an agentlog event: {event!r}")
     cls = type(event)
-    return cls.__name__, cls.VERSION, packed.pack(event, put)
+    return cls.__name__, cls.VERSION, rows.pack(event, put)
 
 
-def decode(
-    type_name: str, version: int, data: bytes | str, resolve: packed.Resolve | packed.Unpacker | None = None
-) -> Event:
-    """The event stored as ``data``: JSON (``encode``) or packed (``pack``), whose stored
-    text ``resolve(references)`` returns (``packed.blob_refs(data)`` lists them; a reader of
-    many rows passes a ``packed.Unpacker`` built once around its resolver)."""
-    if type(data) is bytes and data[:1] != b"{" and data:  # packed (packed.is_packed, inlined)
-        if type(resolve) is packed.Unpacker:
-            # A store reading its rows: the current version, kept short (replay's hot path).
-            cls = EVENT_TYPES.get(type_name)
-            if cls is not None and version == cls.VERSION:
-                try:
-                    raw = resolve.decode(data)
-                    if type(raw) is dict:
-                        raw["type"] = type_name
-                        return msgspec.convert(raw, cls)
-                except (packed.MissingBlob, msgspec.DecodeError, ValueError, TypeError):
-                    pass  # damaged: the long way below says how
-        return _decode_packed(type_name, version, data, resolve or _no_text)
-    if packed.is_packed(data):
-        return _decode_packed(type_name, version, data, resolve or _no_text)
+Source = packed.Resolve | rows.Reader
+
+
+def decode(type_name: str, version: int, data: bytes | str, resolve: Source | None = None) -> Event:
+    """The event stored as ``data``: JSON (``encode``), a row (``pack``) or a packed row of
+    schemas 4-8, whose stored text ``resolve(reference)`` returns (``blob_refs(data)`` lists
+    the references; a reader of many rows uses ``rows.Reader.stored``, or passes a
+    ``rows.Reader`` built once around its resolver)."""
+    if type(data) is bytes and data:
+        first = data[0]
+        if 0x91 <= first <= 0x9F or first == 0xDC:  # a row (rows.is_row, inlined)
+            return _decode_row(type_name, version, data, _reader(resolve))
+        if first != 0x7B:  # b"{": a packed row (packed.is_packed)
+            return _decode_packed(type_name, version, data, _reader(resolve).packed)
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
         raise CodecError(f"unknown event type {type_name!r} (written by a newer agentlog?)")
@@ -92,18 +85,38 @@ def decode(
             return _decoders[type_name].decode(data)
         except msgspec.DecodeError as exc:  # malformed JSON too, not only invalid fields
             raise CodecError(f"{type_name} v{version}: {exc}") from exc
+    _check_version(cls, type_name, version)
+    try:
+        raw = _raw.decode(data)
+    except msgspec.DecodeError as exc:
+        raise CodecError(f"{type_name} v{version}: cannot upcast stored data ({exc!r})") from exc
+    return _upcast(raw, cls, type_name, version)
+
+
+def _reader(resolve: Source | None) -> rows.Reader:
+    if type(resolve) is rows.Reader:
+        return resolve
+    return rows.Reader(resolve or _no_text)
+
+
+def _check_version(cls: type[Event] | None, type_name: str, version: int) -> type[Event]:
+    if cls is None:
+        raise CodecError(f"unknown event type {type_name!r} (written by a newer agentlog?)")
     if version > cls.VERSION:
         raise CodecError(
             f"{type_name} v{version} is newer than this agentlog understands (v{cls.VERSION}); upgrade agentlog"
         )
+    return cls
+
+
+def _upcast(raw: dict[str, Any], cls: type[Event], type_name: str, version: int) -> Event:
     try:
-        raw = _raw.decode(data)
         for v in range(version, cls.VERSION):
             upcast = UPCASTERS.get((type_name, v))
             if upcast is None:
                 raise CodecError(f"no upcaster for {type_name} v{v} -> v{v + 1}")
             raw = upcast(raw)
-    except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise CodecError(f"{type_name} v{version}: cannot upcast stored data ({exc!r})") from exc
     return _convert(raw, cls, type_name, version)
 
@@ -122,31 +135,46 @@ def _no_text(references: list) -> bytes:
     raise packed.MissingBlob(f"no store to read the text at {references} from")
 
 
-def _decode_packed(type_name: str, version: int, data: bytes, resolve: packed.Resolve | packed.Unpacker) -> Event:
-    cls = EVENT_TYPES.get(type_name)
-    if cls is None:
-        raise CodecError(f"unknown event type {type_name!r} (written by a newer agentlog?)")
-    if version > cls.VERSION:
-        raise CodecError(
-            f"{type_name} v{version} is newer than this agentlog understands (v{cls.VERSION}); upgrade agentlog"
-        )
+def _decode_row(type_name: str, version: int, data: bytes, reader: rows.Reader) -> Event:
+    cls = _check_version(EVENT_TYPES.get(type_name), type_name, version)
     try:
-        raw = packed.unpack(data, resolve)
+        body = reader.body(data)
+    except packed.MissingBlob as exc:
+        raise CodecError(f"{type_name} v{version}: {exc.args[0]}") from exc
+    except (msgspec.DecodeError, ValueError, TypeError, IndexError, KeyError) as exc:
+        raise CodecError(f"{type_name} v{version}: not a stored row ({exc!r})") from exc
+    if version == cls.VERSION:
+        try:
+            return rows.typed(type_name, body)
+        except msgspec.DecodeError as exc:  # a field of the wrong type too
+            raise CodecError(f"{type_name} v{version}: {exc}") from exc
+    try:
+        raw = rows.named(type_name, version, body)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise CodecError(f"{type_name} v{version}: {exc}") from exc
+    return _upcast(raw, cls, type_name, version)
+
+
+def _decode_packed(type_name: str, version: int, data: bytes, unpacker: packed.Unpacker) -> Event:
+    cls = _check_version(EVENT_TYPES.get(type_name), type_name, version)
+    try:
+        raw = unpacker.decode(data)
     except packed.MissingBlob as exc:
         raise CodecError(f"{type_name} v{version}: {exc.args[0]}") from exc
     except (msgspec.DecodeError, ValueError, TypeError) as exc:
         raise CodecError(f"{type_name} v{version}: {exc}") from exc
     if not isinstance(raw, dict):
         raise CodecError(f"{type_name} v{version}: not an event")
-    try:
-        for v in range(version, cls.VERSION):
-            upcast = UPCASTERS.get((type_name, v))
-            if upcast is None:
-                raise CodecError(f"no upcaster for {type_name} v{v} -> v{v + 1}")
-            raw = upcast(raw)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CodecError(f"{type_name} v{version}: cannot upcast stored data ({exc!r})") from exc
-    return _convert(raw, cls, type_name, version)
+    return _upcast(raw, cls, type_name, version)
+
+
+def blob_refs(data: bytes | str) -> list[list]:
+    """The references to stored text a row holds (none in a JSON row), one per stored value."""
+    if rows.is_row(data):
+        return rows.references(data)
+    if packed.is_packed(data):
+        return packed.blob_refs(data)
+    return []
 
 
 def to_builtins(event: Event) -> dict[str, Any]:

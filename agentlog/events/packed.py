@@ -1,18 +1,19 @@
-"""The compact row format: MessagePack, with large text moved out to shared blobs.
+"""The packed rows of schemas 4-8 (read, never written since), and the chunking of large text.
 
-An event is packed as the MessagePack of its plain data, except that
+A packed row is the MessagePack map of an event's plain data, except that
 
-- a string of ``TEXT_MIN`` characters or more becomes ``Ext(TEXT, [blob ids])``: its UTF-8
-  bytes cut into content-defined chunks, each chunk stored once per log;
-- a nested value with no such string whose JSON is ``JSON_MIN`` bytes or more (a
-  findings block, a review, a response schema, a tool spec) becomes ``Ext(JSON, [ids])``:
-  its JSON, chunked the same way.
+- a string of 128 characters or more became ``Ext(TEXT, reference)``: its UTF-8 bytes,
+  cut into content-defined chunks, each chunk stored once per log;
+- a nested value with no such string whose JSON was 128 bytes or more (a findings block,
+  a review, a response schema, a tool spec) became ``Ext(JSON, reference)``: its JSON,
+  chunked the same way.
 
-Chunks are cut at line ends chosen by the content itself (as in content-defined chunking),
-so the same findings block or draft quoted inside different prompts yields the same
-chunks, and is stored once. Where the chunks live is the caller's business:
-``put(chunks)`` stores them and returns references (plain data, e.g. where each chunk
-is), ``resolve(references)`` gives the bytes back. No SQL here.
+Rows are written in the format of ``rows`` now, which cuts large values into the same
+chunks. Chunks are cut at line ends chosen by the content itself (as in content-defined
+chunking), so the same findings block or draft quoted inside different prompts yields the
+same chunks, and is stored once. Where the chunks live is the caller's business:
+``put(chunks)`` stores them and returns a reference (plain data, e.g. where each chunk
+is), ``resolve(reference)`` gives the bytes back. No SQL here.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import msgspec
 TEXT = 1  # ext code: a string, the concatenation of its chunks
 JSON = 2  # ext code: a JSON value, the concatenation of its chunks
 
-TEXT_MIN = 128
-JSON_MIN = TEXT_MIN  # so a payload matches the answer it was validated from
 CHUNK_MIN = 256  # no cut before a chunk holds this many bytes
 CHUNK_MAX = 8192  # a longer line is cut at this length
 CUT_MASK = 3  # after CHUNK_MIN bytes, cut after a line whose crc32 & CUT_MASK == 0
@@ -37,11 +36,8 @@ LONG_LINE = 160  # and always after a line this long (a paragraph)
 Put = Callable[[list[bytes]], list]
 Resolve = Callable[[list], bytes]
 
-_json = msgspec.json.Encoder()
 _json_value = msgspec.json.Decoder()
-_refs = msgspec.msgpack.Encoder()
 _refs_decoder = msgspec.msgpack.Decoder(list)
-_packer = msgspec.msgpack.Encoder()
 
 
 def chunks(data: bytes) -> list[bytes]:
@@ -66,48 +62,6 @@ def chunks(data: bytes) -> list[bytes]:
     if current:
         out.append(bytes(current))
     return out
-
-
-def _ref(code: int, data: bytes, put: Put) -> msgspec.msgpack.Ext:
-    return msgspec.msgpack.Ext(code, _refs.encode(put(chunks(data))))
-
-
-def _has_long_text(value: Any) -> bool:
-    if type(value) is str:
-        return len(value) >= TEXT_MIN
-    if type(value) is dict:
-        return any(_has_long_text(v) for v in value.values())
-    if type(value) is list:
-        return any(_has_long_text(v) for v in value)
-    return False
-
-
-def _pack_value(value: Any, put: Put, whole: bool) -> Any:
-    """``value`` (plain data) with long strings and large text-free containers moved out.
-
-    ``whole``: the value was a struct (a payload): moved out as one JSON blob when large,
-    even if it holds long strings, so it can match the answer it was validated from.
-    """
-    if type(value) is str:
-        return _ref(TEXT, value.encode(), put) if len(value) >= TEXT_MIN else value
-    if type(value) in (dict, list):
-        if whole or not _has_long_text(value):
-            data = _json.encode(value)
-            return _ref(JSON, data, put) if len(data) >= JSON_MIN else value
-        if type(value) is dict:
-            return {k: _pack_value(v, put, False) for k, v in value.items()}
-        return [_pack_value(v, put, False) for v in value]
-    return value
-
-
-def pack(event: msgspec.Struct, put: Put) -> bytes:
-    """The event's row bytes; ``put`` stores the chunks of one value and returns their references."""
-    plain = msgspec.to_builtins(event)  # honours omit_defaults; holds the type tag
-    out = {}
-    for name, value in plain.items():
-        whole = isinstance(getattr(event, name, None), msgspec.Struct)
-        out[name] = _pack_value(value, put, whole)
-    return _packer.encode(out)
 
 
 class MissingBlob(KeyError):
@@ -168,12 +122,6 @@ class Unpacker:
         self.decode = msgspec.msgpack.Decoder(ext_hook=hook).decode
 
 
-def unpack(data: bytes, resolve: Resolve | Unpacker) -> Any:
-    """A packed row as plain data (with its type tag), every reference resolved."""
-    unpacker = resolve if isinstance(resolve, Unpacker) else Unpacker(resolve)
-    return unpacker.decode(data)
-
-
 def is_packed(data: bytes | str) -> bool:
-    """Packed rows are MessagePack maps; rows written before them are JSON text."""
+    """Stored as MessagePack (a packed row, or a row of ``rows``); rows written before are JSON text."""
     return isinstance(data, bytes) and bool(data) and data[:1] != b"{"

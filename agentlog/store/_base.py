@@ -32,7 +32,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NamedTuple, Self
 
 from agentlog.events import Event, blob_refs
-from agentlog.events.packed import Unpacker
+from agentlog.events.rows import Reader
 
 from . import _lease, index, schema
 from ._batch import encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds, queue_writes
@@ -74,7 +74,7 @@ class SQLStore:
         self._group = threading.Lock()  # guards the queue and the leader flag
         self._leading = False
         self._pack_cache = PackCache()
-        self._blobs = Unpacker(BlobReader(self._db, self._pack_cache), self._pack_cache.items)
+        self._blobs = Reader(BlobReader(self._db, self._pack_cache), self._pack_cache.items)
         self._shares: dict[str, bool] = {}  # run id -> shares a prefix (fixed once it has events)
         self._known: dict[str, RunSummary] = {}  # run id -> its index row after this store's last commit to it
         self._chunks: dict[bytes, Location] = {}  # chunks committed events refer to (see BlobWriter)
@@ -597,7 +597,7 @@ class SQLStore:
         blobs = self._blobs
         # Decoded row by row: holding every raw row too would double the live objects,
         # and the collector's passes over them made long streams read superlinearly.
-        events = [StoredEvent.from_row(r, blobs) for r in db.execute(sql, (run_id, after, upto))]
+        events = StoredEvent.from_rows(db.execute(sql, (run_id, after, upto)), blobs)
         if events and not db.in_transaction:  # a share row is written with a run's first events
             self._shares[run_id] = shares
         return events
@@ -639,14 +639,14 @@ class SQLStore:
     def find_answers(self, request_hash: str) -> list[StoredEvent]:
         """Every recorded answer to a request with this hash, in any run."""
         with self._lock, self._errors():
-            rows = self._db.execute(schema.ANSWERS_BY_HASH, (request_hash,)).fetchall()
-            return [StoredEvent.from_row(r, self._blobs) for r in rows]
+            return StoredEvent.from_rows(self._db.execute(schema.ANSWERS_BY_HASH, (request_hash,)).fetchall(),
+                                         self._blobs)
 
     def events_of_type(self, type_name: str) -> list[StoredEvent]:
         """Every stored event of type ``type_name``, in any run, oldest first."""
         with self._lock, self._errors():
-            rows = self._db.execute(schema.EVENTS_OF_TYPE, (type_name,)).fetchall()
-            return [StoredEvent.from_row(r, self._blobs) for r in rows]
+            return StoredEvent.from_rows(self._db.execute(schema.EVENTS_OF_TYPE, (type_name,)).fetchall(),
+                                         self._blobs)
 
     def close(self) -> None:
         with self._lock:

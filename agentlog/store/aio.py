@@ -16,6 +16,7 @@ from pathlib import Path
 import aiosqlite
 
 from agentlog.events import Event
+from agentlog.events.rows import Reader
 
 from . import _lease, blobs, schema
 from ._batch import (
@@ -62,7 +63,7 @@ class AsyncReads:
             for pack, codec, stored in await self._fetch(self.SELECT_PACKS, (part,)):
                 packs[pack] = data = blobs.inflate(codec, stored)
                 self._pack_cache.add(pack, data)
-        return [StoredEvent.from_row(r, lambda reference: blobs.join(reference, packs)) for r in rows]
+        return StoredEvent.from_rows(rows, Reader(lambda reference: blobs.join(reference, packs), packs))
 
     async def read(self, run_id: str, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
         shared = self._shares and await self._fetch(schema.SELECT_SHARE, (run_id,))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 from agentlog.events import CodecError, Event, decode
-from agentlog.events.packed import Resolve, Unpacker
+from agentlog.events.packed import Resolve
+from agentlog.events.rows import Reader
 
 from .errors import DamagedEvent
 
@@ -19,7 +22,7 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):
     event: Event
 
     @classmethod
-    def from_row(cls, row: tuple, resolve: Resolve | Unpacker | None = None) -> "StoredEvent":
+    def from_row(cls, row: tuple, resolve: Resolve | Reader | None = None) -> "StoredEvent":
         """The event of one ``events`` row; ``resolve`` reads the large text it refers to.
         A row that does not decode is a ``DamagedEvent`` naming run and seq."""
         run_id, seq, type_name, version, recorded_at, data = row
@@ -29,6 +32,12 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):
             return cls(run_id, seq, type_name, version, recorded_at, decode(type_name, version, data, resolve))
         except (CodecError, UnicodeDecodeError, TypeError, ValueError) as exc:
             raise DamagedEvent(run_id, seq, str(exc)) from exc
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple], reader: Reader) -> list["StoredEvent"]:
+        """The events of ``rows``, as ``from_row`` makes each (rows of the current format and
+        version decoded straight by ``reader``)."""
+        return reader.stored(rows, cls, lambda row: cls.from_row(row, reader))
 
 
 class RunSummary(msgspec.Struct, frozen=True):

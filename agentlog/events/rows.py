@@ -1,0 +1,325 @@
+"""The row format since schema 9: the event's own MessagePack, its large values kept apart.
+
+A row is the MessagePack array ``[template, hole, hole, ...]``:
+
+- ``template`` (bin) is the event as a MessagePack *array* of its fields, in the order
+  pinned in ``FIELDS`` (no field names; no type tag: the row's ``type`` column holds it;
+  trailing fields left at their default are left out), with each large value cut out;
+- each ``hole`` is ``[offset, *reference]``: where a cut value goes back into the
+  template, and where its bytes are stored (what ``put`` returned for its chunks).
+
+A string of ``TEXT_MIN`` characters or more leaves its MessagePack header in the template
+and its UTF-8 bytes, cut into content-defined chunks (``packed.chunks``), in the blobs. A
+payload struct (findings, a review), or a container with no such string whose MessagePack
+is ``VALUE_MIN`` bytes or more (a response schema, tool specs), moves out whole, as
+MessagePack. So the same draft, findings block or system prompt quoted in many events and
+runs is stored once, as in the earlier packed rows (``packed``).
+
+Reading a row is one join (template pieces and the stored bytes between them) and one
+typed decode, straight into the event's class: no plain data, no conversion. Each event
+class has a *row class*, a subclass that differs only in being encoded as an array
+(``array_like``, no tag); the decoded instance is then given its event class back
+(``__class__``; the two have the same fields and layout), so every reader gets the event
+type itself, as JSON rows gave it.
+
+Evolution: a field is only ever added at the end of an event class, with a default, and
+appended to its tuple in ``FIELDS``; a row written before then has fewer fields and decodes
+with the default (an older release ignores the extra ones, as it ignored an unknown key).
+A change a default cannot express bumps the event's ``VERSION``; the fields of the version
+it replaces stay in ``FIELDS``, so its rows decode to named data for the upcasters.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from .packed import MissingBlob, Put, Resolve, Unpacker, chunks
+from .payloads import Findings, Review
+from .types import EVENT_TYPES, Event
+
+T = TypeVar("T")
+
+TEXT_MIN = 128  # characters: a string this long is stored apart
+VALUE_MIN = 128  # bytes: a payload or a text-free container this large is stored apart
+TEXT, JSON, VALUE = 0, 1, 2  # what a stored value is: UTF-8 text, a payload's JSON, MessagePack
+
+# The stored order of every event type's fields, by (type, version). Append only.
+FIELDS: dict[tuple[str, int], tuple[str, ...]] = {
+    ("RunStarted", 2): ("task", "pipeline", "agents", "max_iterations", "threshold", "parent_run_id", "research",
+                        "tools", "approval", "budget_usd", "budget_tokens", "sample"),
+    ("RunForked", 1): ("parent_run_id", "parent_seq"),
+    ("RunResumed", 1): ("previous_seq",),
+    ("RunQueued", 1): (),
+    ("RunClaimed", 1): ("worker", "previous_seq"),
+    ("AgentReconfigured", 1): ("agent", "model", "temperature", "system_prompt", "max_tokens"),
+    ("SettingsChanged", 1): ("max_iterations", "threshold", "approval", "budget_usd", "budget_tokens", "sample"),
+    ("RunFinished", 1): ("reason", "iterations", "score"),
+    ("RunFailed", 1): ("reason", "step", "retryable"),
+    ("BudgetReached", 1): ("budget", "limit", "spent", "call_id", "scope"),
+    ("SweepMember", 1): ("sweep_id", "spec", "variant", "sample", "parent_run_id", "task_index"),
+    ("LLMCallRequested", 1): ("call_id", "agent", "step", "attempt", "request", "request_hash", "round"),
+    ("LLMCallAnswered", 1): ("call_id", "agent", "request_hash", "content", "tool_calls", "usage", "latency_ms",
+                             "model", "reused_from"),
+    ("LLMCallFailed", 1): ("call_id", "agent", "attempt", "error_kind", "message", "retryable", "gave_up"),
+    ("OutputRejected", 1): ("call_id", "agent", "step", "reason"),
+    ("ToolInvoked", 1): ("call_id", "tool_call_id", "name", "arguments"),
+    ("ToolReturned", 1): ("call_id", "tool_call_id", "name", "result", "is_error", "reused_from"),
+    ("ResearchPartReady", 1): ("part", "findings", "call_id"),
+    ("FindingsReady", 1): ("findings", "call_id"),
+    ("DraftReady", 1): ("iteration", "draft", "call_id", "source"),
+    ("ReviewScored", 1): ("iteration", "review", "call_id"),
+    ("ApprovalRequested", 1): ("iteration", "point"),
+    ("ApprovalDecided", 1): ("iteration", "decision", "by", "note", "draft"),
+}
+
+
+# Payloads are stored as their JSON (a bin in the row, or a stored value): the JSON of the
+# answer they were validated from, so the two are stored once.
+PAYLOADS = (Findings, Review)
+
+
+def _payload_fields(cls: type[Event]) -> tuple[str, ...]:
+    return tuple(f.name for f in msgspec.structs.fields(cls) if f.type in PAYLOADS)
+
+
+def _row_class(cls: type[Event]) -> type[Event]:
+    namespace = {"__module__": __name__, "__annotations__": {name: bytes for name in _payload_fields(cls)}}
+    return type(cls)(f"{cls.__name__}Row", (cls,), namespace, array_like=True, tag=False)
+
+
+ROW_CLASSES: dict[str, type[Event]] = {name: _row_class(cls) for name, cls in EVENT_TYPES.items()}
+
+_set_class = object.__dict__["__class__"].__set__  # a row-class instance becomes its event class
+_force = msgspec.structs.force_setattr
+_encoder = msgspec.msgpack.Encoder()
+_json = msgspec.json.Encoder()
+_json_value = msgspec.json.Decoder()
+_row = msgspec.msgpack.Decoder()  # the row itself: [piece, reference, piece, ...]
+_values = msgspec.msgpack.Decoder()  # an event's MessagePack, untyped: an event of an older version
+_typed = {name: msgspec.msgpack.Decoder(cls) for name, cls in ROW_CLASSES.items()}
+# For the types with payloads: each payload field and the decoder of its JSON.
+_payloads = {
+    name: tuple((field, msgspec.json.Decoder(f.type).decode) for f in msgspec.structs.fields(cls)
+                if (field := f.name) in _payload_fields(cls))
+    for name, cls in EVENT_TYPES.items() if _payload_fields(cls)
+}
+
+
+class _Layout:
+    """What writing an event of one class needs: its fields, their defaults as plain data,
+    its payload fields."""
+
+    __slots__ = ("fields", "defaults", "payloads")
+
+    def __init__(self, cls: type[Event]):
+        self.fields = cls.__struct_fields__
+        self.defaults: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            if field.default is not msgspec.NODEFAULT:
+                self.defaults[field.name] = msgspec.to_builtins(field.default)
+            elif field.default_factory is not msgspec.NODEFAULT:
+                self.defaults[field.name] = msgspec.to_builtins(field.default_factory())
+        self.payloads = frozenset(_payload_fields(cls))
+
+
+_layouts = {cls: _Layout(cls) for cls in EVENT_TYPES.values()}
+_marker = msgspec.Raw(b"\xc1" + os.urandom(15))  # 0xc1: a byte MessagePack never uses
+
+
+def _has_long_text(value: Any) -> bool:
+    if type(value) is str:
+        return len(value) >= TEXT_MIN
+    if type(value) is dict:
+        return any(_has_long_text(v) for v in value.values())
+    if type(value) is list:
+        return any(_has_long_text(v) for v in value)
+    return False
+
+
+def _cut(value: Any, holes: list[tuple[int, bytes]]) -> Any:
+    """``value`` (plain data) with its large parts replaced by the marker, noted in ``holes``
+    as ``(kind, bytes)``."""
+    if type(value) is str:
+        if len(value) >= TEXT_MIN:
+            holes.append((TEXT, value.encode()))
+            return _marker
+        return value
+    if type(value) in (dict, list):
+        if not _has_long_text(value):
+            data = _encoder.encode(value)
+            if len(data) >= VALUE_MIN:
+                holes.append((VALUE, data))
+                return _marker
+            return value
+        if type(value) is dict:
+            return {k: _cut(v, holes) for k, v in value.items()}
+        return [_cut(v, holes) for v in value]
+    return value
+
+
+def _payload(value: Any, holes: list[tuple[int, bytes]]) -> Any:
+    """A payload (plain data) as its JSON: a bin in the row, or stored apart when large."""
+    data = _json.encode(value)
+    if len(data) >= VALUE_MIN:
+        holes.append((JSON, data))
+        return _marker
+    return data
+
+
+def _header(kind: int, size: int) -> bytes:
+    """The MessagePack header a stored value of ``kind`` and ``size`` bytes is spliced in after."""
+    if kind == VALUE:
+        return b""
+    if size < 256:
+        return (b"\xd9" if kind == TEXT else b"\xc4") + size.to_bytes(1, "big")
+    if size < 65536:
+        return (b"\xda" if kind == TEXT else b"\xc5") + size.to_bytes(2, "big")
+    return (b"\xdb" if kind == TEXT else b"\xc6") + size.to_bytes(4, "big")
+
+
+def pack(event: Event, put: Put) -> bytes:
+    """The event's row; ``put(chunks)`` stores the chunks of one large value and returns their
+    reference (a list of integers >= 0)."""
+    global _marker
+    layout = _layouts[type(event)]
+    plain = msgspec.to_builtins(event)  # leaves out fields at their default
+    fields = layout.fields
+    last = len(fields)
+    while last and fields[last - 1] not in plain:
+        last -= 1
+    holes: list[tuple[int, bytes]] = []
+    values = []
+    for name in fields[:last]:
+        value = plain[name] if name in plain else layout.defaults[name]
+        values.append(_payload(value, holes) if name in layout.payloads else _cut(value, holes))
+    pieces = _encoder.encode(values).split(_marker)
+    if len(pieces) != len(holes) + 1:  # the marker's 16 random bytes occur in the event itself: another marker
+        _marker = msgspec.Raw(b"\xc1" + os.urandom(15))
+        return pack(event, put)
+    row: list[Any] = [pieces[0]]
+    for (kind, data), after in zip(holes, pieces[1:]):
+        row[-1] += _header(kind, len(data))
+        row.append(put(chunks(data)))
+        row.append(after)
+    return _encoder.encode(row)
+
+
+def is_row(data: Any) -> bool:
+    """Rows of this format are MessagePack arrays; the packed rows before them are maps, and JSON rows text."""
+    return type(data) is bytes and bool(data) and (0x91 <= data[0] <= 0x9F or data[0] == 0xDC)
+
+
+def references(data: bytes) -> list[list]:
+    """The references a row holds, one per stored value."""
+    return _row.decode(data)[1::2]
+
+
+class Reader:
+    """Decodes rows to events, reading stored values with ``resolve``; ``packed`` decodes
+    the packed rows written before this format, with the same ``resolve``.
+
+    Build one per resolver and keep it. ``buffers`` (optional, e.g. a store's cache of the
+    packs it has read) short-cuts the common case: a one-span reference ``[key, start, size]``
+    whose ``key`` is in ``buffers`` is ``buffers[key][start:start + size]``; anything else
+    goes to ``resolve``.
+    """
+
+    __slots__ = ("stored", "body", "packed", "__weakref__")
+
+    def __init__(self, resolve: Resolve, buffers: Mapping[int, bytes] | None = None):
+        held = buffers if buffers is not None else {}
+        row_decode = _row.decode
+
+        def splice(parts: list) -> bytes:
+            """The pieces of a row joined, each reference replaced by the bytes it names."""
+            for i in range(1, len(parts), 2):
+                reference = parts[i]
+                try:  # spans [key, start, size, ...] of buffers at hand
+                    parts[i] = b"".join([held[reference[k]][reference[k + 1]:reference[k + 1] + reference[k + 2]]
+                                         for k in range(0, len(reference), 3)])
+                except (KeyError, TypeError, IndexError):
+                    parts[i] = resolve(reference)
+            return b"".join(parts)
+
+        def body(data: bytes) -> bytes:
+            """The event's MessagePack: the row's pieces with every stored value spliced back in."""
+            parts = row_decode(data)
+            return parts[0] if len(parts) == 1 else splice(parts)
+
+        # By type: its version, the decoder of its row class, its event class, its payload fields (or None).
+        types = {name: (cls.VERSION, _typed[name].decode, cls, _payloads.get(name))
+                 for name, cls in EVENT_TYPES.items()}
+        force = _force
+        set_class = _set_class
+        damaged = (MissingBlob, msgspec.DecodeError, ValueError, TypeError, IndexError, KeyError)
+
+        def stored(rows: Iterable[tuple], make: Callable[..., T], other: Callable[[tuple], T]) -> list[T]:
+            """``make(run_id, seq, type, version, recorded_at, event)`` for each of ``rows`` (those
+            columns, the row last): replay's hot path, kept short. A row of another format or
+            version, or a damaged one, is ``other(row)``."""
+            out = []
+            append = out.append
+            for row in rows:
+                run_id, seq, type_name, version, recorded_at, data = row
+                kind = types.get(type_name)
+                if kind is not None and kind[0] == version and type(data) is bytes:
+                    try:
+                        first = data[0]
+                        if 0x91 <= first <= 0x9F or first == 0xDC:  # a row (is_row, inlined)
+                            parts = row_decode(data)
+                            if len(parts) == 1:
+                                body = parts[0]
+                            elif len(parts) == 3 and len(reference := parts[1]) == 3 and (
+                                    pack := held.get(reference[0])):
+                                start = reference[1]  # one value in one span of a pack at hand: the common case
+                                parts[1] = pack[start:start + reference[2]]
+                                body = b"".join(parts)
+                            else:
+                                body = splice(parts)
+                            _, decode, cls, payloads = kind
+                            event = decode(body)
+                            if payloads is not None:
+                                for name, decode_payload in payloads:
+                                    force(event, name, decode_payload(getattr(event, name)))
+                            set_class(event, cls)
+                            append(make(run_id, seq, type_name, version, recorded_at, event))
+                            continue
+                    except damaged:
+                        pass  # the long way says what is wrong
+                append(other(row))
+            return out
+
+        self.stored = stored
+        self.body: Callable[[bytes], bytes] = body
+        self.packed = Unpacker(resolve, buffers)
+
+
+def typed(type_name: str, body: bytes) -> Event:
+    """The event of the current version of ``type_name`` whose MessagePack (spliced) is ``body``."""
+    decoded = _typed[type_name].decode(body)
+    for name, decode in _payloads.get(type_name, ()):
+        _force(decoded, name, decode(getattr(decoded, name)))
+    _set_class(decoded, EVENT_TYPES[type_name])
+    return decoded
+
+
+def named(type_name: str, version: int, body: bytes) -> dict[str, Any]:
+    """The fields of a spliced row of an older version, by name, as plain data (for the upcasters)."""
+    names = FIELDS.get((type_name, version))
+    if names is None:
+        raise ValueError(f"no stored field order for {type_name} v{version}")
+    values = _values.decode(body)
+    if type(values) is not list:
+        raise ValueError("not an event")
+    raw = dict(zip(names, values))
+    for name in _payload_fields(EVENT_TYPES[type_name]):
+        if type(raw.get(name)) is bytes:
+            raw[name] = _json_value.decode(raw[name])
+    return raw
+
+
+__all__ = ["FIELDS", "ROW_CLASSES", "MissingBlob", "Reader", "is_row", "named", "pack", "references", "typed"]
