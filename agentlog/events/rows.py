@@ -1,26 +1,29 @@
 """The row format since schema 9: the event's own MessagePack, its large values kept apart.
 
-A row is the MessagePack array ``[template, hole, hole, ...]``:
+A row is the MessagePack array ``[piece, reference, piece, ..., piece]``. Joined, with each
+reference replaced by the bytes it names, the pieces are the event as a MessagePack
+*array* of its fields, in the order pinned in ``FIELDS`` (no field names; no type tag: the
+row's ``type`` column holds it; trailing fields left at their default are left out). A
+reference is what ``put`` returned for a value's chunks (the store's: ``[pack, start,
+size, ...]`` spans); one of three integers (one span) is written as those integers, inline.
 
-- ``template`` (bin) is the event as a MessagePack *array* of its fields, in the order
-  pinned in ``FIELDS`` (no field names; no type tag: the row's ``type`` column holds it;
-  trailing fields left at their default are left out), with each large value cut out;
-- each ``hole`` is ``[offset, *reference]``: where a cut value goes back into the
-  template, and where its bytes are stored (what ``put`` returned for its chunks).
+- A string of ``TEXT_MIN`` characters or more is stored apart as its UTF-8 bytes, cut into
+  content-defined chunks (``packed.chunks``); its MessagePack header ends the piece before.
+- A payload (findings, a review) is its JSON, as a ``bin``: in the row when short, else
+  stored apart (its ``bin`` header in the piece before). It is the JSON of the answer it
+  was validated from, so the two are stored once.
+- Any other value with no such string whose MessagePack is ``VALUE_MIN`` bytes or more (a
+  response schema, the agents' configs, tool specs) is stored apart as its MessagePack.
 
-A string of ``TEXT_MIN`` characters or more leaves its MessagePack header in the template
-and its UTF-8 bytes, cut into content-defined chunks (``packed.chunks``), in the blobs. A
-payload struct (findings, a review), or a container with no such string whose MessagePack
-is ``VALUE_MIN`` bytes or more (a response schema, tool specs), moves out whole, as
-MessagePack. So the same draft, findings block or system prompt quoted in many events and
-runs is stored once, as in the earlier packed rows (``packed``).
+So the same draft, findings block or system prompt quoted in many events and runs is
+stored once, as in the packed rows of schemas 4-8 (``packed``).
 
-Reading a row is one join (template pieces and the stored bytes between them) and one
-typed decode, straight into the event's class: no plain data, no conversion. Each event
-class has a *row class*, a subclass that differs only in being encoded as an array
-(``array_like``, no tag); the decoded instance is then given its event class back
-(``__class__``; the two have the same fields and layout), so every reader gets the event
-type itself, as JSON rows gave it.
+Reading a row is one join and one typed decode, straight into the event's class: no plain
+data, no conversion (``Reader.stored``, the store's hot path). Each event class has a
+*row class*, a subclass that differs only in being encoded as an array (``array_like``, no
+tag; payloads as ``bytes``); the decoded instance is then given its event class back
+(``__class__``: the two have the same fields and layout) and its payloads decoded from
+their JSON, so every reader gets the event type itself, as JSON rows gave it.
 
 Evolution: a field is only ever added at the end of an event class, with a default, and
 appended to its tuple in ``FIELDS``; a row written before then has fewer fields and decodes
@@ -31,6 +34,7 @@ it replaces stay in ``FIELDS``, so its rows decode to named data for the upcaste
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -88,7 +92,10 @@ def _payload_fields(cls: type[Event]) -> tuple[str, ...]:
 
 def _row_class(cls: type[Event]) -> type[Event]:
     namespace = {"__module__": __name__, "__annotations__": {name: bytes for name in _payload_fields(cls)}}
-    return type(cls)(f"{cls.__name__}Row", (cls,), namespace, array_like=True, tag=False)
+    row_class = type(cls)(f"{cls.__name__}Row", (cls,), namespace, array_like=True, tag=False)
+    if row_class.__struct_fields__ != cls.__struct_fields__:  # a field declared again may move
+        raise TypeError(f"{cls.__name__}: its row class would store its fields in another order")
+    return row_class
 
 
 ROW_CLASSES: dict[str, type[Event]] = {name: _row_class(cls) for name, cls in EVENT_TYPES.items()}
@@ -126,7 +133,11 @@ class _Layout:
         self.payloads = frozenset(_payload_fields(cls))
 
 
-_layouts = {cls: _Layout(cls) for cls in EVENT_TYPES.values()}
+@functools.cache
+def _layout(cls: type[Event]) -> _Layout:
+    return _Layout(cls)
+
+
 _marker = msgspec.Raw(b"\xc1" + os.urandom(15))  # 0xc1: a byte MessagePack never uses
 
 
@@ -185,7 +196,7 @@ def pack(event: Event, put: Put) -> bytes:
     """The event's row; ``put(chunks)`` stores the chunks of one large value and returns their
     reference (a list of integers >= 0)."""
     global _marker
-    layout = _layouts[type(event)]
+    layout = _layout(type(event))
     plain = msgspec.to_builtins(event)  # leaves out fields at their default
     fields = layout.fields
     last = len(fields)
@@ -203,7 +214,11 @@ def pack(event: Event, put: Put) -> bytes:
     row: list[Any] = [pieces[0]]
     for (kind, data), after in zip(holes, pieces[1:]):
         row[-1] += _header(kind, len(data))
-        row.append(put(chunks(data)))
+        reference = put(chunks(data))
+        if len(reference) == 3:  # one span: its three integers in the row itself
+            row += reference
+        else:
+            row.append(reference)
         row.append(after)
     return _encoder.encode(row)
 
@@ -213,9 +228,25 @@ def is_row(data: Any) -> bool:
     return type(data) is bytes and bool(data) and (0x91 <= data[0] <= 0x9F or data[0] == 0xDC)
 
 
+def _split(parts: list) -> tuple[list[bytes], list[list]]:
+    """A row's pieces and its references (a one-span reference is three integers in the row)."""
+    pieces, references = [parts[0]], []
+    i = 1
+    while i < len(parts):
+        if type(parts[i]) is int:
+            references.append(parts[i:i + 3])
+            i += 3
+        else:
+            references.append(parts[i])
+            i += 1
+        pieces.append(parts[i])
+        i += 1
+    return pieces, references
+
+
 def references(data: bytes) -> list[list]:
     """The references a row holds, one per stored value."""
-    return _row.decode(data)[1::2]
+    return _split(_row.decode(data))[1]
 
 
 class Reader:
@@ -236,14 +267,16 @@ class Reader:
 
         def splice(parts: list) -> bytes:
             """The pieces of a row joined, each reference replaced by the bytes it names."""
-            for i in range(1, len(parts), 2):
-                reference = parts[i]
+            pieces, references = _split(parts)
+            out = [pieces[0]]
+            for reference, piece in zip(references, pieces[1:]):
                 try:  # spans [key, start, size, ...] of buffers at hand
-                    parts[i] = b"".join([held[reference[k]][reference[k + 1]:reference[k + 1] + reference[k + 2]]
-                                         for k in range(0, len(reference), 3)])
+                    out.append(b"".join([held[reference[k]][reference[k + 1]:reference[k + 1] + reference[k + 2]]
+                                         for k in range(0, len(reference), 3)]))
                 except (KeyError, TypeError, IndexError):
-                    parts[i] = resolve(reference)
-            return b"".join(parts)
+                    out.append(resolve(reference))
+                out.append(piece)
+            return b"".join(out)
 
         def body(data: bytes) -> bytes:
             """The event's MessagePack: the row's pieces with every stored value spliced back in."""
@@ -251,21 +284,22 @@ class Reader:
             return parts[0] if len(parts) == 1 else splice(parts)
 
         # By type: its version, the decoder of its row class, its event class, its payload fields (or None).
-        types = {name: (cls.VERSION, _typed[name].decode, cls, _payloads.get(name))
+        kinds = {name: (cls.VERSION, _typed[name].decode, cls, _payloads.get(name))
                  for name, cls in EVENT_TYPES.items()}
         force = _force
         set_class = _set_class
         damaged = (MissingBlob, msgspec.DecodeError, ValueError, TypeError, IndexError, KeyError)
 
-        def stored(rows: Iterable[tuple], make: Callable[..., T], other: Callable[[tuple], T]) -> list[T]:
-            """``make(run_id, seq, type, version, recorded_at, event)`` for each of ``rows`` (those
-            columns, the row last): replay's hot path, kept short. A row of another format or
-            version, or a damaged one, is ``other(row)``."""
+        def stored(run_id: str, rows: Iterable[tuple], make: Callable[..., T],
+                   other: Callable[[str, tuple], T]) -> list[T]:
+            """``make(run_id, seq, type, version, recorded_at, event)`` for each of ``rows`` of the
+            run (``(seq, type, version, recorded_at, data)``): replay's hot path, kept short. A
+            row of another format or version, or a damaged one, is ``other(run_id, row)``."""
             out = []
             append = out.append
             for row in rows:
-                run_id, seq, type_name, version, recorded_at, data = row
-                kind = types.get(type_name)
+                seq, type_name, version, recorded_at, data = row
+                kind = kinds.get(type_name)
                 if kind is not None and kind[0] == version and type(data) is bytes:
                     try:
                         first = data[0]
@@ -273,11 +307,9 @@ class Reader:
                             parts = row_decode(data)
                             if len(parts) == 1:
                                 body = parts[0]
-                            elif len(parts) == 3 and len(reference := parts[1]) == 3 and (
-                                    pack := held.get(reference[0])):
-                                start = reference[1]  # one value in one span of a pack at hand: the common case
-                                parts[1] = pack[start:start + reference[2]]
-                                body = b"".join(parts)
+                            elif len(parts) == 5 and type(key := parts[1]) is int and (pack := held.get(key)):
+                                start = parts[2]  # one value in one span of a pack at hand: the common case
+                                body = b"".join((parts[0], pack[start:start + parts[3]], parts[4]))
                             else:
                                 body = splice(parts)
                             _, decode, cls, payloads = kind
@@ -290,7 +322,7 @@ class Reader:
                             continue
                     except damaged:
                         pass  # the long way says what is wrong
-                append(other(row))
+                append(other(run_id, row))
             return out
 
         self.stored = stored

@@ -35,7 +35,7 @@ from agentlog.events import Event, blob_refs
 from agentlog.events.rows import Reader
 
 from . import _lease, index, schema
-from ._batch import encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds, queue_writes
+from ._batch import answers_to, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds, queue_writes
 from .blobs import BlobReader, BlobWriter, Location, PackCache, packs_of
 from .errors import ConcurrencyError, LeaseLost, RunNotFound, StoreError
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
@@ -597,7 +597,7 @@ class SQLStore:
         blobs = self._blobs
         # Decoded row by row: holding every raw row too would double the live objects,
         # and the collector's passes over them made long streams read superlinearly.
-        events = StoredEvent.from_rows(db.execute(sql, (run_id, after, upto)), blobs)
+        events = StoredEvent.from_rows(db.execute(sql, (run_id, after, upto)), blobs, run_id)
         if events and not db.in_transaction:  # a share row is written with a run's first events
             self._shares[run_id] = shares
         return events
@@ -639,8 +639,8 @@ class SQLStore:
     def find_answers(self, request_hash: str) -> list[StoredEvent]:
         """Every recorded answer to a request with this hash, in any run."""
         with self._lock, self._errors():
-            return StoredEvent.from_rows(self._db.execute(schema.ANSWERS_BY_HASH, (request_hash,)).fetchall(),
-                                         self._blobs)
+            rows = self._db.execute(schema.ANSWERS_BY_HASH, (request_hash,)).fetchall()
+            return answers_to(request_hash, StoredEvent.from_rows(rows, self._blobs))
 
     def events_of_type(self, type_name: str) -> list[StoredEvent]:
         """Every stored event of type ``type_name``, in any run, oldest first."""

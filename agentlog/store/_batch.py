@@ -11,7 +11,7 @@ from agentlog.events.packed import Put
 
 from . import index, schema
 from .errors import AmbiguousRunId, RunNotFound, SchemaError, StoreError
-from .records import RunSummary
+from .records import RunSummary, StoredEvent
 
 
 def encode_batch(
@@ -31,10 +31,15 @@ def encode_batch(
         at = now if times is None else times[offset - 1]
         if offset > shared:
             type_name, version, data = pack(event, put)
-            answer = event.request_hash if isinstance(event, LLMCallAnswered) else None
+            answer = event.request_hash[:schema.ANSWER_KEY] if isinstance(event, LLMCallAnswered) else None
             rows.append((run_id, seq, type_name, version, at, data, answer))
         row = index.apply(row, run_id, seq, at, event)
     return rows, row
+
+
+def answers_to(request_hash: str, found: list[StoredEvent]) -> list[StoredEvent]:
+    """The answers of ``found`` (looked up by the first characters of the hash) to this request."""
+    return [s for s in found if getattr(s.event, "request_hash", None) == request_hash]
 
 
 def queue_writes(run_id: str, events: Sequence[Event], now: float) -> list[tuple[str, tuple]]:

@@ -20,6 +20,7 @@ from agentlog.events.rows import Reader
 
 from . import _lease, blobs, schema
 from ._batch import (
+    answers_to,
     check_identity,
     check_schema_version,
     encode_batch,
@@ -54,8 +55,9 @@ class AsyncReads:
         which readers read by seq. Here a timer (polling); PostgreSQL wakes on NOTIFY."""
         await asyncio.sleep(timeout)
 
-    async def _decode(self, rows: list[tuple]) -> list[StoredEvent]:
-        """Rows as events, the packs of text they refer to read at once (and cached)."""
+    async def _decode(self, rows: list[tuple], run_id: str | None = None) -> list[StoredEvent]:
+        """Rows as events, the packs of text they refer to read at once (and cached); given
+        ``run_id``, rows of that run without its id (as ``StoredEvent.from_rows``)."""
         cache = self._pack_cache.items
         packs = {p: cache[p] for p in blobs.packs_of_rows(rows) if p in cache}
         missing = [p for p in blobs.packs_of_rows(rows) if p not in packs]
@@ -63,12 +65,12 @@ class AsyncReads:
             for pack, codec, stored in await self._fetch(self.SELECT_PACKS, (part,)):
                 packs[pack] = data = blobs.inflate(codec, stored)
                 self._pack_cache.add(pack, data)
-        return StoredEvent.from_rows(rows, Reader(lambda reference: blobs.join(reference, packs), packs))
+        return StoredEvent.from_rows(rows, Reader(lambda reference: blobs.join(reference, packs), packs), run_id)
 
     async def read(self, run_id: str, after: int = 0, upto: int | None = None) -> list[StoredEvent]:
         shared = self._shares and await self._fetch(schema.SELECT_SHARE, (run_id,))
         sql = schema.SELECT_SHARED_EVENTS if shared else schema.SELECT_EVENTS
-        return await self._decode(await self._fetch(sql, (run_id, after, upto if upto is not None else 2**62)))
+        return await self._decode(await self._fetch(sql, (run_id, after, upto if upto is not None else 2**62)), run_id)
 
     async def events(self, run_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
         return [s.event for s in await self.read(run_id, after, upto)]
@@ -306,7 +308,7 @@ class AsyncSQLiteStore(AsyncReads):
 
     async def find_answers(self, request_hash: str) -> list[StoredEvent]:
         sql = schema.ANSWERS_BY_HASH if self._shares else schema.ANSWERS_BY_HASH_BEFORE_SHARES
-        return await self._decode(await self._fetch(sql, (request_hash,)))
+        return answers_to(request_hash, await self._decode(await self._fetch(sql, (request_hash,))))
 
     async def partials(self, run_id: str) -> list[PartialAnswer]:
         """The run's answers being streamed; none in a log older than the table (read as it is)."""

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from . import _lease, blobs, pgschema, schema
-from ._batch import check_schema_version
+from ._batch import answers_to, check_schema_version
 from .aio import AsyncReads
 from .errors import SchemaError, StoreError
 from .pgnotify import AsyncListener
@@ -83,7 +83,7 @@ class AsyncPostgresStore(AsyncReads):
         return _lease.holder(run_id, rows[0] if rows else None)
 
     async def find_answers(self, request_hash: str) -> list[StoredEvent]:
-        return await self._decode(await self._fetch(schema.ANSWERS_BY_HASH, (request_hash,)))
+        return answers_to(request_hash, await self._decode(await self._fetch(schema.ANSWERS_BY_HASH, (request_hash,))))
 
     async def partials(self, run_id: str) -> list[PartialAnswer]:
         return [PartialAnswer.from_row(r) for r in await self._fetch(schema.SELECT_PARTIALS, (run_id,))]

@@ -95,6 +95,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX queue_by_time ON queue (enqueued_at);
         """,
     ),
+    (
+        "m003_rows_and_answer_keys",
+        # SQLite's m009: rows in the format of agentlog.events.rows, which an older release
+        # cannot read; the reuse lookup's column keeps the first 16 hex digits of the hash.
+        """
+        UPDATE events SET request_hash = substr(request_hash, 1, 16) WHERE request_hash IS NOT NULL;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

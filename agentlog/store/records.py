@@ -34,10 +34,16 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):
             raise DamagedEvent(run_id, seq, str(exc)) from exc
 
     @classmethod
-    def from_rows(cls, rows: Iterable[tuple], reader: Reader) -> list["StoredEvent"]:
+    def from_rows(cls, rows: Iterable[tuple], reader: Reader, run_id: str | None = None) -> list["StoredEvent"]:
         """The events of ``rows``, as ``from_row`` makes each (rows of the current format and
-        version decoded straight by ``reader``)."""
-        return reader.stored(rows, cls, lambda row: cls.from_row(row, reader))
+        version decoded straight by ``reader``). Given ``run_id``, the rows are one run's and
+        leave out its id: ``(seq, type, version, recorded_at, data)``."""
+        def other(run: str, row: tuple) -> StoredEvent:
+            return cls.from_row((run, *row), reader)
+
+        if run_id is not None:
+            return reader.stored(run_id, rows, cls, other)
+        return [stored for row in rows for stored in reader.stored(row[0], (row[1:],), cls, other)]
 
 
 class RunSummary(msgspec.Struct, frozen=True):

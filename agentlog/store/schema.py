@@ -148,6 +148,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX queue_by_time ON queue (enqueued_at);
         """,
     ),
+    (
+        "m009_rows_and_answer_keys",
+        # Rows are written in a new format (agentlog.events.rows: the event's MessagePack
+        # array, its large values spliced in), which a release before it cannot read: so
+        # the schema version moves on and such a release refuses the log. Rows written
+        # before stay as they are and read as before. The reuse lookup's column keeps the
+        # first 16 hex digits of an answer's request hash (the index a quarter of the size);
+        # a lookup compares the full hash of the answers it finds.
+        """
+        UPDATE events SET request_hash = substr(request_hash, 1, 16) WHERE request_hash IS NOT NULL;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -182,16 +194,17 @@ LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?"
 INSERT_EVENT = (
     "INSERT INTO events (run_id, seq, type, version, recorded_at, data, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+# A run's events, without its id (the reader has it: one string fewer per row).
 SELECT_EVENTS = (
-    "SELECT run_id, seq, type, version, recorded_at, data FROM events "
+    "SELECT seq, type, version, recorded_at, data FROM events "
     "WHERE run_id = ? AND seq > ? AND seq <= ? ORDER BY seq"
 )
 SELECT_SHARE = "SELECT parent_run_id, upto_seq FROM shares WHERE run_id = ?"
 INSERT_SHARE = "INSERT INTO shares (run_id, parent_run_id, upto_seq, recorded_at) VALUES (?, ?, ?, ?)"
 # A run that shares a prefix: its own rows, then each ancestor's up to where it was forked
-# (the bound shrinking along the chain), labelled with the run's id and, as a copy would
-# be, with the time the prefix was shared. Parameters: run id, after, upto. The depth
-# bound stops a (corrupt) cycle.
+# (the bound shrinking along the chain), read as the run's (the reader labels them with its
+# id) and, as a copy would be, recorded at the time the prefix was shared. Parameters: run
+# id, after, upto. The depth bound stops a (corrupt) cycle.
 SELECT_SHARED_EVENTS = """
     WITH RECURSIVE chain(src, hi, at, depth) AS (
         SELECT CAST(?1 AS TEXT), CAST(?3 AS BIGINT), CAST(NULL AS DOUBLE PRECISION), 0
@@ -200,7 +213,7 @@ SELECT_SHARED_EVENTS = """
                coalesce(chain.at, shares.recorded_at), chain.depth + 1
         FROM shares JOIN chain ON shares.run_id = chain.src WHERE chain.depth < 1000
     )
-    SELECT ?1, events.seq, events.type, events.version, coalesce(chain.at, events.recorded_at), events.data
+    SELECT events.seq, events.type, events.version, coalesce(chain.at, events.recorded_at), events.data
     FROM chain JOIN events ON events.run_id = chain.src AND events.seq > ?2 AND events.seq <= chain.hi
     ORDER BY events.seq
 """
@@ -260,11 +273,15 @@ SELECT_PARTIALS = f"SELECT {PARTIAL_COLUMNS} FROM partial_answers WHERE run_id =
 EVENTS_OF_TYPE = (
     "SELECT run_id, seq, type, version, recorded_at, data FROM events WHERE type = ? ORDER BY recorded_at, run_id"
 )
-# ``request_hash`` is filled for answers only; the partial index holds just those rows.
-# An answer in a shared prefix is found in every run that shares it, as a copy would be.
-ANSWERS_BY_HASH = """
+# ``request_hash`` is filled for answers only (the partial index holds just those rows): its
+# first ANSWER_KEY characters since schema 9, the whole hash in a log of schema 4-8 opened
+# read-only; the caller compares the full hash. An answer in a shared prefix is found in
+# every run that shares it, as a copy would be.
+ANSWER_KEY = 16
+ANSWERS_BY_HASH = f"""
     WITH RECURSIVE hits(run_id, seq, type, version, recorded_at, data, depth) AS (
-        SELECT run_id, seq, type, version, recorded_at, data, 0 FROM events WHERE request_hash = ?
+        SELECT run_id, seq, type, version, recorded_at, data, 0 FROM events
+        WHERE request_hash IN (?1, substr(?1, 1, {ANSWER_KEY}))
         UNION ALL
         SELECT shares.run_id, hits.seq, hits.type, hits.version, shares.recorded_at, hits.data, hits.depth + 1
         FROM shares JOIN hits ON shares.parent_run_id = hits.run_id AND shares.upto_seq >= hits.seq

@@ -1,3 +1,7 @@
+-- A log as agentlog wrote it at schema 8 (packed rows; commit de3dca4): the golden runs of
+-- fork-offline.jsonl (the fork sharing its parent's prefix) and approval-offline.jsonl, each
+-- appended in one batch through SQLiteStore; `sqlite3 .dump`, then the two header fields a
+-- dump leaves out. tests/test_rows.py upgrades it in place.
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
 CREATE TABLE runs (
@@ -199,3 +203,5 @@ CREATE UNIQUE INDEX events_by_run ON events (run_id, seq);
 CREATE INDEX events_answers_by_hash ON events (request_hash) WHERE request_hash IS NOT NULL;
 CREATE INDEX queue_by_time ON queue (enqueued_at);
 COMMIT;
+PRAGMA user_version = 8;
+PRAGMA application_id = 1634167911;
