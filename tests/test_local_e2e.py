@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,29 +27,32 @@ pytestmark = [
 TASK = "Explain how Kubernetes horizontal pod autoscaling works"
 
 
-def server_processes() -> list[int]:
+def server_processes(tag: str) -> list[int]:
+    """The llama.cpp servers started by this test's commands (their environment carries the
+    test's tag): other servers on the machine, another test run's, are not this test's."""
     found = []
+    marker = f"AGENTLOG_TEST_TAG={tag}".encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"llama_cpp.server" in cmdline and marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.append(int(pid))
         except OSError:
             continue
-        if b"llama_cpp.server" in cmdline:
-            found.append(int(pid))
     return found
 
 
 def test_pipeline_on_the_local_model_then_replay_asks_nothing_again(tmp_path, monkeypatch):
     assert local.local_available(), "AGENTLOG_REQUIRE_LOCAL is set but the local extra is missing"
     db = str(tmp_path / "log.db")
-    before = set(server_processes())
+    tag = uuid.uuid4().hex
     result = subprocess.run(
         [PYTHON, "-m", "agentlog.cli", "run", TASK, "--db", db, "--max-iterations", "1", "--max-tokens", "400"],
-        capture_output=True, text=True, env=cli_env(), timeout=900)
+        capture_output=True, text=True, env=cli_env(AGENTLOG_TEST_TAG=tag), timeout=900)
     assert "using the local model" in result.stderr  # no key, no base URL: the local model, said in one line
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()  # a draft written by the model
-    assert set(server_processes()) <= before  # the server is gone after the run
+    assert server_processes(tag) == []  # the server is gone after the run
 
     with SQLiteStore(db, create=False) as store:
         [summary] = store.list_runs()
@@ -60,9 +64,9 @@ def test_pipeline_on_the_local_model_then_replay_asks_nothing_again(tmp_path, mo
 
         # Replay needs no server: the CLI rebuilds the run from the log alone.
         replay = subprocess.run([PYTHON, "-m", "agentlog.cli", "replay", summary.run_id, "--db", db, "--json"],
-                                capture_output=True, text=True, env=cli_env(), timeout=60)
+                                capture_output=True, text=True, env=cli_env(AGENTLOG_TEST_TAG=tag), timeout=60)
         assert replay.returncode == 0 and json.loads(replay.stdout)["drafts"][0]["draft"] == view.drafts[0].draft
-        assert set(server_processes()) <= before
+        assert server_processes(tag) == []
 
         # Re-running the same run from its start asks the model nothing: every call is reused.
         def no_server(self):
@@ -80,25 +84,25 @@ def test_ctrl_c_during_a_local_run_stops_its_server_and_leaves_a_resumable_log(t
     import time
 
     db = str(tmp_path / "log.db")
-    before = set(server_processes())
+    tag = uuid.uuid4().hex
     proc = subprocess.Popen(
         [PYTHON, "-m", "agentlog.cli", "run", TASK, "--db", db, "--max-iterations", "1", "--max-tokens", "400"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(AGENTLOG_TEST_TAG=tag),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     deadline = time.monotonic() + 120
-    while not set(server_processes()) - before:
+    while not server_processes(tag):
         assert proc.poll() is None and time.monotonic() < deadline, "the local server never started"
         time.sleep(0.05)
-    started = set(server_processes()) - before
+    started = set(server_processes(tag))
     time.sleep(1.0)  # into the research call
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted; the log is consistent" in err and "agentlog resume" in err
     deadline = time.monotonic() + 10
-    while started & set(server_processes()) and time.monotonic() < deadline:
+    while started & set(server_processes(tag)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not started & set(server_processes())  # the server went with the run
+    assert not started & set(server_processes(tag))  # the server went with the run
     with SQLiteStore(db, create=False) as store:
         [summary] = store.list_runs()
         assert summary.status == "running" and summary.last_seq >= 2  # the call's intent is logged
