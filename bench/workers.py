@@ -1,6 +1,6 @@
 """9. Workers: 100 queued runs at a server answering in 50 ms, driven by 1, 2 and 4 worker processes.
 
-``python -m bench.workers [--quick] [--runs N] [--reps N] [--backend sqlite|postgres|both]``
+``python -m bench.workers [--quick] [--runs N] [--reps N] [--backend sqlite|postgres|both] [--no-takeover]``
 
 The server is tests/fake_openai.py in a child process; the workers are ``agentlog worker``
 processes on one log: an SQLite file, or a database in a throwaway PostgreSQL cluster
@@ -159,25 +159,58 @@ class _Logs:
         if self.cluster is not None:
             self.cluster.stop()
 
+    def server_cpu(self) -> float:
+        """CPU seconds the database server's processes used so far: the postmaster's own and
+        its ended children's, and every live child's (backends, writers); 0 for SQLite."""
+        if self.cluster is None:
+            return 0.0
+        postmaster = int((self.cluster.dir / "data" / "postmaster.pid").read_text().split()[0])
+        total = _cpu_seconds(postmaster, children=True)
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if _stat(int(entry))[1] == postmaster:
+                        total += _cpu_seconds(int(entry))
+                except OSError:  # ended meanwhile: counted in the postmaster's children's time
+                    pass
+        return total
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a (live) process, from /proc."""
+
+def _stat(pid: int) -> list[int]:
+    """/proc/PID/stat's numeric fields from the state on: [state, ppid, ...] (state as 0)."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return [0] + [int(f) for f in fields[1:17]]
 
 
-def _batch(logs: _Logs, base_url: str, workers: int, n_runs: int, rep: int) -> tuple[float, float]:
-    """The batch's wall time, and the CPU seconds its worker processes used meanwhile."""
+def _cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU time of a (live) process, from /proc; with ``children``, plus that
+    of its children it has waited for."""
+    fields = _stat(pid)
+    ticks = fields[11] + fields[12] + (fields[13] + fields[14] if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _others_cpu(logs: _Logs, server: _Server) -> dict[str, float]:
+    """CPU seconds so far of what shares the machine with the workers: the answering server,
+    the database server's processes (0 for SQLite), and this process (it queues and waits)."""
+    return {"server": _cpu_seconds(server.proc.pid), "database": logs.server_cpu(), "bench": time.process_time()}
+
+
+def _batch(logs: _Logs, server: _Server, workers: int, n_runs: int, rep: int) -> tuple[float, float, dict[str, float]]:
+    """The batch's wall time, the CPU seconds its worker processes used meanwhile, and those
+    of the answering server, the database server and the bench's own process."""
     db = logs.new(f"workers-{workers}-{rep}")
     store = open_store(db)
-    pool = _Pool(db, _env(base_url), workers, max(1, -(-n_runs // workers)))
+    pool = _Pool(db, _env(server.base_url), workers, max(1, -(-n_runs // workers)))
     try:
         cpu = [_cpu_seconds(p.pid) for p in pool.procs]
+        others = _others_cpu(logs, server)
         start = time.perf_counter()
         ids = _queue(store, n_runs, f"w{workers}")
         wall = _wait_finished(store, ids) - start
-        return wall, sum(_cpu_seconds(p.pid) - c for p, c in zip(pool.procs, cpu))
+        others = {k: v - others[k] for k, v in _others_cpu(logs, server).items()}
+        return wall, sum(_cpu_seconds(p.pid) - c for p, c in zip(pool.procs, cpu)), others
     finally:
         pool.stop()
         store.close()
@@ -232,7 +265,7 @@ def _takeover(logs: _Logs, base_url: str, lease: float, how: signal.Signals, rep
 
 
 def bench(quick: bool = False, n_runs: int = 100, reps: int | None = None, lease: float = 3.0,
-          backend: str = "sqlite") -> dict[str, Any]:
+          backend: str = "sqlite", takeover: bool = True) -> dict[str, Any]:
     reps = reps or (2 if quick else 3)
     logs = _Logs(backend)
     try:
@@ -241,20 +274,25 @@ def bench(quick: bool = False, n_runs: int = 100, reps: int | None = None, lease
             ideal = _alone(logs, server.base_url, reps)
             walls: dict[int, list[float]] = {1: [], 2: [], 4: []}
             cpus: dict[int, list[float]] = {1: [], 2: [], 4: []}
+            others: dict[int, list[dict[str, float]]] = {1: [], 2: [], 4: []}
             for rep in range(reps):
                 for workers in walls:  # interleaved, so the machine's noise hits every count alike
-                    wall, cpu = _batch(logs, server.base_url, workers, n_runs, rep)
+                    wall, cpu, other = _batch(logs, server, workers, n_runs, rep)
                     walls[workers].append(wall)
                     cpus[workers].append(cpu)
+                    others[workers].append(other)
         finally:
             server.stop()
-        # Slower answers for the takeover, so that runs are still in hand when the second worker is up.
-        server = _Server(TAKEOVER_DELAY)
-        try:
-            killed = [t for rep in range(reps) for t in _takeover(logs, server.base_url, lease, signal.SIGKILL, rep)]
-            termed = [t for rep in range(reps) for t in _takeover(logs, server.base_url, lease, signal.SIGTERM, rep)]
-        finally:
-            server.stop()
+        killed: list[float] = []
+        termed: list[float] = []
+        if takeover:
+            # Slower answers for the takeover, so that runs are still in hand when the second worker is up.
+            server = _Server(TAKEOVER_DELAY)
+            try:
+                killed = [t for rep in range(reps) for t in _takeover(logs, server.base_url, lease, signal.SIGKILL, rep)]
+                termed = [t for rep in range(reps) for t in _takeover(logs, server.base_url, lease, signal.SIGTERM, rep)]
+            finally:
+                server.stop()
     finally:
         logs.close()
     one = median(walls[1])
@@ -266,7 +304,9 @@ def bench(quick: bool = False, n_runs: int = 100, reps: int | None = None, lease
         # cores_used: the workers' CPU seconds per wall second: what the machine gave them.
         out["by_workers"][workers] = {"wall_s": wall, "runs_per_s": n_runs / wall, "efficiency": ideal / wall,
                                       "throughput_ratio": one / wall, "walls_s": times,
-                                      "cpu_ms_per_run": cpu / n_runs * 1e3, "cores_used": cpu / wall}
+                                      "cpu_ms_per_run": cpu / n_runs * 1e3, "cores_used": cpu / wall,
+                                      **{f"{k}_cpu_ms_per_run": median([o[k] for o in others[workers]]) / n_runs * 1e3
+                                         for k in others[workers][0]}}
     out["takeover"] = {"lease_s": lease, "server_delay_s": TAKEOVER_DELAY,
                        "sigkill_median_s": median(killed) if killed else None,
                        "sigkill_max_s": max(killed) if killed else None, "sigkill_runs": len(killed),
@@ -279,11 +319,14 @@ def bench(quick: bool = False, n_runs: int = 100, reps: int | None = None, lease
 def _print(r: dict[str, Any]) -> None:
     print(f"{r['backend']}: {r['runs']} runs, server {r['server_delay_s'] * 1e3:.0f} ms, one run alone "
           f"{r['ideal_s']:.3f} s (medians of {r['reps']})")
-    print("| workers | wall s | runs/s | efficiency | throughput vs 1 worker | worker CPU per run | cores used |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workers | wall s | runs/s | efficiency | throughput vs 1 worker | worker CPU per run | cores used "
+          "| CPU per run: answering server / database server / bench |")
+    print("|---|---|---|---|---|---|---|---|")
     for workers, w in r["by_workers"].items():
         print(f"| {workers} | {w['wall_s']:.2f} | {w['runs_per_s']:.1f} | {w['efficiency']:.0%} | "
-              f"{w['throughput_ratio']:.2f}x | {w['cpu_ms_per_run']:.1f} ms | {w['cores_used']:.2f} |")
+              f"{w['throughput_ratio']:.2f}x | {w['cpu_ms_per_run']:.1f} ms | {w['cores_used']:.2f} | "
+              f"{w['server_cpu_ms_per_run']:.1f} / {w['database_cpu_ms_per_run']:.1f} / "
+              f"{w['bench_cpu_ms_per_run']:.1f} ms |")
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
     t = r["takeover"]
     if t["sigkill_runs"]:
@@ -301,13 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=3.0, help="AGENTLOG_LEASE_SECONDS for the takeover (3)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both",
                         help="the log the workers share (default both, one after the other)")
+    parser.add_argument("--no-takeover", dest="takeover", action="store_false",
+                        help="measure the throughput only, not the time a dead worker's runs take to move on")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     facts = machine()
     print(" ".join(f"{k}={v}" for k, v in facts.items()), flush=True)
     results = []
     for backend in (("sqlite", "postgres") if args.backend == "both" else (args.backend,)):
-        results.append(bench(args.quick, n_runs=args.runs, reps=args.reps, lease=args.lease, backend=backend))
+        results.append(bench(args.quick, n_runs=args.runs, reps=args.reps, lease=args.lease, backend=backend,
+                             takeover=args.takeover))
         _print(results[-1])
     if args.out:
         args.out.write_text(json.dumps({"machine": facts, "results": results}, indent=2))

@@ -32,6 +32,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NamedTuple, Self
 
 from agentlog.events import Event, blob_refs
+from agentlog.events.packed import Put
 from agentlog.events.rows import Reader
 
 from . import _lease, index, schema
@@ -192,33 +193,9 @@ class SQLStore:
         return item.result
 
     def _commit_group(self, group: list["_Append"], leader: "_Append") -> None:
-        db = self._db
         try:
             with self._errors():
-                db.execute(self.BEGIN_WRITE)
-                try:
-                    now = time.time()
-                    fenced = self._fence(db, group)
-                    try:
-                        located = self._apply_group(db, fenced, now)
-                    except self.CONFLICT:  # not foreseen by the checks: find whose it is
-                        self._forget(fenced)  # a run known here was appended to by another writer
-                        located = None
-                        db.execute("ROLLBACK")
-                        db.execute(self.BEGIN_WRITE)
-                        fenced = self._fence(db, fenced)
-                        for item in fenced:
-                            self._apply(db, item, now, fenced)
-                    for item in fenced:
-                        if item.release and item.error is None:
-                            db.execute(schema.RELEASE_LEASE, (item.lease.run_id, item.lease.token))
-                    self._notify(db, {item.run_id: item.result for item in fenced if item.error is None})
-                    db.execute("COMMIT")
-                except BaseException:
-                    self._forget(group)
-                    _rollback(db)
-                    raise
-                self._remember(fenced, located)
+                self._write_group(self._db, group)
         except Exception as exc:  # the whole transaction failed: every writer in it hears so
             for item in group:
                 item.result, item.error = 0, exc if item is leader else _copy_error(exc)
@@ -228,6 +205,34 @@ class SQLStore:
             raise
         for item in group:
             item.done = True
+
+    def _write_group(self, db: Any, group: list["_Append"]) -> None:
+        """The group's batches in one transaction, committed: each writer's result or error
+        set (a stale or fenced-out batch is left out); raises if the transaction itself fails."""
+        db.execute(self.BEGIN_WRITE)
+        try:
+            now = time.time()
+            fenced = self._fence(db, group)
+            try:
+                located = self._apply_group(db, fenced, now)
+            except self.CONFLICT:  # not foreseen by the checks: find whose it is
+                self._forget(fenced)  # a run known here was appended to by another writer
+                located = None
+                db.execute("ROLLBACK")
+                db.execute(self.BEGIN_WRITE)
+                fenced = self._fence(db, fenced)
+                for item in fenced:
+                    self._apply(db, item, now, fenced)
+            for item in fenced:
+                if item.release and item.error is None:
+                    db.execute(schema.RELEASE_LEASE, (item.lease.run_id, item.lease.token))
+            self._notify(db, {item.run_id: item.result for item in fenced if item.error is None})
+            db.execute("COMMIT")
+        except BaseException:
+            self._forget(group)
+            _rollback(db)
+            raise
+        self._remember(fenced, located)
 
     def _remember(self, items: Sequence["_Append"], located: dict[bytes, Location] | None) -> None:
         """After a commit: each run's index row as the committed batches left it (in order,
@@ -270,12 +275,31 @@ class SQLStore:
         Returns where the chunks the batches refer to are, unless a batch failed to encode
         (it may have stored chunks no event will refer to)."""
         last, before = self._heads(db, group)
+        writer = BlobWriter(db, self._chunks)
+        writes = self._encode_group(db, group, now, last, before, writer.put)
+        writer.finish()
+        if writes.rows:
+            db.executemany(schema.INSERT_EVENT, writes.rows)
+            if writes.shares:
+                db.executemany(schema.INSERT_SHARE, writes.shares)
+            for summary in writes.runs:
+                self._write_run(db, summary, before.get(summary.run_id))
+            for sql, params in writes.queue:
+                db.execute(sql, params)
+        return writer.located if writes.clean else None
+
+    def _encode_group(
+        self, db: Any, group: list["_Append"], now: float, last: dict[str, int], before: dict[str, RunSummary],
+        put: Put,
+    ) -> "_Writes":
+        """The group's rows, given each run's last seq and index row before it (``_heads``):
+        checked in order as if appended one after another, a stale batch, or one that does
+        not encode, left out with its writer's error. ``put`` stores the text's chunks."""
         summaries = dict(before)
         rows: list[tuple] = []
         shares: list[tuple] = []
         queue: list[tuple[str, tuple]] = []
         touched: dict[str, None] = {}
-        writer = BlobWriter(db, self._chunks)
         clean = True
         for item in group:
             run_id, expected_seq = item.run_id, item.expected_seq
@@ -286,7 +310,7 @@ class SQLStore:
             try:
                 share = self._share(db, item, group, now)
                 batch, summary = encode_batch(run_id, item.events, expected_seq, now, summaries.get(run_id),
-                                              writer.put, share[2] if share else 0, item.times)
+                                              put, share[2] if share else 0, item.times)
             except self.DB_ERROR:
                 raise
             except Exception as exc:  # noqa: BLE001 - an event that does not encode: this writer's error
@@ -299,20 +323,11 @@ class SQLStore:
             summaries[run_id] = item.summary = summary
             touched[run_id] = None
             last[run_id] = item.result = expected_seq + len(item.events)
-        writer.finish()
-        if rows:
-            # In key order, so that writers racing on the same runs (processes sharing a
-            # Postgres log) take the keys' locks in one order and cannot deadlock.
-            if len(rows) > 1:
-                rows.sort(key=lambda row: (row[0], row[1]))
-            db.executemany(schema.INSERT_EVENT, rows)
-            if shares:
-                db.executemany(schema.INSERT_SHARE, shares)
-            for run_id in sorted(touched):
-                self._write_run(db, summaries[run_id], before.get(run_id))
-            for sql, params in queue:
-                db.execute(sql, params)
-        return writer.located if clean else None
+        # In key order, so that writers racing on the same runs (processes sharing a
+        # Postgres log) take the keys' locks in one order and cannot deadlock.
+        if len(rows) > 1:
+            rows.sort(key=lambda row: (row[0], row[1]))
+        return _Writes(rows, shares, [summaries[run_id] for run_id in sorted(touched)], queue, clean)
 
     def _heads(self, db: Any, group: list["_Append"]) -> tuple[dict[str, int], dict[str, RunSummary]]:
         """Each run's last seq and index row (where it has one) before the group's batches.
@@ -668,6 +683,16 @@ class VacuumReport(NamedTuple):
     file_after: int
 
 
+
+
+class _Writes(NamedTuple):
+    """What a group's batches write beside their text's chunks."""
+
+    rows: list[tuple]  # event rows, in key order
+    shares: list[tuple]  # shared prefixes (forks)
+    runs: list[RunSummary]  # each run's index row after the group, by run id
+    queue: list[tuple[str, tuple]]  # the queue's statements
+    clean: bool  # no batch failed to encode (one that did may have stored chunks no event refers to)
 
 
 class _Append:

@@ -143,5 +143,17 @@ SELECT_LEASE_TO_CLAIM = schema.SELECT_LEASE + " FOR UPDATE"
 # Workers claiming at once: each skips the queued run another has picked and not committed yet.
 CLAIMABLE_TO_CLAIM = schema.CLAIMABLE.rstrip() + " FOR UPDATE OF queue SKIP LOCKED"
 PACKED_ROWS = "SELECT run_id, seq, data FROM events"
+# The append in two round trips (postgres.py): the group's leases, read locked for share as
+# LEASE_TOKEN does; every chunk of its text already stored, and the id its new pack will take.
+FENCE = "SELECT run_id, owner, token, expires_at FROM leases WHERE run_id = ANY(?) ORDER BY run_id FOR SHARE"
+BLOB_LOCATIONS = "SELECT hash, pack, start, size FROM blobs WHERE hash = ANY(?)"
+NEXT_PACK = "SELECT nextval(pg_get_serial_sequence('packs', 'id'))"
+INSERT_PACK = "INSERT INTO packs (id, codec, data) VALUES (?, ?, ?)"
+# In hash order, so that writers storing the same chunks at once take their keys in one order.
+INSERT_BLOBS = (
+    "INSERT INTO blobs (hash, pack, start, size) "
+    "SELECT * FROM unnest(CAST(? AS BYTEA[]), CAST(? AS BIGINT[]), CAST(? AS INTEGER[]), CAST(? AS INTEGER[])) "
+    "ORDER BY 1 ON CONFLICT (hash) DO NOTHING"
+)
 NOTIFY = "SELECT pg_notify('agentlog_events', CAST(? AS TEXT) || ':' || CAST(? AS TEXT))"
 DATABASE_SIZE = "SELECT pg_database_size(current_database())"

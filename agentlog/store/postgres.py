@@ -12,6 +12,16 @@ append's transaction with the lease row locked for share, so a takeover waits fo
 append under way, and an append after the takeover sees the new token. Every append
 sends ``pg_notify('agentlog_events', 'run_id:last_seq')`` as it commits: a hint for
 readers, who re-read by seq.
+
+Each statement is a round trip to the server, so an append is written in two (psycopg's
+pipeline mode): the text's chunks are cut and hashed before the transaction; one round
+trip begins it, reads the leases, the index rows and last seqs of runs this store does
+not know (``SQLStore._heads``) and where the chunks it does not know are stored; the rows
+are encoded; and a second round trip writes the new chunks' pack, the rows, the index,
+the queue, the lease given up by a run's last append and the notification, and commits.
+The checks and the rows are the shared store's (``SQLStore._encode_group``); a fork's
+shared prefix, and a race the checks did not foresee, take the general path, a statement
+at a time.
 """
 
 from __future__ import annotations
@@ -19,16 +29,19 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import errors, pq
 
-from . import pgschema
-from ._base import SQLStore, _rollback
-from ._batch import check_schema_version
+from agentlog.events import pack
+
+from . import _lease, pgschema, schema
+from ._base import SQLStore, _Append, _rollback
+from ._batch import check_schema_version, fork_point
+from .blobs import Location, deflate, digest, spans
 from .errors import LogUnavailable, SchemaError, StoreError
 from .url import password_of, redact, scrub
 
@@ -57,8 +70,20 @@ class Connection:
     """A psycopg connection (autocommit: transactions are begun and ended by statements, as
     the shared code does with sqlite3) behind sqlite3's ``execute`` / ``executemany``."""
 
-    def __init__(self, conn: psycopg.Connection[Any]):
+    def __init__(self, conn: psycopg.Connection[Any], reconnect: Callable[[], psycopg.Connection[Any]]):
         self.conn = conn
+        self._reconnect = reconnect
+
+    def renew(self) -> None:
+        """A new session in place of this one, after a pipeline failed: psycopg (3.2, 3.3) can
+        then keep a statement as prepared that the server skipped, whose next use fails. Kept
+        as it is if the server cannot be reached (the error that led here says so)."""
+        try:
+            conn = self._reconnect()
+        except psycopg.Error:
+            return
+        old, self.conn = self.conn, conn
+        old.close()
 
     def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> psycopg.RawCursor[Any]:
         cursor = self.conn.cursor()
@@ -104,6 +129,7 @@ class PostgresStore(SQLStore):
     # wait for the appends under way and keep new ones out: vacuum can never drop a pack that
     # an append has just found a chunk in.
     BEGIN_WRITE = "BEGIN; LOCK TABLE events IN ROW EXCLUSIVE MODE"
+    BEGIN_PIPELINED = ("BEGIN", "LOCK TABLE events IN ROW EXCLUSIVE MODE")  # the same, a statement each
     BEGIN_MAINTENANCE = "BEGIN; LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"
     CONFLICT = (errors.UniqueViolation, errors.DeadlockDetected)
     KEY_TAKEN = (errors.UniqueViolation,)
@@ -128,12 +154,13 @@ class PostgresStore(SQLStore):
         self.where = redact(url)
         self._secret = password_of(url)
         options = {} if "connect_timeout" in url else {"connect_timeout": max(1, round(connect_timeout))}
+        connect = functools.partial(psycopg.connect, url, autocommit=True, cursor_factory=psycopg.RawCursor,
+                                    application_name="agentlog", **options)
         try:
-            conn = psycopg.connect(url, autocommit=True, cursor_factory=psycopg.RawCursor,
-                                   application_name="agentlog", **options)
+            conn = connect()
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.where}: {one_line(exc, self._secret)}") from None
-        self._db = Connection(conn)
+        self._db = Connection(conn, connect)
         self._start()
         try:
             with self._errors():
@@ -184,6 +211,77 @@ class PostgresStore(SQLStore):
     def _errors(self) -> AbstractContextManager[None]:
         return translate_errors(self.where, self._secret)
 
+    def _write_group(self, db: Any, group: list[_Append]) -> None:
+        if any(fork_point(item.events, item.expected_seq, item.times) for item in group):
+            super()._write_group(db, group)  # a fork's prefix is checked against its parent's rows
+            return
+        try:
+            fenced, located = self._write_pipelined(db, group)
+        except self.CONFLICT:  # a writer of another process got in between: find whose batch is stale
+            self._forget(group)
+            _rollback(db)
+            super()._write_group(db, group)
+            return
+        except BaseException:
+            self._forget(group)
+            _rollback(db)
+            raise
+        self._remember(fenced, located)
+
+    def _write_pipelined(self, db: Connection, group: list[_Append]) -> tuple[list[_Append], Any]:
+        """The group's transaction in two round trips (see the module's docstring)."""
+        blobs = _Prefetched(db, group, self._chunks)
+        failed: psycopg.Error | None = None
+        try:
+            with db.conn.pipeline():
+                try:
+                    done = self._pipelined(db, group, blobs)
+                except psycopg.Error as exc:  # raised at the pipeline's end instead (psycopg would log
+                    failed = exc              # the abort of the statements behind it as a warning)
+        except psycopg.Error as exc:  # a statement failed, and those behind it were skipped
+            failed = failed or exc
+        except BaseException:
+            db.renew()
+            raise
+        if failed is not None:
+            db.renew()  # the failed transaction goes with the old session
+            raise failed
+        return done
+
+    def _pipelined(self, db: Connection, group: list[_Append], blobs: "_Prefetched") -> tuple[list[_Append], Any]:
+        for statement in self.BEGIN_PIPELINED:
+            db.execute(statement)
+        leased = sorted({item.lease.run_id for item in group if item.lease is not None})
+        leases = db.execute(pgschema.FENCE, (leased,)) if leased else None
+        blobs.look_up()
+        last, before = self._heads(db, group)  # reads the runs it does not know: the first round trip
+        now = time.time()
+        held = {row[0]: row[1:] for row in leases.fetchall()} if leases else {}
+        fenced = []
+        for item in group:  # the fence, as SQLStore._fence
+            if item.lease is not None:
+                run_id, token = item.lease.run_id, item.lease.token
+                row = held.get(run_id)
+                if row is None or row[0] is None or row[1] != token:
+                    item.result, item.error = 0, _lease.lost(run_id, token, row)
+                    continue
+            fenced.append(item)
+        writes = self._encode_group(db, fenced, now, last, before, blobs.put)
+        blobs.finish()
+        # A statement per row, not executemany, which waits for its results inside a pipeline:
+        # the writes' errors (a key another process took) come at the pipeline's end.
+        passed = [item for item in fenced if item.error is None]
+        for sql, params in [*((schema.INSERT_EVENT, row) for row in writes.rows),
+                            *((schema.UPSERT_RUN, summary.as_row()) for summary in writes.runs),
+                            *writes.queue,
+                            *((schema.RELEASE_LEASE, (item.lease.run_id, item.lease.token))
+                              for item in passed if item.release),
+                            *((pgschema.NOTIFY, last) for last in sorted((item.run_id, item.result)
+                                                                         for item in passed))]:
+            db.execute(sql, params)
+        db.execute("COMMIT")  # the second round trip: sent as the pipeline ends
+        return fenced, blobs.located if writes.clean else None
+
     def _notify(self, db: Any, last: dict[str, int]) -> None:
         db.executemany(pgschema.NOTIFY, sorted(last.items()))
 
@@ -196,3 +294,74 @@ class PostgresStore(SQLStore):
         self._db.execute("VACUUM packs")
         self._db.execute("VACUUM blobs")
 
+
+class _Prefetched:
+    """The blob writer of a pipelined append: every chunk of the group's text is cut and
+    hashed before the transaction (the events packed once without storing anything), those
+    whose location this store does not know are looked up in the transaction's first round
+    trip, and ``put`` then answers from them; the new chunks go in one pack, whose id is
+    taken beforehand, written with their locations in the second round trip. A chunk
+    another writer stores meanwhile is kept in this pack too (this group's rows refer to it
+    here; ``blobs`` keeps the other location). ``known``: as ``BlobWriter``'s.
+    """
+
+    def __init__(self, db: Connection, group: list[_Append], known: Mapping[bytes, Location]):
+        self._db = db
+        self._known = known
+        self._digests: dict[bytes, bytes] = {}
+        for item in group:
+            for event in item.events:
+                try:
+                    pack(event, self._collect)
+                except Exception:  # noqa: BLE001 - an event that does not encode fails its own batch later
+                    break
+        self._seen: dict[bytes, Location] = {}
+        self._pending: list[Any] = []
+        self._pack: int | None = None
+        self._parts: list[bytes] = []
+        self._new: list[tuple[bytes, int, int, int]] = []
+        self._size = 0
+
+    def _collect(self, chunks: list[bytes]) -> list[int]:
+        for chunk in chunks:
+            if chunk not in self._digests:
+                self._digests[chunk] = digest(chunk)
+        return []
+
+    def look_up(self) -> None:
+        """Send the lookups (in the transaction's first round trip)."""
+        unknown = list({key for key in self._digests.values() if key not in self._known})
+        if unknown:
+            self._pending = [self._db.execute(pgschema.BLOB_LOCATIONS, (unknown,)),
+                             self._db.execute(pgschema.NEXT_PACK)]
+
+    def put(self, chunks: list[bytes]) -> list[int]:
+        if self._pending:
+            locations, next_pack = self._pending
+            self._seen.update((bytes(row[0]), tuple(row[1:])) for row in locations.fetchall())
+            self._pack = next_pack.fetchone()[0]
+            self._pending = []
+        return spans(self._locate(chunk) for chunk in chunks)
+
+    def _locate(self, chunk: bytes) -> Location:
+        key = self._digests.get(chunk) or digest(chunk)
+        found = self._seen.get(key) or self._known.get(key)
+        if found is None:
+            if self._pack is None:  # a chunk the first pass did not see: a round trip for an id
+                self._pack = self._db.execute(pgschema.NEXT_PACK).fetchone()[0]
+            self._seen[key] = found = (self._pack, self._size, len(chunk))
+            self._new.append((key, *found))
+            self._parts.append(chunk)
+            self._size += len(chunk)
+        return found
+
+    @property
+    def located(self) -> dict[bytes, Location]:
+        """The chunks this writer looked up or stored, by hash: where they are."""
+        return self._seen
+
+    def finish(self) -> None:
+        """Send the new chunks' pack and locations (in the transaction's second round trip)."""
+        if self._new:
+            self._db.execute(pgschema.INSERT_PACK, (self._pack, *deflate(b"".join(self._parts))))
+            self._db.execute(pgschema.INSERT_BLOBS, [list(column) for column in zip(*self._new)])
