@@ -2,17 +2,20 @@
 
 ``python -m bench.workers [--quick] [--runs N] [--reps N] [--backend sqlite|postgres|both] [--no-takeover]``
 
-The server is tests/fake_openai.py in a child process; the workers are ``agentlog worker``
-processes on one log: an SQLite file, or a database in a throwaway PostgreSQL cluster
-(tests/postgres.py: Debian's server binaries, fsync off as in the tests). They are started on an empty log and left to go idle; then all runs
-are queued in one transaction and the clock runs until the last one has finished. Every
-configuration has the same runs in flight at once (``--concurrency`` = runs / workers), so
-what changes is how many processes (and so CPUs) share the work. A run is research ->
-write -> review -> write -> review (``max_iterations=2``): 5 calls, so its own wall time
-alone is the ideal for the whole batch; efficiency = ideal / actual, as in benchmark 4.
-The throughput ratio to one worker is what a second process buys; beside it, the CPU the
-worker processes used (from /proc) per run and per wall second ("cores used"): a second
-worker can only help as far as the machine gives it a core.
+The server is tests/fake_openai.py in a child process, writing each (streamed) answer in
+one piece; the workers are ``agentlog worker`` processes on one log: an SQLite file, or a
+database in a throwaway PostgreSQL cluster (tests/postgres.py: Debian's server binaries,
+fsync off as in the tests). They are started on an empty log and left to go idle; then all
+runs are queued in one transaction and the clock runs until the last one has finished.
+Every configuration has the same runs in flight at once (``--concurrency`` = runs /
+workers), so what changes is how many processes (and so CPUs) share the work. A run is
+research -> write -> review -> write -> review (``max_iterations=2``): 5 calls, so its own
+wall time alone is the ideal for the whole batch; efficiency = ideal / actual, as in
+benchmark 4. The throughput ratio to one worker is what a second process buys; beside it,
+the CPU the worker processes used (from /proc) per run and per wall second ("cores used"),
+and per run that of what shares the cores with them: the answering server, the database
+server's processes and the bench itself (it queues the runs and polls for their end). A
+second worker can only help as far as the machine gives it a core.
 
 Then the takeover, against a server answering in 500 ms (so runs are still in hand once a
 second worker is up): one worker drives 4 runs, a second waits idle beside it, the first
@@ -47,13 +50,16 @@ TAKEOVER_DELAY = 0.5
 
 class _Server:
     """tests/fake_openai.py in a child process (its complaints about connections cut by a
-    SIGKILLed worker go nowhere)."""
+    SIGKILLed worker go nowhere), writing each answer in one piece (``--whole-streams``: the
+    same bytes a word-by-word stream sends, in one write): it shares the machine's cores
+    with the workers, which a real model server would not."""
 
     def __init__(self, delay: float):
         self._dir = tempfile.mkdtemp(prefix="agentlog-bench-")
         port_file = os.path.join(self._dir, "url")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_openai", "--delay", str(delay), "--port-file", port_file],
+            [sys.executable, "-m", "tests.fake_openai", "--delay", str(delay), "--port-file", port_file,
+             "--whole-streams"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30

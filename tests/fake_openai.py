@@ -59,13 +59,17 @@ class Fault:
 
 class FakeOpenAIServer:
     def __init__(self, *, delay: float = 0.0, responder: Callable[[dict], dict] | None = None,
-                 down: dict[str, int] | None = None, streaming: str = "sse", chunk_delay: float = 0.0):
+                 down: dict[str, int] | None = None, streaming: str = "sse", chunk_delay: float = 0.0,
+                 whole_streams: bool = False):
         if streaming not in ("sse", "json", "reject"):
             raise ValueError(f"streaming is 'sse', 'json' or 'reject', not {streaming!r}")
         self.delay = delay
         self.responder = responder
         self.down = dict(down or {})  # model name -> the HTTP status every request for it gets
         self.streaming, self.chunk_delay = streaming, chunk_delay
+        # For benchmarks: an answer sent in one write, a streamed one's chunks too (the same
+        # bytes, one write instead of one per word), unless a fault cuts it or chunks are paced.
+        self.whole_streams = whole_streams
         self.chunks_sent = 0  # streamed chunks written, over all requests
         self.chunk_sent = threading.Condition()
         self.requests: list[dict[str, Any]] = []
@@ -139,6 +143,9 @@ class FakeOpenAIServer:
             # Headers and body go out in separate writes: without this, each answer waits
             # ~40 ms for the client's delayed ACK.
             disable_nagle_algorithm = True
+            # Whole streams: the headers and the body leave in one write too (sent as the
+            # request ends, or at an explicit flush).
+            wbufsize = 1 << 16 if server.whole_streams else 0
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -234,6 +241,18 @@ class FakeOpenAIServer:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
+                if server.whole_streams and drop_after is None and not server.chunk_delay:
+                    frames = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n", b""]
+                    try:
+                        self.wfile.write(b"".join(b"%x\r\n%s\r\n" % (len(f), f) for f in frames))
+                        self.wfile.flush()
+                    except OSError:
+                        self.close_connection = True
+                        return
+                    with server.chunk_sent:
+                        server.chunks_sent += len(chunks)
+                        server.chunk_sent.notify_all()
+                    return
                 try:
                     for n, c in enumerate(chunks):
                         if drop_after is not None and n >= drop_after:
@@ -274,8 +293,10 @@ def main() -> None:
     parser.add_argument("--port-file")
     parser.add_argument("--streaming", choices=["sse", "json", "reject"], default="sse")
     parser.add_argument("--chunk-delay", type=float, default=0.0)
+    parser.add_argument("--whole-streams", action="store_true", help="write a streamed answer in one piece")
     args = parser.parse_args()
-    server = FakeOpenAIServer(delay=args.delay, streaming=args.streaming, chunk_delay=args.chunk_delay).start()
+    server = FakeOpenAIServer(delay=args.delay, streaming=args.streaming, chunk_delay=args.chunk_delay,
+                              whole_streams=args.whole_streams).start()
     if args.port_file:
         with open(args.port_file, "w") as fh:
             fh.write(server.base_url)

@@ -173,3 +173,16 @@ def test_workers_claiming_at_once_take_different_queued_runs(pg_url):
     finally:
         for store in stores:
             store.close()
+
+
+def test_text_another_session_stored_is_referred_to_not_stored_again(pg_url):
+    # An append looks up every chunk of its text at once (not one round trip per chunk):
+    # what another session stored is found there and referred to.
+    text = "A paragraph long enough to be stored apart from its row.\n" * 40
+    with PostgresStore(pg_url) as first, PostgresStore(pg_url) as second:
+        first.append("r1", [started("one"), DraftReady(iteration=1, draft=text, call_id="c1")], 0)
+        second.append("r2", [started("two"), DraftReady(iteration=1, draft=text, call_id="c2")], 0)
+        with psycopg.connect(pg_url) as db:
+            assert db.execute("SELECT count(*) FROM packs").fetchone() == (1,)
+        assert second.read("r2")[1].event.draft == text
+        assert first.read("r2") == second.read("r2") and second.read("r1") == first.read("r1")

@@ -155,5 +155,17 @@ INSERT_BLOBS = (
     "SELECT * FROM unnest(CAST(? AS BYTEA[]), CAST(? AS BIGINT[]), CAST(? AS INTEGER[]), CAST(? AS INTEGER[])) "
     "ORDER BY 1 ON CONFLICT (hash) DO NOTHING"
 )
+# The claim in two round trips (postgres.py): the pick, with a lease row made for a run never
+# leased (so that there is a row to lock); then the lease taken if nobody holds it live.
+PICK_TO_CLAIM = f"""
+    WITH pick AS ({CLAIMABLE_TO_CLAIM}),
+    ensure AS (INSERT INTO leases (run_id, owner, token, expires_at, acquired_at)
+               SELECT run_id, NULL, 0, 0, 0 FROM pick ON CONFLICT (run_id) DO NOTHING)
+    SELECT run_id FROM pick
+"""
+TAKE_LEASE = (
+    "UPDATE leases SET owner = ?, token = token + 1, expires_at = ?, acquired_at = ? "
+    "WHERE run_id = ? AND (owner IS NULL OR expires_at <= ?) RETURNING token"
+)
 NOTIFY = "SELECT pg_notify('agentlog_events', CAST(? AS TEXT) || ':' || CAST(? AS TEXT))"
 DATABASE_SIZE = "SELECT pg_database_size(current_database())"

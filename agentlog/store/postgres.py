@@ -31,7 +31,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors, pq
@@ -43,10 +43,12 @@ from ._base import SQLStore, _Append, _rollback
 from ._batch import check_schema_version, fork_point
 from .blobs import Location, deflate, digest, spans
 from .errors import LogUnavailable, SchemaError, StoreError
+from .records import Lease
 from .url import password_of, redact, scrub
 
 __all__ = ["PostgresStore"]
 
+_T = TypeVar("_T")
 _PLACEHOLDER = re.compile(r"\?(\d*)")
 _IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR, pq.TransactionStatus.ACTIVE)
 
@@ -73,6 +75,27 @@ class Connection:
     def __init__(self, conn: psycopg.Connection[Any], reconnect: Callable[[], psycopg.Connection[Any]]):
         self.conn = conn
         self._reconnect = reconnect
+
+    def pipelined(self, work: Callable[[], _T]) -> _T:
+        """``work()`` in psycopg's pipeline mode: its statements go out together, and each
+        result it fetches is a round trip. An error of any statement is raised once the
+        pipeline has ended (the statements behind it were skipped), the session renewed."""
+        failed: psycopg.Error | None = None
+        try:
+            with self.conn.pipeline():
+                try:
+                    result = work()
+                except psycopg.Error as exc:  # raised at the pipeline's end instead (psycopg would log
+                    failed = exc              # the abort of the statements behind it as a warning)
+        except psycopg.Error as exc:
+            failed = failed or exc
+        except BaseException:
+            self.renew()
+            raise
+        if failed is not None:
+            self.renew()  # the failed transaction goes with the old session
+            raise failed
+        return result
 
     def renew(self) -> None:
         """A new session in place of this one, after a pipeline failed: psycopg (3.2, 3.3) can
@@ -231,22 +254,7 @@ class PostgresStore(SQLStore):
     def _write_pipelined(self, db: Connection, group: list[_Append]) -> tuple[list[_Append], Any]:
         """The group's transaction in two round trips (see the module's docstring)."""
         blobs = _Prefetched(db, group, self._chunks)
-        failed: psycopg.Error | None = None
-        try:
-            with db.conn.pipeline():
-                try:
-                    done = self._pipelined(db, group, blobs)
-                except psycopg.Error as exc:  # raised at the pipeline's end instead (psycopg would log
-                    failed = exc              # the abort of the statements behind it as a warning)
-        except psycopg.Error as exc:  # a statement failed, and those behind it were skipped
-            failed = failed or exc
-        except BaseException:
-            db.renew()
-            raise
-        if failed is not None:
-            db.renew()  # the failed transaction goes with the old session
-            raise failed
-        return done
+        return db.pipelined(lambda: self._pipelined(db, group, blobs))
 
     def _pipelined(self, db: Connection, group: list[_Append], blobs: "_Prefetched") -> tuple[list[_Append], Any]:
         for statement in self.BEGIN_PIPELINED:
@@ -281,6 +289,33 @@ class PostgresStore(SQLStore):
             db.execute(sql, params)
         db.execute("COMMIT")  # the second round trip: sent as the pipeline ends
         return fenced, blobs.located if writes.clean else None
+
+    def claim_run(self, owner: str, ttl: float) -> Lease | None:
+        # As SQLStore.claim_run, in two round trips: the pick (and a lease row for a run never
+        # leased), then the lease taken unless another claimant took it since, and the commit.
+        ttl = _lease.check_ttl(ttl)
+        if not self._fetch(schema.CLAIMABLE, (time.time(),)):  # idle polls take no lock
+            return None
+        with self._lock, self._errors():
+            db = self._db
+            now = time.time()
+
+            def claim() -> tuple[str, Any] | None:
+                for statement in self.BEGIN_PIPELINED:
+                    db.execute(statement)
+                picked = db.execute(pgschema.PICK_TO_CLAIM, (now,)).fetchone()
+                taken = None if picked is None else db.execute(
+                    pgschema.TAKE_LEASE, (owner, now + ttl, now, picked[0], now))
+                db.execute("COMMIT")
+                return None if taken is None else (picked[0], taken)
+
+            try:
+                claimed = db.pipelined(claim)
+            except BaseException:
+                _rollback(db)
+                raise
+            token = claimed[1].fetchone() if claimed is not None else None
+        return None if token is None else Lease(claimed[0], owner, token[0], now + ttl)
 
     def _notify(self, db: Any, last: dict[str, int]) -> None:
         db.executemany(pgschema.NOTIFY, sorted(last.items()))
