@@ -8,7 +8,7 @@ import pytest
 
 from agentlog.events import LLMCallFailed, RunStarted
 from agentlog.actors import agent_configs
-from agentlog.store import ConcurrencyError, SQLiteStore
+from agentlog.store import ConcurrencyError, LeaseHeld, SQLiteStore
 
 
 def _started(task: str) -> RunStarted:
@@ -86,4 +86,42 @@ def test_a_batch_that_does_not_encode_fails_alone(tmp_path):
         store.append("bad", [object()], 0)  # type: ignore[list-item]
     assert store.append("good", [_started("t")], 0) == 1
     assert store.last_seq("bad") == 0
+    store.close()
+
+
+def test_new_runs_claiming_their_lease_commit_in_groups_each_with_its_own_outcome(tmp_path):
+    # A new run's first events and its lease (acquire_lease(first=...)) queue like any batch:
+    # a refused claim or a stale batch fails its writer alone, and takes no lease.
+    store = SQLiteStore(tmp_path / "log.db")
+    store.acquire_lease("held", "host-a:1", 30)  # a live lease on a run id with no events yet
+    store.append("exists", [_started("old")], 0)
+    runs = 16
+    barrier = threading.Barrier(runs + 3)
+    outcomes: dict[str, object] = {}
+
+    def claim(run_id: str) -> None:
+        barrier.wait()
+        try:
+            outcomes[run_id] = store.acquire_lease(run_id, "host-b:2", 30, first=[_started(run_id)])
+        except Exception as exc:  # noqa: BLE001 - compared below
+            outcomes[run_id] = exc
+
+    def append(run_id: str) -> None:
+        barrier.wait()
+        outcomes["append"] = store.append(run_id, [_failed(1)], 1)
+
+    threads = [threading.Thread(target=claim, args=(f"new-{n:02d}",)) for n in range(runs)]
+    threads += [threading.Thread(target=claim, args=("held",)), threading.Thread(target=claim, args=("exists",)),
+                threading.Thread(target=append, args=("exists",))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for n in range(runs):
+        lease = outcomes[f"new-{n:02d}"]
+        assert store.lease(f"new-{n:02d}") == lease and store.last_seq(f"new-{n:02d}") == 1
+    assert isinstance(outcomes["held"], LeaseHeld) and store.last_seq("held") == 0
+    assert store.lease("held").owner == "host-a:1"
+    assert isinstance(outcomes["exists"], ConcurrencyError) and store.lease("exists") is None
+    assert outcomes["append"] == 2 and [s.seq for s in store.read("exists")] == [1, 2]
     store.close()

@@ -93,6 +93,7 @@ class Orchestrator(PooledActor):
         self.lineage: list[str] = []
         self.answers = OwnAnswers(run_id)  # the run's own answers, for reuse
         self.in_flight: set[str] = set()
+        self.digests: dict[str, str] = {}  # call id -> the hash of the request sent, while it is out
         self.pending: list[Event] = []  # folded, not yet in the log
         self.tools_in_flight: set[tuple[str, str]] = set()
         self._ancestor_results: dict[tuple[str, str], tuple[CallRef, ToolReturned]] | None = None
@@ -187,11 +188,12 @@ class Orchestrator(PooledActor):
                 )])
                 if f.gave_up:
                     self.in_flight.discard(call_id)
+                    self.digests.pop(call_id, None)
             case CallCompleted(call_id, agent, c):
                 self.in_flight.discard(call_id)
-                call = self.state.calls[call_id]
+                digest = self.digests.pop(call_id, None) or request_hash(self.state.calls[call_id].request)
                 self._append([LLMCallAnswered(
-                    call_id=call_id, agent=agent, request_hash=request_hash(call.request),
+                    call_id=call_id, agent=agent, request_hash=digest,
                     content=c.content, tool_calls=[ToolCall(*t) for t in c.tool_calls],
                     usage=Usage(c.prompt_tokens, c.completion_tokens, c.prompt_tokens + c.completion_tokens),
                     latency_ms=round(c.latency_ms, 3), model=c.model,
@@ -286,6 +288,7 @@ class Orchestrator(PooledActor):
             raise KeyError(f"run {self.run_id} has no agent {command.agent!r}")
         self._flush()
         self.in_flight.add(command.call_id)
+        self.digests[command.call_id] = digest
         live = LiveAnswer(self.store, self.run_id, command.call_id, command.agent, command.request,
                           watcher=self.watcher)
         context = CallContext(run_id=self.run_id, agent=command.agent, step=command.step, attempt=command.attempt,

@@ -99,7 +99,8 @@ class RunHandle:
         # The orchestrator never waits on the network: once it has stopped, the run's lease
         # is released and its future settled, so the run can be resumed at once.
         try:
-            self._orchestrator.stop(block=True, timeout=max(grace, 5.0))
+            if self._orchestrator.is_alive():  # a run that ended stopped its orchestrator itself
+                self._orchestrator.stop(block=True, timeout=max(grace, 5.0))
         except pykka.Timeout:
             pass
         if self._released.acquire(blocking=False):

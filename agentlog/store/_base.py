@@ -38,7 +38,7 @@ from agentlog.events.rows import Reader
 from . import _lease, index, schema
 from ._batch import answers_to, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds, queue_writes
 from .blobs import BlobReader, BlobWriter, Location, PackCache, packs_of
-from .errors import ConcurrencyError, LeaseLost, RunNotFound, StoreError
+from .errors import ConcurrencyError, LeaseHeld, LeaseLost, RunNotFound, StoreError
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 
 
@@ -114,10 +114,17 @@ class SQLStore:
         if release and lease is None:
             raise ValueError("release=True gives up the lease the batch is appended under: pass lease")
         mine = _Append(run_id, events, expected_seq, lease, release=release)
+        self._submit(mine)
+        return mine.result
+
+    def _submit(self, mine: "_Append") -> None:
+        """Queue a batch for the next group commit and return once it is committed (or raise its error)."""
         with self._group:
             self._queued.append(mine)
             leading = not self._leading
             self._leading = True
+            if not leading:  # only a writer that waits needs waking (made before a leader can see it)
+                mine.wake = threading.Event()
         # While a leader commits, batches queue up; it then wakes their writers and hands
         # the lead to the first batch queued meanwhile, which commits them all.
         if not leading:
@@ -139,7 +146,6 @@ class SQLStore:
                     successor.wake.set()
         if mine.error is not None:
             raise mine.error
-        return mine.result
 
     def append_all(self, batches: Sequence[tuple[str, Sequence[Event], int]]) -> list[int]:
         """Append ``(run_id, events, expected_seq)`` batches of different runs in one transaction:
@@ -212,7 +218,7 @@ class SQLStore:
         db.execute(self.BEGIN_WRITE)
         try:
             now = time.time()
-            fenced = self._fence(db, group)
+            fenced = self._fence(db, group, now)
             try:
                 located = self._apply_group(db, fenced, now)
             except self.CONFLICT:  # not foreseen by the checks: find whose it is
@@ -220,11 +226,15 @@ class SQLStore:
                 located = None
                 db.execute("ROLLBACK")
                 db.execute(self.BEGIN_WRITE)
-                fenced = self._fence(db, fenced)
+                fenced = self._fence(db, fenced, now)
                 for item in fenced:
                     self._apply(db, item, now, fenced)
             for item in fenced:
-                if item.release and item.error is None:
+                if item.error is None and item.claim is not None:
+                    claimed = item.claimed
+                    db.execute(schema.CLAIM_LEASE, (claimed.run_id, claimed.owner, claimed.token,
+                                                    claimed.expires_at, now))
+                if item.error is None and item.release:
                     db.execute(schema.RELEASE_LEASE, (item.lease.run_id, item.lease.token))
             self._notify(db, {item.run_id: item.result for item in fenced if item.error is None})
             db.execute("COMMIT")
@@ -255,12 +265,23 @@ class SQLStore:
         for item in items:
             self._known.pop(item.run_id, None)
 
-    def _fence(self, db: Any, group: list["_Append"]) -> list["_Append"]:
+    def _fence(self, db: Any, group: list["_Append"], now: float) -> list["_Append"]:
         """The batches whose writer still holds the lease it appends under (or needs none);
-        the others get ``LeaseLost``. One step of the append transaction, before the batches."""
+        the others get ``LeaseLost``. A batch that claims its run's lease (a new run's first
+        events) may, or gets ``LeaseHeld``; the claim is written with the batch. One step of
+        the append transaction, before the batches."""
         passed = []
         for item in group:
-            if item.lease is not None:
+            if item.claim is not None:
+                owner, ttl, take_over = item.claim
+                db.execute(schema.ENSURE_LEASE, (item.run_id,))
+                row = db.execute(self.SELECT_LEASE_TO_CLAIM, (item.run_id,)).fetchone()
+                try:
+                    item.claimed = _lease.claim(item.run_id, owner, ttl, take_over, row, now)
+                except LeaseHeld as exc:
+                    item.result, item.error = 0, exc
+                    continue
+            elif item.lease is not None:
                 run_id, token = item.lease.run_id, item.lease.token
                 if not _lease.holds(token, db.execute(self.LEASE_TOKEN, (run_id,)).fetchone()):
                     row = db.execute(schema.SELECT_LEASE, (run_id,)).fetchone()
@@ -442,21 +463,17 @@ class SQLStore:
         new run's first events, appended in the same transaction (``ConcurrencyError`` if the
         run has events; then, as on any refusal, neither the events nor the lease are taken).
         """
-        item = _Append(run_id, first, 0)
-        with self._lock, self._errors():
-            with self._write() as db:
-                now = time.time()
-                db.execute(schema.ENSURE_LEASE, (run_id,))
-                row = db.execute(self.SELECT_LEASE_TO_CLAIM, (run_id,)).fetchone()
-                lease = _lease.claim(run_id, owner, ttl, take_over, row, now)
-                db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
-                if first:
-                    located = self._apply_group(db, [item], now)
-                    if item.error is not None:
-                        raise item.error
-                    self._notify(db, {run_id: item.result})
-            if first:
-                self._remember([item], located)
+        if first:  # committed as an append is, in a group with other writers' batches
+            item = _Append(run_id, first, 0, claim=(owner, _lease.check_ttl(ttl), take_over))
+            self._submit(item)
+            assert item.claimed is not None
+            return item.claimed
+        with self._lock, self._errors(), self._write() as db:
+            now = time.time()
+            db.execute(schema.ENSURE_LEASE, (run_id,))
+            row = db.execute(self.SELECT_LEASE_TO_CLAIM, (run_id,)).fetchone()
+            lease = _lease.claim(run_id, owner, ttl, take_over, row, now)
+            db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
         return lease
 
     def renew_lease(self, lease: Lease, ttl: float) -> Lease:
@@ -698,19 +715,22 @@ class _Writes(NamedTuple):
 class _Append:
     """One writer's batch, waiting in the queue for a group commit."""
 
-    __slots__ = ("run_id", "events", "expected_seq", "lease", "release", "times", "result", "error", "done", "wake",
-                 "summary")
+    __slots__ = ("run_id", "events", "expected_seq", "lease", "release", "claim", "claimed", "times", "result",
+                 "error", "done", "wake", "summary")
 
     def __init__(self, run_id: str, events: Sequence[Event], expected_seq: int, lease: Lease | None = None,
-                 times: Sequence[float] | None = None, release: bool = False):
+                 times: Sequence[float] | None = None, release: bool = False,
+                 claim: tuple[str, float, int | None] | None = None):
         self.run_id, self.events, self.expected_seq, self.lease = run_id, events, expected_seq, lease
         self.release = release  # give the lease up with the batch
+        self.claim = claim  # (owner, ttl, take_over): take the run's lease with the batch
+        self.claimed: Lease | None = None  # the lease so taken
         self.times = times  # each event's recorded_at, when copied from another log
         self.result = expected_seq
         self.error: BaseException | None = None
         self.summary: RunSummary | None = None  # the run's index row after this batch
         self.done = False
-        self.wake = threading.Event()  # set when done, or when this batch's writer must lead
+        self.wake: threading.Event | None = None  # set when done, or when this batch's writer must lead
 
     def at(self, now: float) -> float:
         """When the batch is recorded: ``now``, or its first event's own time when copied."""

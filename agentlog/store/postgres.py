@@ -235,8 +235,10 @@ class PostgresStore(SQLStore):
         return translate_errors(self.where, self._secret)
 
     def _write_group(self, db: Any, group: list[_Append]) -> None:
-        if any(fork_point(item.events, item.expected_seq, item.times) for item in group):
-            super()._write_group(db, group)  # a fork's prefix is checked against its parent's rows
+        if any(item.claim is not None or fork_point(item.events, item.expected_seq, item.times) for item in group):
+            # A fork's prefix is checked against its parent's rows; a new run's lease is claimed
+            # (acquire_lease(first=...)): both as SQLStore writes a group.
+            super()._write_group(db, group)
             return
         try:
             fenced, located = self._write_pipelined(db, group)
