@@ -4,12 +4,14 @@ process; it runs model calls and tools off its mailbox, so one slow call holds u
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import pykka
 
-from agentlog.models import AttemptFailure, CallFailed, Gateway
+from agentlog.models import AttemptFailure, CallFailed, Completion, Gateway
+from agentlog.models.inprocess import Overtaken
 
 from .dispatch import PooledActor
 from .messages import AgentCrashed, AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
@@ -24,6 +26,10 @@ class AgentActor(PooledActor):
     One agent serves every run of the process that uses its role and gateway: its mailbox
     hands each call and tool to the dispatcher, where it runs on a thread of its own while it
     blocks, so calls of different runs go out at once (see ``dispatch.py``).
+
+    An in-process model runs inline on the call's thread; if it overruns the run's timeout,
+    the rest of the call (its ``timeout`` failure, the retries) goes on on another thread
+    (``_resume``) and the late answer is dropped (``gateway.complete``'s ``handoff``).
 
     Whatever a tool or a model client raises is reported as a result or a failed attempt.
     Anything worse (a ``BaseException``, or the report itself failing) ends that call, and
@@ -45,12 +51,12 @@ class AgentActor(PooledActor):
             self._crashed(message, exc)
         return None
 
-    def _work(self, message: CallRequest | ToolRequest) -> None:
+    def _work(self, message: CallRequest | ToolRequest, resume: Callable[[], Completion] | None = None) -> None:
         try:
             if isinstance(message, ToolRequest):
                 self._run_tool(message)
             else:
-                self._call(message)
+                self._call(message, resume)
         except pykka.ActorDeadError:
             pass  # the run ended while this agent worked: nobody to tell
         except BaseException as exc:  # noqa: BLE001 - contained: only this call's run hears of it
@@ -75,16 +81,31 @@ class AgentActor(PooledActor):
             message.reply_to.tell(ToolCompleted(message.call_id, message.tool_call_id, message.tool.name,
                                                 result, bool(is_error)))
 
-    def _call(self, message: CallRequest) -> None:
+    def _resume(self, message: CallRequest, resume: Callable[[], Completion]) -> None:
+        """The call overran its timeout (on the watchdog's thread): the rest of it runs on another thread."""
+        try:
+            self.dispatcher.submit(partial(self._work, message, resume))
+        except BaseException as exc:  # noqa: BLE001 - no thread to run it on: only this call's run hears of it
+            self._crashed(message, exc)
+
+    def _call(self, message: CallRequest, resume: Callable[[], Completion] | None = None) -> None:
         reply_to = message.reply_to
 
         def report(failure: AttemptFailure) -> None:
             reply_to.tell(AttemptFailed(message.call_id, self.name, failure))
 
         live = message.live
+        overtaken = False
         try:
-            completion = self.gateway.complete(message.request, report, context=message.context,
-                                               on_delta=live.delta if live is not None else None)
+            if resume is not None:
+                completion = resume()
+            else:
+                completion = self.gateway.complete(message.request, report, context=message.context,
+                                                   on_delta=live.delta if live is not None else None,
+                                                   handoff=partial(self._resume, message))
+        except Overtaken:
+            overtaken = True
+            return  # settled as a timeout and gone on elsewhere: this late answer is dropped
         except CallFailed:
             return  # its last attempt was reported with gave_up=True
         except pykka.ActorDeadError:
@@ -94,7 +115,7 @@ class AgentActor(PooledActor):
                                   retryable=False, gave_up=True))
             return
         finally:
-            if live is not None:
+            if live is not None and not overtaken:
                 live.end()
         with self.dispatcher.ending():
             reply_to.tell(CallCompleted(message.call_id, self.name, completion))

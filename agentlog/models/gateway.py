@@ -1,7 +1,8 @@
 """The model gateway: one ``complete(request)`` for every model a run may name.
 
 In-process models (objects or functions, registered by name or named ``python:MODULE:FACTORY``)
-are called on a worker thread under the same timeout and retry policy (``inprocess.py``).
+are called under the same timeout and retry policy (``inprocess.py``): inline with a watchdog
+when the caller can hand the rest of a call to another thread, else on a worker thread.
 
 Remote and local models are reached only through the ``openai`` client (chat
 completions), with its own retries off: tenacity retries transient failures (429, 408,
@@ -23,6 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -157,8 +159,8 @@ _SHARED = _SharedClients()
 class Gateway:
     """Completes requests for every model a run uses. Thread-safe; one per run or process.
 
-    ``timeout`` (seconds, ``None`` for none) bounds each request, in-process calls too:
-    those run on a worker thread so that it can, and inline when there is no timeout.
+    ``timeout`` (seconds, ``None`` for none) bounds each request, in-process calls too (see
+    ``complete``'s ``handoff``).
     ``models`` is one in-process model (under its name) or maps names to them (see
     ``register``); ``python_path`` lists directories searched first when a
     ``python:MODULE:FACTORY`` model is imported.
@@ -267,16 +269,25 @@ class Gateway:
     def complete(
         self, request: dict[str, Any], on_failure: Callable[[AttemptFailure], None] = lambda f: None,
         *, on_delta: Callable[[Delta], None] | None = None, context: CallContext | None = None,
+        handoff: Callable[[Callable[[], Completion]], None] | None = None,
     ) -> Completion:
         """Complete ``request``; report each failed attempt; raise ``CallFailed`` on giving up.
 
         With ``on_delta``, the answer is streamed and each piece reported as it arrives.
         ``context`` (who asks: run, agent, step, attempt) is handed to in-process models; it
         is not part of the request and so not of its hash.
+
+        An in-process model under a timeout runs on a worker thread, this one waiting at most
+        the timeout; given ``handoff`` (a function that runs a callable on another thread) it
+        runs inline instead, on this thread. If it overruns the timeout, ``handoff(resume)``
+        is called from the watchdog's thread: ``resume()`` reports the timeout, retries by the
+        policy and returns the answer or raises ``CallFailed``, as this call would have; and
+        here, once the model returns at last, ``inprocess.Overtaken`` is raised (its answer dropped).
         """
         model = self._in_process(request["model"])
         if model is not None:
-            return self._complete_in_process(request["model"], model, request, on_failure, context)
+            return self._complete_in_process(request["model"], inprocess.invoke(model), request, on_failure,
+                                             context, handoff)
         spec = parse_model(request["model"])
         if spec.provider == "offline":
             return offline.complete(request)
@@ -351,36 +362,58 @@ class Gateway:
                 raise ValueError(f"a stream request was answered with {kind or 'no content type'}")
             return _assemble(stream, report)
 
-    def _complete_in_process(self, name: str, model: ModelLike, request: dict[str, Any],
-                             on_failure: Callable[[AttemptFailure], None], context: CallContext | None) -> Completion:
-        fn, max_attempts = inprocess.invoke(model), self.retry.max_attempts
-        try:  # the first try without the retry machinery: it costs ~20 us, a third of the call
-            return inprocess.attempt(fn, name, request, context, 0, self.timeout)
-        except Exception as exc:  # replayed as the loop's first attempt, so the policy is the same
-            first: Exception | None = exc
-        last: AttemptFailure | None = None
-        try:
-            for attempt in _retrying(self.retry, self._sleep):
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    try:
-                        if first is not None:
-                            failed, first = first, None
-                            raise failed
-                        return inprocess.attempt(fn, name, request, context, number - 1, self.timeout)
-                    except Exception as exc:  # classified below; nothing escapes unrecorded
-                        last = inprocess.failure(exc, name, self.timeout, number, max_attempts, self._redact)
-                        on_failure(last)
-                        if last.gave_up:
-                            raise CallFailed(last) from exc
-                        raise _Transient() from exc
-        except _Transient:  # pragma: no cover - reraise=True means the last attempt raised CallFailed
-            raise CallFailed(last) from None
-        raise AssertionError("unreachable")
+    def _complete_in_process(self, name: str, fn: Callable[[inprocess.ModelRequest], Any], request: dict[str, Any],
+                             on_failure: Callable[[AttemptFailure], None], context: CallContext | None,
+                             handoff: Callable[[Callable[[], Completion]], None] | None, number: int = 1,
+                             failed: Exception | None = None) -> Completion:
+        """Tries ``number``, ``number + 1``, ... of a call (try ``number`` already ``failed``, if given),
+        by the policy the remote path's tenacity loop follows: same attempts, same backoff."""
+        policy, timeout = self.retry, self.timeout
+        while True:
+            if failed is None:
+                try:
+                    if timeout is None or handoff is None:
+                        return inprocess.attempt(fn, name, request, context, number - 1, timeout)
+                    return inprocess.watched_attempt(
+                        fn, name, request, context, number - 1, timeout,
+                        partial(self._overtaken, name, fn, request, on_failure, context, handoff, number))
+                except inprocess.Overtaken:
+                    raise
+                except Exception as exc:  # classified below; nothing escapes unrecorded
+                    failed = exc
+            last = inprocess.failure(failed, name, timeout, number, policy.max_attempts, self._redact)
+            on_failure(last)
+            if last.gave_up:
+                raise CallFailed(last) from failed
+            failed = None
+            self._sleep(_backoff(policy, number))
+            number += 1
+
+    def _overtaken(self, name: str, fn: Callable[[inprocess.ModelRequest], Any], request: dict[str, Any],
+                   on_failure: Callable[[AttemptFailure], None], context: CallContext | None,
+                   handoff: Callable[[Callable[[], Completion]], None], number: int) -> None:
+        """Try ``number`` overran the timeout (on the watchdog's thread): the rest of the call goes elsewhere."""
+        handoff(partial(self._complete_in_process, name, fn, request, on_failure, context, handoff, number,
+                        inprocess.ModelTimeout()))
 
     def _redact(self, text: str) -> str:
         key = self.endpoint.api_key
         return text.replace(key, "[redacted]") if key else text
+
+
+class _Attempted:
+    """What tenacity's wait strategies read of its retry state: the number of the attempt that failed."""
+
+    __slots__ = ("attempt_number",)
+
+    def __init__(self, attempt_number: int):
+        self.attempt_number = attempt_number
+
+
+def _backoff(policy: RetryPolicy, failed_attempt: int) -> float:
+    """The wait after attempt ``failed_attempt`` failed: the remote path's (``_retrying``) strategy."""
+    wait = tenacity.wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
+    return wait(_Attempted(failed_attempt))  # type: ignore[arg-type]
 
 
 def _reporter(on_delta: Callable[[Delta], None], attempt: int) -> Callable[[str], None]:

@@ -6,14 +6,20 @@ retried by the same policy, and the answer is reused by request hash. The call's
 (run, agent, step, attempt) travels beside the recorded request, never inside it, so it does
 not change the request's hash.
 
-A model runs on a worker thread so that the run's timeout applies to it: a call that does
-not return in time is recorded as a ``timeout`` failure and the run goes on without it.
-With no timeout (``Gateway(timeout=None)``) it runs inline, as the offline model does.
+Under the run's timeout a call made by an agent runs inline, on the thread that makes it,
+watched by one timer thread per process (``WATCHDOG``, a heap of deadlines). A call that
+does not return in time is settled by the watchdog as a ``timeout`` failure, exactly once:
+the rest of the call (the failure's event, the retries) goes on on another thread, and the
+late answer, when the model returns at last, is dropped (``Overtaken``) and its thread freed.
+A direct ``Gateway.complete`` (no thread to hand the rest to) runs the model on a worker
+thread and waits at most the timeout. With no timeout it runs inline, as the offline model does.
 """
 
 from __future__ import annotations
 
+import heapq
 import importlib
+import logging
 import queue
 import sys
 import threading
@@ -24,6 +30,8 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 
 from .types import AttemptFailure, Completion, ModelNotConfigured
+
+log = logging.getLogger(__name__)
 
 
 class CallContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +105,11 @@ class ModelUnavailable(Exception):
 
 class ModelTimeout(Exception):
     """An in-process call did not return within the gateway's timeout."""
+
+
+class Overtaken(Exception):
+    """Raised on the thread of an in-process call its timeout overtook, once the model returns:
+    the call was settled as a ``timeout`` failure and went on elsewhere; this answer is dropped."""
 
 
 class BadAnswer(TypeError):
@@ -264,6 +277,30 @@ def attempt(fn: Callable[[ModelRequest], Any], name: str, request: dict[str, Any
     return completion if completion.latency_ms else msgspec.structs.replace(completion, latency_ms=elapsed)
 
 
+def watched_attempt(fn: Callable[[ModelRequest], Any], name: str, request: dict[str, Any],
+                    context: CallContext | None, retry: int, timeout: float,
+                    on_expiry: Callable[[], None]) -> Completion:
+    """One try run inline on this thread, its deadline watched by ``WATCHDOG``.
+
+    If the deadline comes first, ``on_expiry()`` is called (on the watchdog's thread) and,
+    once the model returns here, this raises ``Overtaken``: whatever it answered is dropped.
+    """
+    model_request = build_request(request, context, retry)
+    deadline = WATCHDOG.arm(timeout, on_expiry)
+    started = time.perf_counter()
+    try:
+        answer = fn(model_request)
+    except BaseException:
+        if not WATCHDOG.settle(deadline):
+            raise Overtaken() from None
+        raise
+    elapsed = (time.perf_counter() - started) * 1000
+    if not WATCHDOG.settle(deadline):
+        raise Overtaken()
+    completion = as_completion(answer, name)
+    return completion if completion.latency_ms else msgspec.structs.replace(completion, latency_ms=elapsed)
+
+
 def failure(exc: BaseException, name: str, timeout: float | None, number: int, max_attempts: int,
             redact: Callable[[str], str]) -> AttemptFailure:
     kind, retryable, message = classify(exc, name, timeout)
@@ -318,3 +355,112 @@ class _Workers:
 
 
 WORKERS = _Workers()
+
+
+class _Deadline:
+    __slots__ = ("when", "number", "on_expiry", "settled")
+
+    def __init__(self, when: float, number: int, on_expiry: Callable[[], None]):
+        self.when, self.number, self.on_expiry, self.settled = when, number, on_expiry, False
+
+    def __lt__(self, other: _Deadline) -> bool:
+        return (self.when, self.number) < (other.when, other.number)
+
+
+class Watchdog:
+    """One timer thread for the process and a heap of deadlines: each call settles once.
+
+    ``arm(seconds, on_expiry)`` registers a deadline; ``settle(deadline)`` is the caller's
+    claim once its call returned: ``True`` if it came first (the deadline is off), ``False``
+    if the deadline had passed and ``on_expiry()`` was (or is being) called. Both sides
+    settle under one lock, so an answer at the deadline's instant settles the call once.
+
+    Arming costs a heap push: the timer thread is woken only when a deadline is earlier
+    than the one it sleeps until (with one timeout for every call, only the first after an
+    idle spell), and wakes at a settled deadline only to look further. It ends after
+    ``idle_seconds`` with no deadline; the next ``arm`` starts another.
+    """
+
+    def __init__(self, idle_seconds: float = 2.0):
+        self.idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._heap: list[_Deadline] = []
+        self._numbers = 0
+        self._wake_at = float("inf")  # when the timer thread looks next (inf: not before it is told)
+        self._running = False
+
+    def arm(self, seconds: float, on_expiry: Callable[[], None]) -> _Deadline:
+        when = time.monotonic() + seconds
+        with self._lock:
+            self._numbers += 1
+            deadline = _Deadline(when, self._numbers, on_expiry)
+            if not self._running:
+                self._start()
+            heapq.heappush(self._heap, deadline)
+            if when < self._wake_at:
+                self._wake_at = when
+                self._changed.notify()
+        return deadline
+
+    def settle(self, deadline: _Deadline) -> bool:
+        with self._lock:
+            if deadline.settled:
+                return False
+            deadline.settled, deadline.on_expiry = True, _nothing  # the closure may hold the request
+            heap = self._heap
+            while heap and heap[0].settled:  # the common case: the earliest deadline is this call's
+                heapq.heappop(heap)
+            return True
+
+    def _start(self) -> None:
+        self._running, self._wake_at = True, 0.0
+        try:
+            threading.Thread(target=self._watch, name="agentlog-model-watchdog", daemon=True).start()
+        except BaseException:
+            self._running = False
+            raise
+
+    def _watch(self) -> None:
+        heap = self._heap
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                due = []
+                while heap and (heap[0].settled or heap[0].when <= now):
+                    deadline = heapq.heappop(heap)
+                    if not deadline.settled:
+                        deadline.settled = True
+                        due.append(deadline)
+                if due:
+                    self._lock.release()
+                    try:
+                        for deadline in due:
+                            self._expire(deadline)
+                    finally:
+                        self._lock.acquire()
+                    continue
+                if heap:
+                    self._wake_at = heap[0].when
+                    self._changed.wait(self._wake_at - now)
+                    continue
+                self._wake_at = float("inf")
+                self._changed.wait(self.idle_seconds)
+                if not heap:
+                    self._running = False
+                    return
+
+    @staticmethod
+    def _expire(deadline: _Deadline) -> None:
+        on_expiry, deadline.on_expiry = deadline.on_expiry, _nothing  # the closure may hold the request
+        try:
+            on_expiry()
+        except BaseException:  # noqa: BLE001 - the timer must go on for the other calls
+            log.exception("an in-process call's timeout handler failed")
+
+
+def _nothing() -> None:
+    pass
+
+
+WATCHDOG = Watchdog()
