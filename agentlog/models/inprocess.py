@@ -237,11 +237,21 @@ def as_completion(answer: Any, name: str) -> Completion:
         return Completion(content=answer, model=name)
     if not isinstance(answer, Completion):
         raise BadAnswer(f"model {name!r} returned a {type(answer).__name__}, not a Completion or a str")
+    if _well_typed(answer):  # a Struct's constructor checks nothing: check, the common case first
+        return answer if answer.model else msgspec.structs.replace(answer, model=name)
     try:
         checked = msgspec.convert(msgspec.to_builtins(answer), Completion)
     except (msgspec.ValidationError, TypeError) as exc:
         raise BadAnswer(f"model {name!r} returned an invalid Completion: {exc}") from None
     return checked if checked.model else msgspec.structs.replace(checked, model=name)
+
+
+def _well_typed(c: Completion) -> bool:
+    """Whether every field of ``c`` has its exact type (what ``msgspec.convert`` would accept as is)."""
+    return (type(c.content) is str and type(c.prompt_tokens) is int and type(c.completion_tokens) is int
+            and type(c.latency_ms) is float and type(c.model) is str and type(c.tool_calls) is list
+            and all(type(call) is tuple and len(call) == 3 and type(call[0]) is str and type(call[1]) is str
+                    and type(call[2]) is str for call in c.tool_calls))
 
 
 def invoke(model: ModelLike) -> Callable[[ModelRequest], Any]:
