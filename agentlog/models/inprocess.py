@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import heapq
 import importlib
+import itertools
 import logging
 import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -367,110 +369,103 @@ class _Workers:
 WORKERS = _Workers()
 
 
-class _Deadline:
-    __slots__ = ("when", "number", "on_expiry", "settled")
-
-    def __init__(self, when: float, number: int, on_expiry: Callable[[], None]):
-        self.when, self.number, self.on_expiry, self.settled = when, number, on_expiry, False
-
-    def __lt__(self, other: _Deadline) -> bool:
-        return (self.when, self.number) < (other.when, other.number)
-
-
 class Watchdog:
-    """One timer thread for the process and a heap of deadlines: each call settles once.
+    """One timer thread for the process and the deadlines of the calls in flight: each settles once.
 
-    ``arm(seconds, on_expiry)`` registers a deadline; ``settle(deadline)`` is the caller's
-    claim once its call returned: ``True`` if it came first (the deadline is off), ``False``
-    if the deadline had passed and ``on_expiry()`` was (or is being) called. Both sides
-    settle under one lock, so an answer at the deadline's instant settles the call once.
+    ``arm(seconds, on_expiry)`` registers a deadline and returns its number; ``settle(number)``
+    is the caller's claim once its call returned: ``True`` if it came first (the deadline is
+    off), ``False`` if the deadline passed first and ``on_expiry()`` was (or is being) called.
+    The claim is one atomic ``dict.pop`` by whichever side comes first, so an answer at the
+    deadline's instant settles the call once.
 
-    Arming costs a heap push: the timer thread is woken only when a deadline is earlier
-    than the one it sleeps until (with one timeout for every call, only the first after an
-    idle spell), and wakes at a settled deadline only to look further. It ends after
+    Arming is two appends, no lock: the timer thread drains the new deadlines into its heap
+    at least every ``tick`` seconds (so a settled call's entry is dropped within a tick) and
+    is woken only for a deadline earlier than the one it sleeps until. It ends after
     ``idle_seconds`` with no deadline; the next ``arm`` starts another.
     """
 
-    def __init__(self, idle_seconds: float = 2.0):
-        self.idle_seconds = idle_seconds
+    def __init__(self, idle_seconds: float = 2.0, tick: float = 1.0):
+        self.idle_seconds, self.tick = idle_seconds, tick
+        self._live: dict[int, Callable[[], None]] = {}  # number -> on_expiry, until settled either way
+        self._new: deque[tuple[float, int]] = deque()  # (when, number) armed since the timer last looked
+        self._numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._heap: list[_Deadline] = []
-        self._numbers = 0
-        self._wake_at = float("inf")  # when the timer thread looks next (inf: not before it is told)
+        self._wake_at = 0.0  # when the timer thread looks next
         self._running = False
 
-    def arm(self, seconds: float, on_expiry: Callable[[], None]) -> _Deadline:
+    def arm(self, seconds: float, on_expiry: Callable[[], None]) -> int:
         when = time.monotonic() + seconds
-        with self._lock:
-            self._numbers += 1
-            deadline = _Deadline(when, self._numbers, on_expiry)
-            if not self._running:
-                self._start()
-            heapq.heappush(self._heap, deadline)
-            if when < self._wake_at:
-                self._wake_at = when
+        number = next(self._numbers)
+        self._live[number] = on_expiry
+        self._new.append((when, number))
+        # Read after the append: the timer writes these before it looks at ``_new`` (under its lock).
+        if not self._running or when < self._wake_at:
+            with self._lock:
+                if not self._running:
+                    try:
+                        self._start()
+                    except BaseException:
+                        self._live.pop(number, None)
+                        raise
                 self._changed.notify()
-        return deadline
+        return number
 
-    def settle(self, deadline: _Deadline) -> bool:
-        with self._lock:
-            if deadline.settled:
-                return False
-            deadline.settled, deadline.on_expiry = True, _nothing  # the closure may hold the request
-            heap = self._heap
-            while heap and heap[0].settled:  # the common case: the earliest deadline is this call's
-                heapq.heappop(heap)
-            return True
+    def settle(self, number: int) -> bool:
+        return self._live.pop(number, None) is not None
 
     def _start(self) -> None:
-        self._running, self._wake_at = True, 0.0
-        try:
-            threading.Thread(target=self._watch, name="agentlog-model-watchdog", daemon=True).start()
-        except BaseException:
-            self._running = False
-            raise
+        threading.Thread(target=self._watch, name="agentlog-model-watchdog", daemon=True).start()
+        self._running = True
 
     def _watch(self) -> None:
-        heap = self._heap
+        heap: list[tuple[float, int]] = []
+        live, new = self._live, self._new
         with self._lock:
             while True:
+                self._wake_at = 0.0  # while it works, no arm wakes it: it drains ``_new`` before it waits
+                while new:
+                    entry = new.popleft()
+                    if entry[1] in live:  # the calls that returned already are dropped here
+                        heapq.heappush(heap, entry)
                 now = time.monotonic()
                 due = []
-                while heap and (heap[0].settled or heap[0].when <= now):
-                    deadline = heapq.heappop(heap)
-                    if not deadline.settled:
-                        deadline.settled = True
-                        due.append(deadline)
+                while heap and (heap[0][0] <= now or heap[0][1] not in live):
+                    when, number = heapq.heappop(heap)
+                    if when <= now:
+                        on_expiry = live.pop(number, None)  # the timer's claim
+                        if on_expiry is not None:
+                            due.append(on_expiry)
                 if due:
                     self._lock.release()
                     try:
-                        for deadline in due:
-                            self._expire(deadline)
+                        for on_expiry in due:
+                            self._expire(on_expiry)
                     finally:
+                        del due, on_expiry
                         self._lock.acquire()
                     continue
-                if heap:
-                    self._wake_at = heap[0].when
-                    self._changed.wait(self._wake_at - now)
+                if heap or live:
+                    self._wake_at = min(heap[0][0] if heap else now + self.tick, now + self.tick)
+                    if not new:
+                        self._changed.wait(self._wake_at - now)
                     continue
-                self._wake_at = float("inf")
-                self._changed.wait(self.idle_seconds)
-                if not heap:
-                    self._running = False
+                self._wake_at = now + self.idle_seconds
+                if not new:
+                    self._changed.wait(self.idle_seconds)
+                if heap or new or live:
+                    continue
+                self._running = False
+                if not new:  # an arm that read ``_running`` before this starts no thread: look once more
                     return
+                self._running = True
 
     @staticmethod
-    def _expire(deadline: _Deadline) -> None:
-        on_expiry, deadline.on_expiry = deadline.on_expiry, _nothing  # the closure may hold the request
+    def _expire(on_expiry: Callable[[], None]) -> None:
         try:
             on_expiry()
         except BaseException:  # noqa: BLE001 - the timer must go on for the other calls
             log.exception("an in-process call's timeout handler failed")
-
-
-def _nothing() -> None:
-    pass
 
 
 WATCHDOG = Watchdog()
