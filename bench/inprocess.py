@@ -5,11 +5,11 @@ the offline reviewer approves: 7 LLM steps), all with the offline model's own an
 
 - offline:   ``--model offline``, answered inline by the gateway (the reference);
 - function:  the same answers from a ``FunctionModel`` (the public in-process path: a
-             request object with the call's context, a worker thread under the timeout,
-             the answer checked);
+             request object with the call's context, run inline under the default 120 s
+             timeout with the watchdog holding its deadline, the answer checked);
 - scripted:  a ``ScriptedModel`` whose script is that function (records every call too);
-- inline:    the ``FunctionModel`` through ``Gateway(timeout=None)``: called on the agent's
-             thread, with no worker thread and so no timeout.
+- inline:    the ``FunctionModel`` through ``Gateway(timeout=None)``: the same inline call
+             with no deadline to arm.
 
 Whole runs through ``agentlog.run``, one of each case in turn, ``--runs`` times (so load
 on this shared machine hits the cases alike). Two figures per case, medians per run: the
