@@ -123,6 +123,30 @@ def test_a_transient_failure_is_retried_by_the_gateways_policy(store):
     assert answered[0].model == "flaky" and answered[0].latency_ms > 0
 
 
+def test_a_model_that_changes_its_request_changes_nothing_recorded_nor_asked_later(store):
+    def answers(request: ModelRequest) -> Completion:
+        return ScriptedModel(script()).complete(request)
+
+    def vandal(request: ModelRequest) -> Completion:
+        answer = answers(request)
+        for message in request.messages:  # every container it was given, changed in place
+            message["content"] = "vandalised"
+            message["extra"] = [1]
+        request.messages.append({"role": "user", "content": "more"})
+        request.parameters["temperature"] = 99
+        if request.response_format is not None:
+            request.response_format["json_schema"]["schema"]["properties"].clear()
+        return answer
+
+    vandalised = run(store, TASK, models=FunctionModel(vandal, name="same"))
+    plain = run(store, TASK, models=FunctionModel(answers, name="same"))
+
+    assert vandalised.status == plain.status == "finished"
+    asked = [e.request for e in of_type(store, vandalised.run_id, "LLMCallRequested")]
+    assert asked == [e.request for e in of_type(store, plain.run_id, "LLMCallRequested")]
+    assert asked[0]["response_format"]["json_schema"]["schema"]["properties"]  # the run's own schema is intact
+
+
 def test_any_other_exception_fails_the_call_at_once_and_the_run_resumes(store):
     broken = ScriptedModel(script(writer=ValueError("the writer is broken")))
     summary = run(store, TASK, models=broken)

@@ -213,14 +213,12 @@ def load_python_model(spec_name: str, search_path: Sequence[str] = ()) -> ModelL
 # --- calling -------------------------------------------------------------------------
 
 
-_copy_encoder = msgspec.msgpack.Encoder()
-_copy_decoder = msgspec.msgpack.Decoder(dict[str, Any])
-
-
 def build_request(request: dict[str, Any], context: CallContext | None, retry: int) -> ModelRequest:
-    """The ``ModelRequest`` for one try of a recorded request (a copy, so the log's stays intact:
-    through MessagePack, twice as fast as through JSON and as exact for the request's JSON data)."""
-    copy = _copy_decoder.decode(_copy_encoder.encode(request))
+    """The ``ModelRequest`` for one try of a recorded request, a copy so the run's stays intact:
+    every dict and list (and tuple) is new, the strings and numbers, which cannot change, are
+    shared (``msgspec.to_builtins``: half the cost of a MessagePack round trip, which copied the
+    text too)."""
+    copy = msgspec.to_builtins(request)
     context = context or CallContext()
     messages = copy.pop("messages", [])
     model = str(copy.pop("model", ""))
