@@ -118,6 +118,24 @@ def test_rows_decode_straight_into_the_event_types_with_their_text_spliced_back(
     assert msgspec.json.encode(FINDINGS) in blobs.packs.values()
 
 
+def test_a_row_of_65536_parts_or_more_is_an_array32_and_reads_back(tmp_path):
+    # Each value stored apart is four parts of its row (three integers, then the next piece):
+    # 16,384 messages of 136 characters make 65,537, past array16's count.
+    messages = [{"role": "user", "content": f"{i:08d}" + "m" * 128} for i in range(16_384)]
+    event = LLMCallRequested(call_id="c/1", agent="writer", step="draft", attempt=1,
+                             request={"model": "m", "messages": messages}, request_hash="ab" * 32)
+    with SQLiteStore(tmp_path / "log.db") as store:
+        assert store.append("big", [event], 0) == 1
+        with closing(sqlite3.connect(tmp_path / "log.db")) as con:
+            type_name, version, data = con.execute("SELECT type, version, data FROM events").fetchone()
+        assert data[0] == 0xDD and rows.is_row(data)  # array32, not taken for a packed row (a map)
+        assert store.events("big") == [event]  # the fast path (Reader.stored)
+        assert [s.event for s in store.events_of_type("LLMCallRequested")] == [event]
+    blobs = Blobs()
+    _, _, packed = pack(event, blobs.put)
+    assert packed[0] == 0xDD and decode(type_name, version, packed, blobs.resolve) == event  # the long way
+
+
 def test_the_stored_field_order_is_pinned_and_only_ever_extended():
     for name, cls in EVENT_TYPES.items():
         assert rows.FIELDS[(name, cls.VERSION)] == cls.__struct_fields__, \

@@ -73,7 +73,7 @@ def decode(type_name: str, version: int, data: bytes | str, resolve: Source | No
     ``rows.Reader`` built once around its resolver)."""
     if type(data) is bytes and data:
         first = data[0]
-        if 0x91 <= first <= 0x9F or first == 0xDC:  # a row (rows.is_row, inlined)
+        if 0x91 <= first <= 0x9F or 0xDC <= first <= 0xDD:  # a row (rows.is_row, inlined)
             return _decode_row(type_name, version, data, _reader(resolve))
         if first != 0x7B:  # b"{": a packed row (packed.is_packed)
             return _decode_packed(type_name, version, data, _reader(resolve).packed)

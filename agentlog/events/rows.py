@@ -224,8 +224,10 @@ def pack(event: Event, put: Put) -> bytes:
 
 
 def is_row(data: Any) -> bool:
-    """Rows of this format are MessagePack arrays; the packed rows before them are maps, and JSON rows text."""
-    return type(data) is bytes and bool(data) and (0x91 <= data[0] <= 0x9F or data[0] == 0xDC)
+    """Rows of this format are MessagePack arrays (fixarray, array16, or array32 for a row of
+    65,536 parts or more: ~16,384 values stored apart); the packed rows before them are maps,
+    and JSON rows text (``{``), so the first byte tells them apart."""
+    return type(data) is bytes and bool(data) and (0x91 <= data[0] <= 0x9F or 0xDC <= data[0] <= 0xDD)
 
 
 def _split(parts: list) -> tuple[list[bytes], list[list]]:
@@ -303,7 +305,7 @@ class Reader:
                 if kind is not None and kind[0] == version and type(data) is bytes:
                     try:
                         first = data[0]
-                        if 0x91 <= first <= 0x9F or first == 0xDC:  # a row (is_row, inlined)
+                        if 0x91 <= first <= 0x9F or 0xDC <= first <= 0xDD:  # a row (is_row, inlined)
                             parts = row_decode(data)
                             if len(parts) == 1:
                                 body = parts[0]
