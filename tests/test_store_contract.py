@@ -810,6 +810,30 @@ class SyncStoreContract(StoreContract):
         me.rebuild_index()
         assert me.get_run("run") == row
 
+    def test_a_stale_append_recorded_or_append_all_gets_concurrency_error(self, connect):
+        # As for append: the head ``me`` keeps of a run it appended to (not read again) is out of
+        # date once another writer appended; the key (run_id, seq) is then taken, and that is a
+        # ConcurrencyError (agentlog copy into a log others append to, agentlog import).
+        me, other = connect(), connect()
+        events = approved_run("t")
+        other.append("source", events[:5], 0)
+        recorded = other.read("source")
+        assert me.append("run", events[:1], 0) == 1
+        assert other.append("run", events[1:2], 1) == 2
+        with pytest.raises(ConcurrencyError) as caught:
+            me.append_recorded("run", recorded[1:2], 1)
+        assert (caught.value.run_id, caught.value.expected_seq, caught.value.actual_seq) == ("run", 1, 2)
+        assert me.last_seq("run") == 2
+        assert me.append_recorded("run", recorded[2:3], 2) == 3  # re-read, then it may go on
+        assert other.append("run", events[3:4], 3) == 4
+        with pytest.raises(ConcurrencyError) as caught:  # nothing at all is appended
+            me.append_all([("new", events[:1], 0), ("run", events[4:5], 3)])
+        assert (caught.value.run_id, caught.value.expected_seq, caught.value.actual_seq) == ("run", 3, 4)
+        assert me.read("new") == [] and me.last_seq("run") == 4
+        assert me.append_all([("new", events[:1], 0), ("run", events[4:5], 4)]) == [1, 5]
+        assert me.events("run") == events[:5] and me.read("run")[2].recorded_at == recorded[2].recorded_at
+        assert me.get_run("run").last_seq == 5
+
     def test_the_last_append_under_a_lease_gives_it_up_in_its_transaction(self, store):
         events = approved_run("t")
         lease = store.acquire_lease("run", "host-a:1", 30)

@@ -161,7 +161,7 @@ class SQLStore:
             db = self._db
             db.execute(self.BEGIN_WRITE)
             try:
-                located = self._apply_group(db, items, time.time())
+                located = self._apply_checked(db, items, time.time())
                 failed = next((item.error for item in items if item.error is not None), None)
                 if failed is not None:
                     raise failed
@@ -186,7 +186,7 @@ class SQLStore:
             db = self._db
             db.execute(self.BEGIN_WRITE)
             try:
-                located = self._apply_group(db, [item], time.time())
+                located = self._apply_checked(db, [item], time.time())
                 if item.error is not None:
                     raise item.error
                 self._notify(db, {run_id: item.result})
@@ -197,6 +197,24 @@ class SQLStore:
                 raise
             self._remember([item], located)
         return item.result
+
+    def _apply_checked(self, db: Any, items: list["_Append"], now: float) -> dict[bytes, Location] | None:
+        """``_apply_group`` inside the write transaction the caller began. A run whose head this
+        store knew (``_heads``) may have been appended to by another writer since: the batch's
+        first ``(run_id, seq)`` is then taken and its insert fails on the key. Then the heads
+        are forgotten and the batches checked again, read afresh, in a new transaction: a stale
+        batch gets its ``ConcurrencyError`` (as ``_write_group`` does), not the key's error."""
+        tries = 3  # a conflict of heads just read (a Postgres deadlock, a race) is tried again too
+        while True:
+            try:
+                return self._apply_group(db, items, now)
+            except self.CONFLICT:
+                tries -= 1
+                if not tries:
+                    raise
+                self._forget(items)
+                db.execute("ROLLBACK")
+                db.execute(self.BEGIN_WRITE)
 
     def _commit_group(self, group: list["_Append"], leader: "_Append") -> None:
         try:
