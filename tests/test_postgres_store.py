@@ -9,9 +9,11 @@ import threading
 import psycopg
 import pytest
 
-from agentlog.events import DraftReady
-from agentlog.store import SchemaError, StoreError, open_store
+from agentlog.events import DraftReady, pack
+from agentlog.store import ConcurrencyError, SchemaError, StoreError, open_store
 from agentlog.store import pgschema
+from agentlog.store._base import _Append
+from agentlog.store.blobs import deflate, digest
 from agentlog.store.postgres import PostgresStore
 from tests.test_store_contract import FORK, approved_run, build_runs, started
 
@@ -186,3 +188,31 @@ def test_text_another_session_stored_is_referred_to_not_stored_again(pg_url):
             assert db.execute("SELECT count(*) FROM packs").fetchone() == (1,)
         assert second.read("r2")[1].event.draft == text
         assert first.read("r2") == second.read("r2") and second.read("r1") == first.read("r1")
+
+
+def test_a_stale_batchs_chunk_in_a_pack_vacuum_drops_is_not_remembered(pg_url):
+    # A batch that failed half-way left its text in a pack no event refers to. A group whose
+    # stale batch has that text looks it up with the rest; only chunks of the batches it
+    # commits may be kept as known, or vacuum drops the pack and a later append refers to it.
+    text = "An orphan's paragraph, long enough to be stored apart from its row.\n" * 40
+    draft = DraftReady(iteration=1, draft=text, call_id="c1")
+    chunks: list[bytes] = []
+    pack(draft, lambda cut: chunks.extend(cut) or [])
+    assert chunks
+    with psycopg.connect(pg_url, autocommit=True) as db, PostgresStore(pg_url) as a, PostgresStore(pg_url) as b:
+        codec, data = deflate(b"".join(chunks))
+        orphan = db.execute("INSERT INTO packs (codec, data) VALUES (%s, %s) RETURNING id", (codec, data)).fetchone()[0]
+        start = 0
+        for chunk in dict.fromkeys(chunks):
+            db.execute("INSERT INTO blobs VALUES (%s, %s, %s, %s)", (digest(chunk), orphan, start, len(chunk)))
+            start += len(chunk)
+        b.append("r", [started("r")], 0)
+        other = DraftReady(iteration=1, draft="Another text, stored here.\n" * 40, call_id="c2")
+        stale, fresh = _Append("r", [draft], 0), _Append("q", [started("q"), other], 0)
+        with a._lock:
+            a._write_group(a._db, [stale, fresh])
+        assert isinstance(stale.error, ConcurrencyError) and (fresh.error, fresh.result) == (None, 2)
+        assert b.vacuum().packs == 1  # the orphan
+        a.append("s", [started("s"), draft], 0)
+        assert b.read("s")[1].event.draft == text
+        assert a.read("q")[1].event == other

@@ -352,7 +352,8 @@ class _Prefetched:
                     pack(event, self._collect)
                 except Exception:  # noqa: BLE001 - an event that does not encode fails its own batch later
                     break
-        self._seen: dict[bytes, Location] = {}
+        self._found: dict[bytes, Location] = {}  # what the lookup found, for any batch of the group
+        self._seen: dict[bytes, Location] = {}  # what ``put`` handed to the batches it encoded
         self._pending: list[Any] = []
         self._pack: int | None = None
         self._parts: list[bytes] = []
@@ -375,26 +376,30 @@ class _Prefetched:
     def put(self, chunks: list[bytes]) -> list[int]:
         if self._pending:
             locations, next_pack = self._pending
-            self._seen.update((bytes(row[0]), tuple(row[1:])) for row in locations.fetchall())
+            self._found.update((bytes(row[0]), tuple(row[1:])) for row in locations.fetchall())
             self._pack = next_pack.fetchone()[0]
             self._pending = []
         return spans(self._locate(chunk) for chunk in chunks)
 
     def _locate(self, chunk: bytes) -> Location:
         key = self._digests.get(chunk) or digest(chunk)
-        found = self._seen.get(key) or self._known.get(key)
+        found = self._seen.get(key) or self._found.get(key) or self._known.get(key)
         if found is None:
             if self._pack is None:  # a chunk the first pass did not see: a round trip for an id
                 self._pack = self._db.execute(pgschema.NEXT_PACK).fetchone()[0]
-            self._seen[key] = found = (self._pack, self._size, len(chunk))
+            found = (self._pack, self._size, len(chunk))
             self._new.append((key, *found))
             self._parts.append(chunk)
             self._size += len(chunk)
+        self._seen[key] = found
         return found
 
     @property
     def located(self) -> dict[bytes, Location]:
-        """The chunks this writer looked up or stored, by hash: where they are."""
+        """The chunks ``put`` handed to the batches it encoded, by hash: where they are. Not
+        all the lookup found: a stale or fenced-out batch's chunk may be in a pack no
+        committed event refers to (left by a batch that failed half-way), which ``vacuum``
+        drops; kept in the store's cache, a later append would refer to it."""
         return self._seen
 
     def finish(self) -> None:
