@@ -216,3 +216,15 @@ def test_a_stale_batchs_chunk_in_a_pack_vacuum_drops_is_not_remembered(pg_url):
         a.append("s", [started("s"), draft], 0)
         assert b.read("s")[1].event.draft == text
         assert a.read("q")[1].event == other
+
+
+def test_a_read_only_store_stays_read_only_after_a_failed_append(pg_url):
+    # A failed pipelined append renews the session: the new one is read-only too.
+    with PostgresStore(pg_url) as writer:
+        writer.append("run", [started("t")], 0)
+        with PostgresStore(pg_url, read_only=True) as reader:
+            for _ in range(2):
+                with pytest.raises(StoreError, match="read-only transaction"):
+                    reader.append("run", [DraftReady(iteration=1, draft="x", call_id="c")], 1)
+            assert reader.read("run") == writer.read("run")
+        assert writer.last_seq("run") == 1

@@ -98,9 +98,10 @@ class Connection:
         return result
 
     def renew(self) -> None:
-        """A new session in place of this one, after a pipeline failed: psycopg (3.2, 3.3) can
-        then keep a statement as prepared that the server skipped, whose next use fails. Kept
-        as it is if the server cannot be reached (the error that led here says so)."""
+        """A new session in place of this one (``reconnect`` sets it up as the first), after a
+        pipeline failed: psycopg (3.2, 3.3) can then keep a statement as prepared that the
+        server skipped, whose next use fails. Kept as it is if the server cannot be reached
+        (the error that led here says so)."""
         try:
             conn = self._reconnect()
         except psycopg.Error:
@@ -177,8 +178,21 @@ class PostgresStore(SQLStore):
         self.where = redact(url)
         self._secret = password_of(url)
         options = {} if "connect_timeout" in url else {"connect_timeout": max(1, round(connect_timeout))}
-        connect = functools.partial(psycopg.connect, url, autocommit=True, cursor_factory=psycopg.RawCursor,
-                                    application_name="agentlog", **options)
+
+        def connect() -> psycopg.Connection[Any]:
+            # Every session of the store, the first and each one ``Connection.renew`` opens
+            # after a failed pipeline, is set up here: a renewed session that lost the
+            # read-only setting would let a read-only store write.
+            conn = psycopg.connect(url, autocommit=True, cursor_factory=psycopg.RawCursor,
+                                   application_name="agentlog", **options)
+            try:
+                if read_only:
+                    conn.execute("SET default_transaction_read_only = on")
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
         try:
             conn = connect()
         except psycopg.Error as exc:
@@ -187,11 +201,9 @@ class PostgresStore(SQLStore):
         self._start()
         try:
             with self._errors():
-                if read_only:
-                    self._db.execute("SET default_transaction_read_only = on")
                 self._open(create, read_only)
         except BaseException:
-            conn.close()
+            self._db.close()
             raise
 
     def _open(self, create: bool, read_only: bool) -> None:
