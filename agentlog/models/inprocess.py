@@ -377,9 +377,11 @@ class Watchdog:
     deadline's instant settles the call once.
 
     Arming is two appends, no lock: the timer thread drains the new deadlines into its heap
-    at least every ``tick`` seconds (so a settled call's entry is dropped within a tick) and
-    is woken only for a deadline earlier than the one it sleeps until. It ends after
-    ``idle_seconds`` with no deadline; the next ``arm`` starts another.
+    at least every ``tick`` seconds, dropping those of calls settled already, and is woken
+    only for a deadline earlier than the one it sleeps until. A deadline settled once in the
+    heap stays there until it comes or until settled ones are over half the heap, which is
+    then rebuilt without them: the heap holds at most twice the calls in flight, and a few. The
+    thread ends after ``idle_seconds`` with no deadline; the next ``arm`` starts another.
     """
 
     def __init__(self, idle_seconds: float = 2.0, tick: float = 1.0):
@@ -434,6 +436,9 @@ class Watchdog:
                         on_expiry = live.pop(number, None)  # the timer's claim
                         if on_expiry is not None:
                             due.append(on_expiry)
+                if len(heap) > 2 * len(live) + 32:  # mostly settled: rebuilt without them (O(n), rarely)
+                    heap = [entry for entry in heap if entry[1] in live]
+                    heapq.heapify(heap)
                 if due:
                     self._lock.release()
                     try:
