@@ -17,6 +17,7 @@ import pytest
 
 from agentlog import Completion, FunctionModel, Gateway, ModelRequest, RetryPolicy, SQLiteStore, agent_configs, run
 from agentlog.actors import start_run
+from agentlog.actors.dispatch import DISPATCHER
 from agentlog.models import CallFailed, offline
 from agentlog.models.inprocess import ModelTimeout, Overtaken, Watchdog
 from tests.test_runtime_threads import WAIT, settle, threads
@@ -217,3 +218,33 @@ def test_a_direct_call_without_a_handoff_still_times_out():
         release.set()
         gateway.close()
     assert caught.value.failure.error_kind == "timeout" and isinstance(caught.value.__cause__, ModelTimeout)
+
+
+def test_hung_calls_as_many_as_the_dispatchers_threads_do_not_freeze_the_process(store, monkeypatch):
+    """Each overrun try keeps its thread until the model returns; that thread no longer counts
+    against the dispatcher's cap, so the retries, the failure and other runs still get threads."""
+    cap, tries = 4, 4
+    monkeypatch.setattr(DISPATCHER, "max_threads", cap)  # restored after the test
+    model = Hang()
+    gateway = quick_gateway(0.2, tries, models=FunctionModel(model, name="hangs-everywhere"))
+    hung = start_run(store, f"{TASK} HANGS", agents=agent_configs("hangs-everywhere"), gateway=gateway)
+    try:
+        assert model.wait_for("entered", tries), f"only {model.entered} of {tries} tries began"
+        summary = hung.wait(timeout=10.0)  # before the fix: pykka.Timeout, every thread held by a hung try
+        other = start_run(store, "Explain how a B-tree stays balanced", agents=agent_configs("hangs-everywhere"),
+                          gateway=gateway).wait(timeout=10.0)
+        assert (model.entered, model.returned) == (tries, 0), "the runs settled while every try still hung"
+        assert DISPATCHER.threads <= cap
+    finally:
+        model.release()
+        if not hung.ended():  # a failure above: the run settles once its threads come back
+            hung.wait(timeout=WAIT)
+        gateway.close()
+    assert summary.status == "failed" and other.status == "finished"
+    failed = of_type(store, summary.run_id, "LLMCallFailed")
+    assert [(f.attempt, f.error_kind, f.gave_up) for f in failed] == [
+        (n, "timeout", n == tries) for n in range(1, tries + 1)]
+    # Released, the hung threads return, drop their late answers and leave the pool.
+    assert model.wait_for("returned", tries)
+    assert not of_type(store, summary.run_id, "LLMCallAnswered")
+

@@ -13,10 +13,23 @@ import pykka
 from agentlog.models import AttemptFailure, CallFailed, Completion, Gateway
 from agentlog.models.inprocess import Overtaken
 
-from .dispatch import PooledActor
+from .dispatch import PooledActor, Running
 from .messages import AgentCrashed, AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
 
 log = logging.getLogger(__name__)
+
+
+class _Tries:
+    """The tries of one call to an in-process model: the dispatcher task running the current one,
+    and, as the gateway's ``handoff``, what happens when it overruns the timeout."""
+
+    __slots__ = ("agent", "message", "running")
+
+    def __init__(self, agent: AgentActor, message: CallRequest, running: Running | None):
+        self.agent, self.message, self.running = agent, message, running
+
+    def __call__(self, resume: Callable[[], Completion]) -> None:
+        self.agent._resume(self, resume)
 
 
 class AgentActor(PooledActor):
@@ -51,12 +64,13 @@ class AgentActor(PooledActor):
             self._crashed(message, exc)
         return None
 
-    def _work(self, message: CallRequest | ToolRequest, resume: Callable[[], Completion] | None = None) -> None:
+    def _work(self, message: CallRequest | ToolRequest, resume: Callable[[], Completion] | None = None,
+              tries: _Tries | None = None) -> None:
         try:
             if isinstance(message, ToolRequest):
                 self._run_tool(message)
             else:
-                self._call(message, resume)
+                self._call(message, resume, tries)
         except pykka.ActorDeadError:
             pass  # the run ended while this agent worked: nobody to tell
         except BaseException as exc:  # noqa: BLE001 - contained: only this call's run hears of it
@@ -81,14 +95,20 @@ class AgentActor(PooledActor):
             message.reply_to.tell(ToolCompleted(message.call_id, message.tool_call_id, message.tool.name,
                                                 result, bool(is_error)))
 
-    def _resume(self, message: CallRequest, resume: Callable[[], Completion]) -> None:
-        """The call overran its timeout (on the watchdog's thread): the rest of it runs on another thread."""
-        try:
-            self.dispatcher.submit(partial(self._work, message, resume))
-        except BaseException as exc:  # noqa: BLE001 - no thread to run it on: only this call's run hears of it
-            self._crashed(message, exc)
+    def _resume(self, tries: _Tries, resume: Callable[[], Completion]) -> None:
+        """The call overran its timeout (on the watchdog's thread): the rest of it runs on another thread.
 
-    def _call(self, message: CallRequest, resume: Callable[[], Completion] | None = None) -> None:
+        The thread of the try stays with the model until it returns, but no longer counts
+        against the dispatcher's threads: however many tries hang, the other work gets threads.
+        """
+        self.dispatcher.release(tries.running)
+        try:
+            self.dispatcher.submit(partial(self._work, tries.message, resume, tries))
+        except BaseException as exc:  # noqa: BLE001 - no thread to run it on: only this call's run hears of it
+            self._crashed(tries.message, exc)
+
+    def _call(self, message: CallRequest, resume: Callable[[], Completion] | None = None,
+              tries: _Tries | None = None) -> None:
         reply_to = message.reply_to
 
         def report(failure: AttemptFailure) -> None:
@@ -98,11 +118,13 @@ class AgentActor(PooledActor):
         overtaken = False
         try:
             if resume is not None:
+                assert tries is not None
+                tries.running = self.dispatcher.running()  # its next tries run here
                 completion = resume()
             else:
                 completion = self.gateway.complete(message.request, report, context=message.context,
                                                    on_delta=live.delta if live is not None else None,
-                                                   handoff=partial(self._resume, message))
+                                                   handoff=_Tries(self, message, self.dispatcher.running()))
         except Overtaken:
             overtaken = True
             return  # settled as a timeout and gone on elsewhere: this late answer is dropped
@@ -119,3 +141,4 @@ class AgentActor(PooledActor):
                 live.end()
         with self.dispatcher.ending():
             reply_to.tell(CallCompleted(message.call_id, self.name, completion))
+

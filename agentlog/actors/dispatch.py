@@ -11,6 +11,8 @@ Blocking work (a model call, a tool) is handed to the dispatcher with ``submit``
 thread only while it runs. The dispatcher starts a thread when work arrives and none is idle
 (up to ``MAX_THREADS``), and a thread ends after ``IDLE_SECONDS`` without work: a process
 holds about as many threads as it has calls and turns running at once, and none when idle.
+A task given up for stuck (``release``: an in-process model past its timeout) keeps its
+thread but no longer counts against ``MAX_THREADS``; the thread leaves when the task returns.
 
 An actor's turn is short, so the first piece of work it hands off (a message to another
 actor, a call) is run next by the same thread, after the turn; further pieces go to other
@@ -46,12 +48,23 @@ TURN_MESSAGES = 32
 
 
 class _Worker:
-    __slots__ = ("task", "wake")
+    __slots__ = ("task", "wake", "tasks", "released")
 
     def __init__(self, task: Task):
         self.task = task
         self.wake = threading.Lock()
         self.wake.acquire()
+        self.tasks = 0  # tasks begun: with the worker, names the task running (``Dispatcher.running``)
+        self.released = False  # its task was given up (``Dispatcher.release``): it leaves once the task returns
+
+
+class Running:
+    """The task a dispatcher thread is running (``Dispatcher.running()``), for ``Dispatcher.release``."""
+
+    __slots__ = ("worker", "task")
+
+    def __init__(self, worker: _Worker, task: int):
+        self.worker, self.task = worker, task
 
 
 class Dispatcher:
@@ -69,8 +82,40 @@ class Dispatcher:
 
     @property
     def threads(self) -> int:
-        """Threads alive now (running work or idle)."""
+        """Threads counted against ``max_threads``: running work or idle (not those released)."""
         return self._threads
+
+    def running(self) -> Running | None:
+        """The task running on this thread, ``None`` off the dispatcher's threads."""
+        worker = getattr(self._local, "worker", None)
+        return None if worker is None else Running(worker, worker.tasks)
+
+    def release(self, running: Running | None) -> None:
+        """The task ``running`` is given up for stuck (an in-process model past its timeout, whose
+        work went on elsewhere): its thread stops counting against ``max_threads`` now, so work
+        that waits for a thread gets one, and it leaves the pool when the task returns at last.
+
+        Only that task: once its thread is idle or has begun another task this does nothing
+        (in the instant it passes from one task to the next, the next is its last). Callable
+        from any thread.
+        """
+        if running is None:
+            return
+        worker = running.worker
+        with self._lock:
+            if worker.released or worker.tasks != running.task or worker in self._idle:
+                return
+            worker.released = True
+            self._threads -= 1
+            if not self._queue or self._threads >= self.max_threads:
+                return
+            task = self._queue.popleft()
+        try:
+            self.submit(task, after=False)  # a thread in the freed place (an idle one, if any is idle by now)
+        except BaseException:  # noqa: BLE001 - no new thread now (a limit of the process): it waits again
+            with self._lock:
+                self._queue.appendleft(task)
+            log.warning("no thread could start for work waiting on the dispatcher", exc_info=True)
 
     def submit(self, task: Task, *, after: bool = True) -> None:
         """Run ``task`` on a dispatcher thread; a task must catch its own errors.
@@ -123,17 +168,26 @@ class Dispatcher:
 
     def _work(self, me: _Worker) -> None:
         local = self._local
-        local.next, local.handing_off = None, False
+        local.next, local.handing_off, local.worker = None, False, me
         task: Task | None = me.task
         while True:
             while task is not None:
+                me.tasks += 1
                 try:
                     task()
                 except BaseException:  # noqa: BLE001 - a stray error must not take the thread's later work with it
                     log.exception("a dispatcher task failed")
                 local.handing_off = False
                 task, local.next = local.next, None
+                if task is not None and me.released:  # a released thread runs nothing more
+                    try:
+                        self.submit(task, after=False)
+                        task = None
+                    except BaseException:  # noqa: BLE001 - no thread for it (a limit of the process): run here
+                        pass
             with self._lock:
+                if me.released:  # no longer counted: it leaves (``release``)
+                    return
                 if self._queue:
                     task = self._queue.popleft()
                     continue
