@@ -248,3 +248,40 @@ def test_hung_calls_as_many_as_the_dispatchers_threads_do_not_freeze_the_process
     assert model.wait_for("returned", tries)
     assert not of_type(store, summary.run_id, "LLMCallAnswered")
 
+
+class LegacyGateway(Gateway):
+    """A subclass written before ``context=`` and ``handoff=``: explicit keywords, no ``**kwargs``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.models_asked: list[str] = []
+
+    def complete(self, request, on_failure=lambda f: None, *, on_delta=None):  # noqa: ANN001, ANN201
+        self.models_asked.append(request["model"])
+        return super().complete(request, on_failure, on_delta=on_delta)
+
+
+def test_a_gateway_whose_complete_takes_no_handoff_is_called_as_before(store):
+    release = threading.Event()
+    calls = []
+
+    def first_hangs(request: ModelRequest) -> Completion:
+        calls.append(request.retry)
+        if len(calls) == 1:
+            assert release.wait(WAIT), "never released"
+        return offline_answer(request)
+
+    gateway = LegacyGateway(timeout=0.2, retry=RetryPolicy(max_attempts=2, initial_wait=0.0, max_wait=0.0),
+                            sleep=lambda seconds: None, models=FunctionModel(first_hangs, name="legacy"))
+    try:
+        summary = run(store, TASK, agents=agent_configs("legacy"), gateway=gateway, max_iterations=1)
+    finally:
+        release.set()
+        gateway.close()
+    assert summary.status == "finished"
+    # Called with what it takes; the timeout still applies (on a worker thread, as before handoff).
+    assert gateway.models_asked and set(gateway.models_asked) == {"legacy"}
+    failed = of_type(store, summary.run_id, "LLMCallFailed")
+    assert [(f.attempt, f.error_kind, f.gave_up) for f in failed] == [(1, "timeout", False)]
+    assert len(of_type(store, summary.run_id, "LLMCallAnswered")) == len(of_type(store, summary.run_id,
+                                                                                 "LLMCallRequested"))

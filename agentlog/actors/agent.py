@@ -3,6 +3,7 @@ process; it runs model calls and tools off its mailbox, so one slow call holds u
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -17,6 +18,31 @@ from .dispatch import PooledActor, Running
 from .messages import AgentCrashed, AttemptFailed, CallCompleted, CallRequest, ToolCompleted, ToolRequest
 
 log = logging.getLogger(__name__)
+
+# Per gateway class: which of ``complete``'s later keywords (``context``, ``handoff``) it takes.
+_TAKES: dict[type, tuple[bool, bool]] = {}
+
+
+def _takes(gateway: Gateway) -> tuple[bool, bool]:
+    """Whether ``gateway.complete`` takes ``context=`` and ``handoff=``, decided once per class: a
+    subclass written before them overrides ``complete`` without them (and without ``**kwargs``)."""
+    cls = type(gateway)
+    takes = _TAKES.get(cls)
+    if takes is None:
+        try:
+            parameters = inspect.signature(cls.complete).parameters
+        except (TypeError, ValueError):  # no signature to read: the arguments it was first given
+            takes = (False, False)
+        else:
+            anything = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+            def accepts(name: str) -> bool:
+                p = parameters.get(name)
+                return anything or (p is not None and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+            takes = (accepts("context"), accepts("handoff"))
+        _TAKES[cls] = takes
+    return takes
 
 
 class _Tries:
@@ -53,6 +79,7 @@ class AgentActor(PooledActor):
     def __init__(self, name: str, gateway: Gateway):
         super().__init__()
         self.name, self.gateway = name, gateway
+        self._takes_context, self._takes_handoff = _takes(gateway)
 
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, (CallRequest, ToolRequest)):
@@ -121,10 +148,12 @@ class AgentActor(PooledActor):
                 assert tries is not None
                 tries.running = self.dispatcher.running()  # its next tries run here
                 completion = resume()
-            else:
+            elif self._takes_context and self._takes_handoff:
                 completion = self.gateway.complete(message.request, report, context=message.context,
                                                    on_delta=live.delta if live is not None else None,
                                                    handoff=_Tries(self, message, self.dispatcher.running()))
+            else:
+                completion = self._complete_as_before(message, report)
         except Overtaken:
             overtaken = True
             return  # settled as a timeout and gone on elsewhere: this late answer is dropped
@@ -142,3 +171,12 @@ class AgentActor(PooledActor):
         with self.dispatcher.ending():
             reply_to.tell(CallCompleted(message.call_id, self.name, completion))
 
+    def _complete_as_before(self, message: CallRequest, report: Callable[[AttemptFailure], None]) -> Completion:
+        """A gateway whose ``complete`` predates ``context=`` or ``handoff=`` is called without them
+        (without ``handoff`` an in-process model under a timeout runs on a worker thread)."""
+        kwargs: dict[str, Any] = {"on_delta": message.live.delta if message.live is not None else None}
+        if self._takes_context:
+            kwargs["context"] = message.context
+        if self._takes_handoff:
+            kwargs["handoff"] = _Tries(self, message, self.dispatcher.running())
+        return self.gateway.complete(message.request, report, **kwargs)
