@@ -11,7 +11,8 @@ import sqlite3
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -183,3 +184,20 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+@contextmanager
+def openai_env(base_url: str) -> Iterator[None]:
+    """``OPENAI_BASE_URL`` set to ``base_url`` (and a key that is not one) while the block runs,
+    as a user's environment points runs at a server; the variables as they were afterwards."""
+    names = ("OPENAI_BASE_URL", "OPENAI_API_KEY")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = base_url, "sk-bench-not-a-key"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

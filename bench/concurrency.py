@@ -26,7 +26,7 @@ from agentlog.actors import agent_configs, run, start_run
 from agentlog.models import Endpoint, Gateway
 from agentlog.store import SQLiteStore
 
-from .common import median, rss_mb
+from .common import median, openai_env, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,41 +88,35 @@ def _many(store: SQLiteStore, n: int, gateway: Gateway | None) -> tuple[float, _
 def bench(quick: bool, delay: float = 0.05, n_runs: int = 100) -> dict[str, Any]:
     reps = 3 if quick else 5
     server = _Server(delay)
-    saved = {k: os.environ.get(k) for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
-    os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = server.base_url, "sk-bench-not-a-key"
     try:
-        tmp = tempfile.mkdtemp(prefix="agentlog-bench-")
-        store = SQLiteStore(os.path.join(tmp, "concurrency.db"))
-        agents = agent_configs("fake-model")
-        run(store, "warm-up", agents=agents, max_iterations=2)
-        singles = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            run(store, "one run alone", agents=agents, max_iterations=2)
-            singles.append(time.perf_counter() - t)
-        ideal = median(singles)
-        threads_before, rss_before = threading.active_count(), rss_mb()
-        cpu_start = time.process_time()
-        results: dict[str, dict[str, list[float]]] = {}
-        for _ in range(reps):
-            for label, gateway in (("per-run gateway", None),
-                                   ("shared gateway", Gateway(Endpoint.from_env()))):
-                elapsed, peak = _many(store, n_runs, gateway)
-                if gateway is not None:
-                    gateway.close()
-                r = results.setdefault(label, {"wall": [], "threads": [], "rss": []})
-                r["wall"].append(elapsed)
-                r["threads"].append(peak.threads - threads_before)
-                r["rss"].append(peak.rss - rss_before)
-        cpu = (time.process_time() - cpu_start) / (2 * reps)  # per batch of n_runs
-        store.close()
+        with openai_env(server.base_url):
+            tmp = tempfile.mkdtemp(prefix="agentlog-bench-")
+            store = SQLiteStore(os.path.join(tmp, "concurrency.db"))
+            agents = agent_configs("fake-model")
+            run(store, "warm-up", agents=agents, max_iterations=2)
+            singles = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                run(store, "one run alone", agents=agents, max_iterations=2)
+                singles.append(time.perf_counter() - t)
+            ideal = median(singles)
+            threads_before, rss_before = threading.active_count(), rss_mb()
+            cpu_start = time.process_time()
+            results: dict[str, dict[str, list[float]]] = {}
+            for _ in range(reps):
+                for label, gateway in (("per-run gateway", None),
+                                       ("shared gateway", Gateway(Endpoint.from_env()))):
+                    elapsed, peak = _many(store, n_runs, gateway)
+                    if gateway is not None:
+                        gateway.close()
+                    r = results.setdefault(label, {"wall": [], "threads": [], "rss": []})
+                    r["wall"].append(elapsed)
+                    r["threads"].append(peak.threads - threads_before)
+                    r["rss"].append(peak.rss - rss_before)
+            cpu = (time.process_time() - cpu_start) / (2 * reps)  # per batch of n_runs
+            store.close()
     finally:
         server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     out: dict[str, Any] = {"runs": n_runs, "server_delay_s": delay, "calls_per_run": 5, "reps": reps,
                            "ideal_s": ideal, "critical_path_floor_s": 5 * delay}
     for label, r in results.items():

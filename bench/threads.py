@@ -36,7 +36,7 @@ from agentlog.store import SQLiteStore
 from agentlog.actors.lease import acquire
 
 from . import pipeline
-from .common import InstantGateway, machine, median
+from .common import InstantGateway, machine, median, openai_env
 from .concurrency import _Server
 
 COUNTS = (1, 10, 100)
@@ -161,22 +161,16 @@ def per_step(quick: bool) -> dict[str, Any]:
 def bench(quick: bool, delay: float = 0.05) -> dict[str, Any]:
     reps = 3 if quick else 5
     server = _Server(delay)
-    saved = {k: os.environ.get(k) for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
-    os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = server.base_url, "sk-bench-not-a-key"
     try:
-        store = SQLiteStore(os.path.join(tempfile.mkdtemp(prefix="agentlog-bench-"), "threads.db"))
-        baseline = _threads()
-        run(store, "warm-up", agents=agent_configs("fake-model"), max_iterations=2)
-        _settle(baseline)
-        rows = [threads_in_flight(store, n, reps, baseline) for n in COUNTS]
-        store.close()
+        with openai_env(server.base_url):
+            store = SQLiteStore(os.path.join(tempfile.mkdtemp(prefix="agentlog-bench-"), "threads.db"))
+            baseline = _threads()
+            run(store, "warm-up", agents=agent_configs("fake-model"), max_iterations=2)
+            _settle(baseline)
+            rows = [threads_in_flight(store, n, reps, baseline) for n in COUNTS]
+            store.close()
     finally:
         server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     overhead = per_step(quick)
     at_100 = rows[-1]["threads_per_run"]
     return {
