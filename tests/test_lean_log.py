@@ -241,19 +241,25 @@ def folded(path: Path, runs: list[str]) -> list[bytes]:
         return [msgspec.json.encode(build_view(run_id, store.read(run_id))) for run_id in runs]
 
 
-@pytest.mark.parametrize("name", ["content-offline", "fork-offline", "rereview-offline", "v1-runstarted"])
-def test_a_schema_3_log_upgrades_in_place_with_the_same_folded_views(tmp_path, name):
-    path = tmp_path / "log.db"
-    runs = log_at_schema_3(path, name)
+def folded_read_only(path: Path, runs: list[str]) -> list[bytes]:
+    """The runs' folded views as the viewer reads an old schema: as it is, before any migration."""
 
-    async def read_only():  # the viewer reads the old schema as it is, before any migration
+    async def read() -> list[bytes]:
         store = await AsyncSQLiteStore.open(path, read_only=True)
         try:
             return [msgspec.json.encode(build_view(r, await store.read(r))) for r in runs]
         finally:
             await store.close()
 
-    before = asyncio.run(read_only())
+    return asyncio.run(read())
+
+
+@pytest.mark.parametrize("name", ["content-offline", "fork-offline", "rereview-offline", "v1-runstarted"])
+def test_a_schema_3_log_upgrades_in_place_with_the_same_folded_views(tmp_path, name):
+    path = tmp_path / "log.db"
+    runs = log_at_schema_3(path, name)
+
+    before = folded_read_only(path, runs)
     with SQLiteStore(path) as store:  # migrates
         store.rebuild_index()
         answers = [a for r in runs for s in store.read(r) if isinstance(a := s.event, LLMCallAnswered)]

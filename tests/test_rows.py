@@ -4,7 +4,6 @@ extended; a schema-8 log (packed rows) upgraded in place with the same folded vi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from contextlib import closing
@@ -42,7 +41,8 @@ from agentlog.events import (
 )
 from agentlog.events import codec, rows
 from agentlog.replay import build_view, verify
-from agentlog.store import SCHEMA_VERSION, AsyncSQLiteStore, SQLiteStore
+from agentlog.store import SCHEMA_VERSION, SQLiteStore
+from tests.test_lean_log import folded_read_only
 
 GOLDEN = Path(__file__).parent / "golden"
 PINNED = json.loads((Path(__file__).parent / "golden_schema" / "row-fields.json").read_text())
@@ -194,14 +194,7 @@ def test_a_schema_8_log_upgrades_in_place_with_the_same_folded_views(tmp_path):
     path = tmp_path / "log.db"
     runs = schema_8_log(path)
 
-    async def read_only():  # the viewer reads the old schema as it is, before any migration
-        store = await AsyncSQLiteStore.open(path, read_only=True)
-        try:
-            return [msgspec.json.encode(build_view(r, await store.read(r))) for r in runs]
-        finally:
-            await store.close()
-
-    before = asyncio.run(read_only())
+    before = folded_read_only(path, runs)
     with closing(sqlite3.connect(path)) as con:
         packed = con.execute("SELECT run_id, seq, data FROM events ORDER BY run_id, seq").fetchall()
     with SQLiteStore(path, read_only=True) as store:
