@@ -66,6 +66,7 @@ from .replay import (
 )
 from .store import (
     ConcurrencyError,
+    DamagedEvent,
     DiskFull,
     LeaseHeld,
     LeaseLost,
@@ -572,8 +573,6 @@ def _check_priced(ctx: Context, models: Sequence[str]) -> None:
 
 def _costs(store: Store, run_ids: Sequence[str], prices: PriceTable) -> dict[str, Any]:
     """Each run's cost; a run whose log is damaged has none (the list itself is the runs index)."""
-    from .store import DamagedEvent
-
     costs = {}
     for run_id in run_ids:
         try:
@@ -1161,8 +1160,6 @@ def cmd_verify(ctx: Context) -> int:
         run_ids = [_run_id(store, r) for r in ctx.args.runs]
     else:
         raise UsageError("name the runs to verify, or pass --all")
-    from .store import DamagedEvent
-
     # A run that cannot be read is said in one line (exit 2) and the others are still verified:
     # a check of a thousand runs reports on all of them, not up to the first damaged one.
     results, damaged = [], []
