@@ -112,6 +112,11 @@ def check_log(db: str, run_ids: list[str]) -> dict[str, list]:
             answered = [s.event.call_id for s in stored if s.type == "LLMCallAnswered"]
             assert len(answered) == len(set(answered)) == CALLS_PER_RUN, run_id
             assert store.get_run(run_id).status == "finished"
+            intents = {s.event.call_id: s.event.request_hash for s in stored if s.type == "LLMCallRequested"}
+            for s in stored:
+                if s.type == "LLMCallAnswered":
+                    # The request sent is the one whose intent is in the log (a takeover decides the same one).
+                    assert s.event.request_hash == intents[s.event.call_id], (run_id, s.seq, s.event.call_id)
             out[run_id] = stored
         assert store.queued_runs() == []  # a run leaves the queue with its last event
     return out
@@ -127,8 +132,9 @@ def never_resent_after_answer(server: FakeOpenAIServer, db: str, run_ids: list[s
                 if s.type == "LLMCallAnswered":
                     answered_at[s.event.request_hash] = s.recorded_at
     sent = [(wire_hash(r["body"]), r["at"] + offset) for r in server.requests]
-    for digest, at in sent:
-        assert digest in answered_at
+    for (digest, at), r in zip(sent, server.requests):
+        assert digest in answered_at, ("sent, never answered in the log", r["body"]["model"],
+                                       [m["content"][:80] for m in r["body"]["messages"]])
         assert at < answered_at[digest], "a call was sent again after its answer was in the log"
     hashes = [d for d, _ in sent]
     return len(hashes) - len(set(hashes))
