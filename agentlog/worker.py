@@ -79,6 +79,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = False
         self._at_once = False
+        self._unreachable: str | None = None  # why the last claim failed, until one succeeds
 
     def stop(self, *, at_once: bool = False) -> None:
         """Claim nothing more; hand back the runs in hand at their next step boundary, or with
@@ -132,8 +133,13 @@ class Worker:
             try:
                 lease = self.store.claim_run(self.owner, self.ttl)
             except StoreError as exc:  # busy, or gone for a while: the next poll tries again
-                log.warning("could not claim a run: %s", exc)
+                if self._unreachable is None:  # one line an outage, not one a poll
+                    self.say(f"could not claim a run: {exc}; trying again every {self.poll:g} s")
+                self._unreachable = str(exc)
                 return found
+            if self._unreachable is not None:
+                self._unreachable = None
+                self.say("the log answers again: claiming runs")
             if lease is None:
                 return found
             found = True

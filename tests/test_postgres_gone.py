@@ -6,7 +6,9 @@ The cluster is this module's own (tests/postgres.py), since it is stopped and st
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -15,7 +17,11 @@ from agentlog.events import LLMCallAnswered
 from agentlog.store import open_store
 from tests.conftest import PYTHON, SECRET, cli_env
 from tests.postgres import Cluster, running_cluster
+from tests.fake_openai import FakeOpenAIServer
 from tests.test_watch import TIMEOUT, GatedServer
+from tests.test_worker import Workers, check_log, enqueue, env_for, never_resent_after_answer, wait_for
+from tests.test_worker import workers  # noqa: F401 - fixture
+from tests.test_worker_campaign import all_ended
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +79,31 @@ def test_the_run_stops_in_one_line_and_resume_finishes_it_without_repeating_a_ca
     assert max(calls.values()) == 1
     # Every answered call was asked once, but the one in flight when the server went: twice.
     assert sent_before == 3 and len(server.requests) == len(calls) + 1
+
+
+def test_a_worker_outlives_the_server_going_away_and_finishes_its_batch(cluster, workers):
+    """A worker keeps going when PostgreSQL stops mid-batch: its runs in flight stop, it
+    says so in one line each (no password), and once the server is back it (or its
+    next poll) claims them again and finishes every run, no answered call asked again."""
+    url = cluster.url(cluster.database())
+    run_ids = enqueue(url, 4)
+    with FakeOpenAIServer(delay=0.3) as server:
+        pool = workers(url, env_for(server, AGENTLOG_LEASE_SECONDS="2"))
+        proc = pool.start("--concurrency", "2")
+        wait_for(lambda: server.count() >= 3, TIMEOUT)
+        pg_ctl(cluster, "-m", "fast", "-w", "stop")
+        time.sleep(1.0)  # the worker's calls come back to a log that is gone
+        start_again(cluster)
+        try:
+            wait_for(lambda: all_ended(url, run_ids), TIMEOUT)
+        except AssertionError:
+            raise AssertionError(f"the batch did not finish: {Workers.stderr(proc)}") from None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 0, Workers.stderr(proc)
+        err = Workers.stderr(proc)
+        check_log(url, run_ids)
+        never_resent_after_answer(server, url, run_ids)
+    assert cluster.password not in err and "Traceback" not in err
+    # One line an outage, not one a poll: the worker said the server was gone, then that it is back.
+    gone = [line for line in err.splitlines() if line.startswith("could not claim a run")]
+    assert len(gone) <= 1 and ("the log answers again" in err) == bool(gone), err

@@ -244,7 +244,22 @@ class PostgresStore(SQLStore):
             raise
 
     def _errors(self) -> AbstractContextManager[None]:
+        if self._db.conn.closed:
+            self._reconnect()
         return translate_errors(self.where, self._secret)
+
+    def _reconnect(self) -> None:
+        """A new session in place of one the server closed (it went away, or restarted): a
+        long-lived store, a worker's, goes on once the server is back. Only between
+        operations (each begins here, under the store's lock), so no transaction is split
+        across sessions; the heads and chunks the store remembered are read again, since
+        the commit that failed with the old session may or may not have happened. If the
+        server is still away, the closed session stays and the operation fails in one line."""
+        before = self._db.conn
+        self._db.renew()
+        if self._db.conn is not before:
+            self._known.clear()
+            self._chunks.clear()
 
     def _write_group(self, db: Any, group: list[_Append]) -> None:
         if any(item.claim is not None or fork_point(item.events, item.expected_seq, item.times) for item in group):
