@@ -22,6 +22,9 @@ from tests.test_watch import TIMEOUT, GatedServer
 from tests.test_worker import Workers, check_log, enqueue, env_for, never_resent_after_answer, wait_for
 from tests.test_worker import workers  # noqa: F401 - fixture
 from tests.test_worker_campaign import all_ended
+from tests.web.builders import serving
+from tests.web.conftest import fetch
+from agentlog.web import create_app
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +110,18 @@ def test_a_worker_outlives_the_server_going_away_and_finishes_its_batch(cluster,
     # One line an outage, not one a poll: the worker said the server was gone, then that it is back.
     gone = [line for line in err.splitlines() if line.startswith("could not claim a run")]
     assert len(gone) <= 1 and ("the log answers again" in err) == bool(gone), err
+
+
+def test_the_viewer_says_the_log_is_unavailable_and_reads_again_once_the_server_is_back(cluster):
+    url = cluster.url(cluster.database())
+    run_ids = enqueue(url, 1)  # a log with one (queued) run to show
+    with serving(create_app(url, read_only=True)) as viewer:
+        status, _, body = fetch(viewer + "/")
+        assert status == 200 and run_ids[0] in body
+        pg_ctl(cluster, "-m", "fast", "-w", "stop")
+        status, _, body = fetch(viewer + "/")
+        assert status == 503 and "the log cannot be read now" in body
+        assert cluster.password not in body and "Traceback" not in body
+        start_again(cluster)
+        status, _, body = fetch(viewer + f"/runs/{run_ids[0]}")
+        assert status == 200 and run_ids[0] in body

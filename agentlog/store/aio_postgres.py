@@ -41,34 +41,30 @@ class AsyncPostgresStore(AsyncReads):
         self._pack_cache = blobs.PackCache()
         self._lock = asyncio.Lock()  # one connection: one statement at a time
         self._listener = AsyncListener(url)
+        self._connect_timeout: float = 10
 
     @classmethod
     async def open(cls, url: str, *, connect_timeout: float = 10) -> "AsyncPostgresStore":
         """Connect to the log at ``url`` in a read-only session; ``SchemaError`` if the database
         holds no agentlog log, or a newer one."""
-        where, secret = redact(url), password_of(url)
+        store = cls(await _connect(url, connect_timeout), url)
+        store._connect_timeout = connect_timeout
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                url, autocommit=True, cursor_factory=psycopg.AsyncRawCursor, application_name="agentlog-viewer",
-                connect_timeout=max(1, round(connect_timeout)))
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to {where}: {one_line(exc, secret)}") from None
-        store = cls(conn, url)
-        try:
-            await store._fetch("SET default_transaction_read_only = on", ())
             (has_version, _tables), = await store._fetch(pgschema.INSPECT, ())
             if not has_version:
-                raise SchemaError(f"{where} holds no agentlog log (no agentlog tables)")
+                raise SchemaError(f"{store.where} holds no agentlog log (no agentlog tables)")
             (found,), = await store._fetch(pgschema.VERSION, ())
-            check_schema_version(found, where, pgschema.SCHEMA_VERSION)
+            check_schema_version(found, store.where, pgschema.SCHEMA_VERSION)
         except BaseException:
-            await conn.close()
+            await store._conn.close()
             raise
         return store
 
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple]:
         try:
             async with self._lock:
+                if self._conn.closed:  # the server closed it (it went away, or restarted): a new session, if it is back
+                    self._conn = await _connect(self.url, self._connect_timeout)
                 cursor = self._conn.cursor()
                 await cursor.execute(native(sql), params or None)
                 return list(await cursor.fetchall()) if cursor.description else []
@@ -98,3 +94,19 @@ class AsyncPostgresStore(AsyncReads):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+
+async def _connect(url: str, connect_timeout: float) -> psycopg.AsyncConnection[Any]:
+    """A read-only session of the viewer; ``StoreError`` in one line (no password) if the server cannot be reached."""
+    conn = None
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, cursor_factory=psycopg.AsyncRawCursor, application_name="agentlog-viewer",
+            connect_timeout=max(1, round(connect_timeout)))
+        await conn.execute("SET default_transaction_read_only = on")
+    except BaseException as exc:
+        if conn is not None:
+            await conn.close()
+        if isinstance(exc, psycopg.Error):
+            raise StoreError(f"cannot connect to {redact(url)}: {one_line(exc, password_of(url))}") from None
+        raise
+    return conn

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentlog.models import Gateway
 from agentlog.models.prices import PriceTable
 from agentlog.replay.approval import default_decider
-from agentlog.store import AmbiguousRunId, RunNotFound, SchemaError, redact
+from agentlog.store import AmbiguousRunId, RunNotFound, SchemaError, StoreError, redact
 from agentlog.store.aio import AsyncReads
 from agentlog.store.opening import open_async_store
 from agentlog.store.url import is_postgres, sqlite_path
@@ -213,6 +213,11 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
     async def not_found(request: Request, exc: Exception) -> Response:
         return page("Not found", render.error_page(f"nothing at {request.url.path}"), 404)
 
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        # The log's server went away (or the file became unreadable): one line, no traceback;
+        # the next request reads again (a PostgreSQL log reconnects once the server is back).
+        return page("Log unavailable", render.error_page(f"the log cannot be read now: {exc}"), 503)
+
     routes = [
         Route("/", runs),
         Route("/runs/{run_id}", run),
@@ -230,7 +235,7 @@ def create_app(db_path: str, *, allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
     if "*" not in allowed_hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                     exception_handlers={404: not_found})
+                     exception_handlers={404: not_found, StoreError: unavailable})
 
 
 class ListenError(OSError):
