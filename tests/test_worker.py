@@ -263,3 +263,16 @@ def test_worker_bad_input_is_one_line(tmp_path):
     bad = subprocess.run([PYTHON, "-m", "agentlog.cli", "worker", "--concurrency", "0", "--db",
                           str(tmp_path / "log.db")], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_worker_loads_the_model_client_before_it_claims_a_run(tmp_path):
+    """The client library is imported as the worker starts (a long-lived process), not in the
+    first run's first call, where every run claimed at once would wait for it."""
+    db = tmp_path / "log.db"
+    create(str(db))
+    code = ("import sys; from agentlog.store import open_store; from agentlog.worker import Worker; "
+            "assert 'openai' not in sys.modules, 'imported before the worker'; "
+            f"Worker(open_store({str(db)!r})); print('openai' in sys.modules)")
+    done = subprocess.run([PYTHON, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

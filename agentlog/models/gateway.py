@@ -101,6 +101,13 @@ def _openai():  # noqa: ANN202 - the module
     return openai
 
 
+def load_client() -> None:
+    """Import the ``openai`` client now rather than in the first call that needs it: for a
+    long-lived process that will call models, e.g. a worker before it claims its first run
+    (else every run it claims first waits for the import, and its CPU counts in theirs)."""
+    _openai()
+
+
 def classify(exc: BaseException) -> tuple[str, bool]:
     """``(error_kind, retryable)`` for an exception raised by the openai client."""
     openai = _openai()
