@@ -29,7 +29,7 @@ from .actors.runtime import Models
 from .events import TERMINAL_TYPES, RunClaimed, RunFailed
 from .models import Gateway, PriceTable
 from .models.gateway import load_client
-from .store import ConcurrencyError, LeaseHeld, LeaseLost, Store, StoredEvent, StoreError
+from .store import ConcurrencyError, LeaseHeld, LeaseLost, RunSummary, Store, StoredEvent, StoreError
 from .tools import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -128,12 +128,17 @@ class Worker:
     # --- claiming ----------------------------------------------------------------
 
     def _claim_some(self, max_runs: int | None) -> bool:
-        """Claim runs while there is room; whether any was claimable."""
+        """Claim runs while there is room, as many at once as there is room for; whether any
+        was claimable."""
         found = False
-        while (not self._stopping and len(self._active) < self.concurrency
-               and (max_runs is None or self.stats.claimed < max_runs)):
+        while not self._stopping:
+            room = self.concurrency - len(self._active)
+            if max_runs is not None:
+                room = min(room, max_runs - self.stats.claimed)
+            if room < 1:
+                return found
             try:
-                lease = self.store.claim_run(self.owner, self.ttl)
+                claims = self.store.claim_runs(self.owner, self.ttl, room)
             except StoreError as exc:  # busy, or gone for a while: the next poll tries again
                 if self._unreachable is None:  # one line an outage, not one a poll
                     self.say(f"could not claim a run: {exc}; trying again every {self.poll:g} s")
@@ -142,38 +147,55 @@ class Worker:
             if self._unreachable is not None:
                 self._unreachable = None
                 self.say("the log answers again: claiming runs")
-            if lease is None:
+            if not claims:
                 return found
             found = True
-            self.stats.claimed += 1
-            self._start(lease)
+            self.stats.claimed += len(claims)
+            self._start(claims)
         return found
 
-    def _start(self, lease: Any) -> None:
-        run_id = lease.run_id
+    def _start(self, claims: list[tuple[Any, RunSummary]]) -> None:
+        """Record ``RunClaimed`` in each claimed run (all in one transaction) and drive it.
+
+        Claiming and starting a run is the worker's own thread's work, while the runs it
+        already drives take turns with it at the interpreter: a round trip or two for a batch
+        of claims, not several per run, lets a worker reach its concurrency in a fraction of
+        the time (docs/benchmarks.md, benchmark 10)."""
         try:
-            last = self.store.last_seq(run_id)
-            self.store.append(run_id, [RunClaimed(worker=self.owner, previous_seq=last)], last, lease=lease)
-            summary = self.store.get_run(run_id)
-            handle = drive(self.store, run_id, gateway=self.gateway, tools=self.tools, lease=lease,
-                           lease_seconds=self.ttl, models=self.models, budget=Budget(self.prices),
-                           observer=self._observe)
-        except (LeaseLost, ConcurrencyError):  # another worker, or a resumer, got in first
-            self._release(lease)
-            self.stats.lost += 1
-            self.say(f"run {run_id}: another process drives it; left to it")
-            return
+            written = self.store.append_each([
+                (lease.run_id, [RunClaimed(worker=self.owner, previous_seq=run.last_seq)], run.last_seq, lease)
+                for lease, run in claims])
         except StoreError as exc:
-            self._release(lease)
-            self.stats.stopped += 1
-            self.say(f"run {run_id}: not started ({exc}); it stays queued")
-            return
-        except Exception as exc:  # noqa: BLE001 - this run cannot start here (its pipeline, its models)
-            self._release(lease)
-            self._record_failure(run_id, exc)
-            return
-        self._active[run_id] = handle
-        self.say(f"run {run_id} claimed (after event {last}): {summary.task}")
+            written = [exc] * len(claims)
+        for (lease, run), result in zip(claims, written):
+            run_id = lease.run_id
+            if self._stopping and not isinstance(result, BaseException):  # stopped meanwhile: not started
+                self._release(lease)
+                self.stats.handed_back += 1
+                self.say(f"run {run_id} handed back unstarted: its lease is released, another worker goes on")
+                continue
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                handle = drive(self.store, run_id, gateway=self.gateway, tools=self.tools, lease=lease,
+                               lease_seconds=self.ttl, models=self.models, budget=Budget(self.prices),
+                               observer=self._observe)
+            except (LeaseLost, ConcurrencyError):  # another worker, or a resumer, got in first
+                self._release(lease)
+                self.stats.lost += 1
+                self.say(f"run {run_id}: another process drives it; left to it")
+                continue
+            except StoreError as exc:
+                self._release(lease)
+                self.stats.stopped += 1
+                self.say(f"run {run_id}: not started ({exc}); it stays queued")
+                continue
+            except Exception as exc:  # noqa: BLE001 - this run cannot start here (its pipeline, its models)
+                self._release(lease)
+                self._record_failure(run_id, exc)
+                continue
+            self._active[run_id] = handle
+            self.say(f"run {run_id} claimed (after event {run.last_seq}): {run.task}")
 
     def _observe(self, stored: StoredEvent) -> None:
         if isinstance(stored.event, TERMINAL_TYPES):

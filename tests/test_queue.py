@@ -67,6 +67,25 @@ def test_claims_take_the_oldest_queued_run_with_a_new_lease(open_log):
     assert store.lease(ids[0]).token == claimed[0].token
 
 
+def test_a_batch_claim_takes_the_oldest_runs_with_their_index_rows_and_each_start_is_fenced(open_log):
+    store = open_log()
+    ids = queue(store, 5)
+    claims = store.claim_runs("w:1", 30, 3)
+    assert [lease.run_id for lease, _ in claims] == ids[:3]
+    assert all(run.run_id == lease.run_id and run.status == "queued" for lease, run in claims)
+    assert [lease.run_id for lease, _ in store.claim_runs("w:2", 30, 10)] == ids[3:]  # the rest, no more
+    assert store.claim_runs("w:3", 30, 10) == []
+    # One of the batch's leases taken over meanwhile: its RunClaimed is fenced out, the others commit.
+    (a, run_a), (b, run_b), (c, run_c) = claims
+    taken = store.acquire_lease(b.run_id, "w:resumer", 30, take_over=b.token)
+    results = store.append_each([(lease.run_id, [RunClaimed(worker="w:1", previous_seq=run.last_seq)], run.last_seq,
+                                  lease) for lease, run in claims])
+    assert results[0] == run_a.last_seq + 1 and results[2] == run_c.last_seq + 1
+    assert isinstance(results[1], LeaseLost)
+    assert [store.get_run(r).status for r in (a.run_id, b.run_id, c.run_id)] == ["running", "queued", "running"]
+    assert store.read(b.run_id)[-1].type != "RunClaimed" and store.lease(b.run_id).token == taken.token
+
+
 def test_a_released_or_expired_lease_makes_a_run_claimable_again_with_a_higher_token(open_log):
     store = open_log()
     [run_id] = queue(store, 1)
@@ -122,7 +141,8 @@ def test_rebuild_index_rebuilds_the_queue_from_the_events(open_log):
     assert store.get_run(ids[0]).status == "queued"
 
 
-def test_workers_claiming_at_once_each_get_a_different_run(open_log):
+@pytest.mark.parametrize("batch", [1, 5])
+def test_workers_claiming_at_once_each_get_a_different_run(open_log, batch):
     ids = queue(open_log(), 24)
     claimants = [open_log() for _ in range(6)]  # one connection each, as separate processes have
     start = threading.Barrier(len(claimants))
@@ -130,8 +150,8 @@ def test_workers_claiming_at_once_each_get_a_different_run(open_log):
     def claim_all(store) -> list[str]:
         start.wait(timeout=10)
         got = []
-        while (lease := store.claim_run(f"w:{id(store)}", 30)) is not None:
-            got.append(lease.run_id)
+        while claims := store.claim_runs(f"w:{id(store)}", 30, batch):
+            got.extend(lease.run_id for lease, _ in claims)
         return got
 
     with ThreadPoolExecutor(len(claimants)) as pool:
@@ -140,19 +160,22 @@ def test_workers_claiming_at_once_each_get_a_different_run(open_log):
     assert sorted(everything) == sorted(ids)  # every run claimed once, none twice
 
 
-def test_a_worker_stopped_while_claiming_claims_nothing_more(open_log):
+def test_a_worker_stopped_while_claiming_starts_nothing_more(open_log):
+    """A worker claims as many runs as it has room for in one go; stopped (SIGTERM) as the
+    first of them starts, it starts none of the others: their leases are released at once."""
     from agentlog.worker import Worker
 
     store = open_log()
-    ids = queue(store, 3)
+    ids = queue(store, 5)
     worker: Worker
 
     def say(line: str) -> None:
-        if "claimed" in line:
-            worker.stop()  # SIGTERM as the first run is claimed, while there is room for two more
+        if " claimed " in line:
+            worker.stop()  # SIGTERM as the first run is started, while two more are claimed
 
     worker = Worker(store, concurrency=3, say=say, poll=0.05)
     stats = worker.run(idle_exit=0.5)
-    assert stats.claimed == 1
-    statuses = sorted(store.get_run(r).status for r in ids)
-    assert statuses.count("queued") >= 2, statuses  # the others stay claimable by the next worker
+    assert stats.claimed == 3 and stats.handed_back >= 2
+    assert [store.get_run(r).status for r in ids[3:]] == ["queued", "queued"]  # beyond its room: never claimed
+    claimable = {lease.run_id for lease, _ in open_log().claim_runs("w:next", 30, 5)}
+    assert set(ids[1:]) <= claimable  # the next worker takes them at once

@@ -518,29 +518,54 @@ class SQLStore:
 
     def claim_run(self, owner: str, ttl: float) -> Lease | None:
         """Take the oldest queued run nobody drives (never claimed, released, or its lease
-        expired) and its lease for ``owner``, in one transaction; ``None`` if there is none.
+        expired) and its lease for ``owner``, in one transaction; ``None`` if there is none."""
+        claimed = self.claim_runs(owner, ttl, 1)
+        return claimed[0][0] if claimed else None
 
-        Workers in other processes claiming at once each get a different run: the pick is
-        made under the dialect's lock (SQLite's write lock; Postgres skips a queue row another
-        claimant holds), and the lease row is then read locked, as ``acquire_lease`` does.
+    def claim_runs(self, owner: str, ttl: float, limit: int) -> list[tuple[Lease, RunSummary]]:
+        """Take up to ``limit`` of the oldest queued runs nobody drives, and their leases for
+        ``owner``, in one transaction; each with the run's index row as it was claimed (its
+        ``last_seq``: where the claimant goes on). None if there is none.
+
+        Workers in other processes claiming at once each get different runs: the pick is
+        made under the dialect's lock (SQLite's write lock; Postgres skips the queue rows
+        another claimant holds), and a lease is only taken if nobody holds it live, as
+        ``acquire_lease`` does.
         """
         ttl = _lease.check_ttl(ttl)
-        if not self._fetch(schema.CLAIMABLE, (time.time(),)):  # idle polls stay off the write lock
-            return None
+        if limit < 1 or not self._fetch(schema.CLAIMABLE, (time.time(),)):  # idle polls stay off the write lock
+            return []
+        claimed: list[tuple[Lease, RunSummary]] = []
         with self._lock, self._errors(), self._write() as db:
             now = time.time()
-            row = db.execute(self.CLAIMABLE_TO_CLAIM, (now,)).fetchone()
-            if row is None:
-                return None
-            run_id = row[0]
-            db.execute(schema.ENSURE_LEASE, (run_id,))
-            held = db.execute(self.SELECT_LEASE_TO_CLAIM, (run_id,)).fetchone()
-            current = _lease.holder(run_id, held)
-            if current is not None and current.live(now):  # claimed by another since the pick
-                return None
-            lease = Lease(run_id, owner, held[1] + 1, now + ttl)
-            db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
-        return lease
+            while len(claimed) < limit:
+                row = db.execute(self.CLAIMABLE_TO_CLAIM, (now,)).fetchone()
+                if row is None:
+                    break
+                run_id = row[0]
+                db.execute(schema.ENSURE_LEASE, (run_id,))
+                held = db.execute(self.SELECT_LEASE_TO_CLAIM, (run_id,)).fetchone()
+                current = _lease.holder(run_id, held)
+                if current is not None and current.live(now):  # claimed by another since the pick
+                    break
+                lease = Lease(run_id, owner, held[1] + 1, now + ttl)
+                db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
+                summary = RunSummary.from_row(db.execute(schema.SELECT_RUN, (run_id,)).fetchone())
+                claimed.append((lease, summary))  # taken in this transaction: the next pick passes it by
+        return claimed
+
+    def append_each(self, batches: Sequence[tuple[str, Sequence[Event], int, Lease]]) -> list[int | Exception]:
+        """``(run_id, events, expected_seq, lease)`` batches of different runs, each appended
+        under its lease as ``append`` does, in one transaction: what a group commit of their
+        writers would be. Each batch's new last seq, or its error (``ConcurrencyError``,
+        ``LeaseLost``; the transaction's, for every batch, if it failed)."""
+        items = [_Append(run_id, events, expected_seq, lease) for run_id, events, expected_seq, lease in batches]
+        if len({item.run_id for item in items}) != len(items):
+            raise ValueError("append_each takes one batch per run")
+        if items:
+            with self._lock:
+                self._commit_group(items, items[0])
+        return [item.error if item.error is not None else item.result for item in items]  # type: ignore[misc]
 
     def queued_runs(self) -> list[str]:
         """Runs in the queue (waiting for a worker, or driven by one), oldest first."""

@@ -155,17 +155,18 @@ INSERT_BLOBS = (
     "SELECT * FROM unnest(CAST(? AS BYTEA[]), CAST(? AS BIGINT[]), CAST(? AS INTEGER[]), CAST(? AS INTEGER[])) "
     "ORDER BY 1 ON CONFLICT (hash) DO NOTHING"
 )
-# The claim in two round trips (postgres.py): the pick, with a lease row made for a run never
-# leased (so that there is a row to lock); then the lease taken if nobody holds it live.
+# The claim of up to ? runs in two round trips (postgres.py): the pick (the runs' index rows),
+# with a lease row made for a run never leased (so that there is a row to lock); then the leases taken that nobody
+# holds live (one another claimant took since its pick is left out), and the commit.
 PICK_TO_CLAIM = f"""
-    WITH pick AS ({CLAIMABLE_TO_CLAIM}),
+    WITH pick AS ({schema.CLAIMABLE_SOME.rstrip()} FOR UPDATE OF queue SKIP LOCKED),
     ensure AS (INSERT INTO leases (run_id, owner, token, expires_at, acquired_at)
                SELECT run_id, NULL, 0, 0, 0 FROM pick ON CONFLICT (run_id) DO NOTHING)
-    SELECT run_id FROM pick
+    SELECT {schema.RUN_COLUMNS} FROM pick JOIN runs USING (run_id)
 """
-TAKE_LEASE = (
+TAKE_LEASES = (
     "UPDATE leases SET owner = ?, token = token + 1, expires_at = ?, acquired_at = ? "
-    "WHERE run_id = ? AND (owner IS NULL OR expires_at <= ?) RETURNING token"
+    "WHERE run_id = ANY(?) AND (owner IS NULL OR expires_at <= ?) RETURNING run_id, token"
 )
 NOTIFY = "SELECT pg_notify('agentlog_events', CAST(? AS TEXT) || ':' || CAST(? AS TEXT))"
 DATABASE_SIZE = "SELECT pg_database_size(current_database())"

@@ -43,7 +43,7 @@ from ._base import SQLStore, _Append, _rollback
 from ._batch import check_schema_version, fork_point
 from .blobs import Location, deflate, digest, spans
 from .errors import LogUnavailable, SchemaError, StoreError
-from .records import Lease
+from .records import Lease, RunSummary
 from .url import password_of, redact, scrub
 
 __all__ = ["PostgresStore"]
@@ -319,32 +319,32 @@ class PostgresStore(SQLStore):
         db.execute("COMMIT")  # the second round trip: sent as the pipeline ends
         return fenced, blobs.located if writes.clean else None
 
-    def claim_run(self, owner: str, ttl: float) -> Lease | None:
-        # As SQLStore.claim_run, in two round trips: the pick (and a lease row for a run never
-        # leased), then the lease taken unless another claimant took it since, and the commit.
+    def claim_runs(self, owner: str, ttl: float, limit: int) -> list[tuple[Lease, RunSummary]]:
+        # As SQLStore.claim_runs, in two round trips: the pick (and lease rows for runs never
+        # leased), then the leases taken unless another claimant took them since, and the commit.
         ttl = _lease.check_ttl(ttl)
-        if not self._fetch(schema.CLAIMABLE, (time.time(),)):  # idle polls take no lock
-            return None
+        if limit < 1 or not self._fetch(schema.CLAIMABLE, (time.time(),)):  # idle polls take no lock
+            return []
         with self._lock, self._errors():
             db = self._db
             now = time.time()
 
-            def claim() -> tuple[str, Any] | None:
+            def claim() -> tuple[list[RunSummary], Any]:
                 for statement in self.BEGIN_PIPELINED:
                     db.execute(statement)
-                picked = db.execute(pgschema.PICK_TO_CLAIM, (now,)).fetchone()
-                taken = None if picked is None else db.execute(
-                    pgschema.TAKE_LEASE, (owner, now + ttl, now, picked[0], now))
+                picked = [RunSummary.from_row(row) for row in db.execute(pgschema.PICK_TO_CLAIM, (now, limit))]
+                taken = db.execute(pgschema.TAKE_LEASES, (owner, now + ttl, now, [r.run_id for r in picked], now)
+                                   ) if picked else None
                 db.execute("COMMIT")
-                return None if taken is None else (picked[0], taken)
+                return picked, taken
 
             try:
-                claimed = db.pipelined(claim)
+                picked, taken = db.pipelined(claim)
             except BaseException:
                 _rollback(db)
                 raise
-            token = claimed[1].fetchone() if claimed is not None else None
-        return None if token is None else Lease(claimed[0], owner, token[0], now + ttl)
+            tokens = dict(taken.fetchall()) if taken is not None else {}
+        return [(Lease(run.run_id, owner, tokens[run.run_id], now + ttl), run) for run in picked if run.run_id in tokens]
 
     def _notify(self, db: Any, last: dict[str, int]) -> None:
         db.executemany(pgschema.NOTIFY, sorted(last.items()))

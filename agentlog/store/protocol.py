@@ -37,6 +37,11 @@ class Store(Protocol):
         """``(run_id, events, expected_seq)`` batches of different runs in one transaction: all or none."""
         ...
 
+    def append_each(self, batches: Sequence[tuple[str, Sequence[Event], int, Lease]]) -> list[int | Exception]:
+        """``(run_id, events, expected_seq, lease)`` batches of different runs, each under its lease,
+        in one transaction; each one's new last seq or its own error (a stale or fenced-out batch)."""
+        ...
+
     def append_recorded(self, run_id: str, stored: Sequence[StoredEvent], expected_seq: int) -> int:
         """Events recorded in another log, appended as ``append`` would, each keeping its
         ``recorded_at`` (``agentlog copy``)."""
@@ -68,6 +73,9 @@ class Store(Protocol):
 
     # --- the run queue: workers claim queued runs nobody drives
     def claim_run(self, owner: str, ttl: float) -> Lease | None: ...
+    def claim_runs(self, owner: str, ttl: float, limit: int) -> list[tuple[Lease, RunSummary]]:
+        """Up to ``limit`` queued runs nobody drives, claimed in one transaction, each with its index row."""
+        ...
     def queued_runs(self) -> list[str]: ...
 
     # --- answers being streamed (beside the log)

@@ -326,6 +326,8 @@ CLAIMABLE = """
     WHERE runs.status IN ('queued', 'running') AND (leases.owner IS NULL OR leases.expires_at <= ?)
     ORDER BY queue.enqueued_at, queue.run_id LIMIT 1
 """
+# The same, up to ``?`` runs: a worker claims as many as it has room for in one transaction.
+CLAIMABLE_SOME = CLAIMABLE.replace("LIMIT 1", "LIMIT ?")
 QUEUED_RUNS = "SELECT run_id FROM queue ORDER BY enqueued_at, run_id"
 
 
