@@ -89,9 +89,10 @@ def threads_in_flight(store: SQLiteStore, n: int, reps: int, baseline: int) -> d
     return {"runs": n, "threads_per_run": median(per_run), "all": per_run, "back_to_baseline": back}
 
 
-# The orchestrator's appends for the standard run: RunStarted; the first call's intent; then
-# per answer its outcome and the next call's intent (the last: the outcome and RunFinished).
-BATCHES = ((0, 1), (1, 2), (2, 5), (5, 8), (8, 11), (11, 14), (14, 17))
+# The orchestrator's appends for the standard run: RunStarted with the first call's intent
+# (and the lease); then per answer its outcome and the next call's intent (the last: the
+# outcome and RunFinished, giving the lease up).
+BATCHES = ((0, 2), (2, 5), (5, 8), (8, 11), (11, 14), (14, 17))
 
 
 def per_step(quick: bool) -> dict[str, Any]:
@@ -121,11 +122,10 @@ def per_step(quick: bool) -> dict[str, Any]:
     def store_alone() -> None:
         for _ in range(runs):
             run_id, events = f"alone-{next(names)}", next(to_append)
-            seq = store.append(run_id, events[:1], 0)
-            lease = acquire(store, run_id, 30.0)
+            a, b = BATCHES[0]
+            lease, seq = acquire(store, run_id, 30.0, first=events[a:b]), b
             for a, b in BATCHES[1:]:
-                seq = store.append(run_id, events[a:b], seq, lease=lease)
-            store.release_lease(lease)
+                seq = store.append(run_id, events[a:b], seq, lease=lease, release=b == len(events))
 
     def baseline_runs() -> None:
         for _ in range(runs):

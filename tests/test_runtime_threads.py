@@ -17,8 +17,10 @@ import pytest
 
 from agentlog.actors import AgentDied, agent_configs, start_run
 from agentlog.actors.dispatch import IDLE_SECONDS, Dispatcher, PooledActor
+from agentlog.actors.lease import owner_name
 from agentlog.actors.sharing import AGENTS
 from agentlog.models import Endpoint, FunctionModel, Gateway, ModelRequest, RetryPolicy, offline
+from agentlog.store import SQLiteStore
 from tests.conftest import SECRET
 from tests.fake_openai import FakeOpenAIServer
 
@@ -278,3 +280,54 @@ def test_an_actor_may_ask_another_from_its_turn_without_deadlock():
     finally:
         asker.stop(timeout=WAIT)
         counter.stop(timeout=WAIT)
+
+
+# --- when a run writes -------------------------------------------------------------------
+
+
+class NotedWrites(SQLiteStore):
+    """The SQLite store, noting the event types of each transaction a run's writer commits."""
+
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        self.writes: list[list[str]] = []
+
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, *, take_over: int | None = None,
+                      first: Any = ()) -> Any:
+        lease = super().acquire_lease(run_id, owner, ttl, take_over=take_over, first=first)
+        self.writes.append([type(e).__name__ for e in first])
+        return lease
+
+    def append(self, run_id: str, events: Any, expected_seq: int, **kwargs: Any) -> int:
+        seq = super().append(run_id, events, expected_seq, **kwargs)
+        self.writes.append([type(e).__name__ for e in events])
+        return seq
+
+
+@pytest.mark.parametrize("research", ["single", "parallel"])
+def test_a_new_runs_first_intents_commit_with_its_run_started_and_lease(tmp_path, research):
+    store = NotedWrites(tmp_path / "log.db")
+    heard: list[int] = []
+    gate = Gate()
+    gateway = Gateway(timeout=None, models={"m": FunctionModel(gate, name="m")})
+    try:
+        handle = start_run(store, "Explain SQLite WAL mode", agents=agent_configs("m"), gateway=gateway,
+                           research=research, observer=lambda stored: heard.append(stored.seq))
+        first = 2 if research == "parallel" else 1
+        assert gate.wait_for(first)  # the first calls are out: their intents are in the log
+        assert [s.type for s in store.read(handle.run_id)] == ["RunStarted", *["LLMCallRequested"] * first]
+        assert store.writes == [["RunStarted", *["LLMCallRequested"] * first]]  # one transaction, with the lease
+        assert store.lease(handle.run_id).owner == owner_name()
+        gate.open()
+        summary = handle.wait(timeout=WAIT)
+    finally:
+        gate.open()
+        gateway.close()
+    events = store.read(summary.run_id)
+    calls = sum(s.type == "LLMCallRequested" for s in events)
+    assert summary.status == "finished" and calls >= 5
+    # Then one transaction per answer: each holds that answer, its outcome and the next intent.
+    assert len(store.writes) == 1 + calls
+    assert all(w.count("LLMCallAnswered") >= 1 for w in store.writes[1:])
+    assert heard == [s.seq for s in events[1:]]  # the observer hears of every event after RunStarted
+    store.close()

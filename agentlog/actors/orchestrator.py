@@ -5,7 +5,9 @@ pure ``decide`` what to do next, until the run waits for an agent or a person, o
 round produces (an answer, its outcome, the next call's intent) is appended in one
 transaction, before anything leaves the actor: the intent of a model call is in the log
 before the call is handed to an agent. Before that, the run's lineage is searched for a
-recorded answer to the same request, which is reused instead of calling again.
+recorded answer to the same request, which is reused instead of calling again. A new run's
+first intents are written by its starter, with ``RunStarted`` and the lease
+(``opening_intents``); the orchestrator finds them in the run as a resumed run would.
 
 Tools go the same way: ``ToolInvoked`` is appended before the agent runs the tool, its
 ``ToolReturned`` after. A result the lineage's ancestors recorded for the same tool and
@@ -94,6 +96,7 @@ class Orchestrator(PooledActor):
         self.answers = OwnAnswers(run_id)  # the run's own answers, for reuse
         self.in_flight: set[str] = set()
         self.digests: dict[str, str] = {}  # call id -> the hash of the request sent, while it is out
+        self.intents: dict[str, str] = {}  # call id -> request hash: intents its starter wrote, not yet sent
         self.pending: list[Event] = []  # folded, not yet in the log
         self.tools_in_flight: set[tuple[str, str]] = set()
         self._ancestor_results: dict[tuple[str, str], tuple[CallRef, ToolReturned]] | None = None
@@ -119,6 +122,13 @@ class Orchestrator(PooledActor):
         if self.written is not None:
             events, self.written = list(self.written), None
             seqs: Sequence[int] = range(1, len(events) + 1)
+            # The starter wrote the first calls' intents with RunStarted (``opening_intents``):
+            # their hashes are the ones in the log; the observer hears of them as of any append.
+            for seq, event in zip(seqs, events):
+                if isinstance(event, LLMCallRequested):
+                    self.intents[event.call_id] = event.request_hash
+                    if self.observer is not None:
+                        self._notify(StoredEvent(self.run_id, seq, type(event).__name__, event.VERSION, 0.0, event))
         else:
             stored = self.store.read(self.run_id)
             events, seqs = [s.event for s in stored], [s.seq for s in stored]
@@ -261,7 +271,7 @@ class Orchestrator(PooledActor):
         """Log the intent, then reuse a recorded answer or hand the call to its agent."""
         if command.call_id in self.in_flight or self.state.done:
             return False
-        digest = request_hash(command.request)
+        digest = self.intents.pop(command.call_id, None) or request_hash(command.request)
         if command.call_id not in self.state.calls:
             self._append([LLMCallRequested(
                 call_id=command.call_id, agent=command.agent, step=command.step,
@@ -389,6 +399,22 @@ class Orchestrator(PooledActor):
             self.observer(stored)
         except Exception:  # an observer's bug must not stop the run
             log.exception("observer failed on %s", stored.type)
+
+
+def opening_intents(pipeline: Pipeline, events: Sequence[Event]) -> list[LLMCallRequested]:
+    """The intents a new run's orchestrator would append first, given the run's first ``events``.
+
+    When the pipeline's first decision is only model calls, their intents can be written
+    with ``RunStarted`` and the run's lease in one transaction: the orchestrator then finds
+    them in the run, as a resumed run finds the intent of a call it never sent, and sends
+    them. Any other first decision (an outcome, a tool) is left to the orchestrator: ``[]``.
+    """
+    state = fold(pipeline, events)
+    commands = pipeline.decide(state)
+    if not commands or not all(isinstance(c, CallModel) and c.call_id not in state.calls for c in commands):
+        return []
+    return [LLMCallRequested(call_id=c.call_id, agent=c.agent, step=c.step, attempt=c.attempt, request=c.request,
+                             request_hash=request_hash(c.request), round=c.round) for c in commands]
 
 
 def _canonical_arguments(arguments: str) -> str:

@@ -21,7 +21,7 @@ from .lease import HeldLease, acquire
 from .lease import lease_seconds as lease_ttl
 from .live import Watcher
 from .messages import HandBack
-from .orchestrator import Observer, Orchestrator, settled
+from .orchestrator import Observer, Orchestrator, opening_intents, settled
 from .sharing import AGENTS, GATEWAYS
 
 # The counter researcher extracts and organises like the researcher: the same low temperature.
@@ -231,7 +231,9 @@ def start_run(
     if gateway is not None:  # a clash of model names is refused before the run's first event is written
         register_models(gateway, models)
     written = [started, *extra_events]
-    lease = acquire(store, run_id, ttl, first=written)  # the run's first events and its lease, at once
+    # The run's first events, the intents of its first calls and its lease, in one transaction.
+    written += opening_intents(get_pipeline(started.pipeline), written)
+    lease = acquire(store, run_id, ttl, first=written)
     try:
         # The run is new: it holds what was just written, so it is not read back.
         return _drive(store, run_id, written, gateway=gateway, observer=observer, tools=registry,

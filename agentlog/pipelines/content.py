@@ -24,6 +24,8 @@ the iteration limit still gets its revision; the limit then ends the loop again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from agentlog.events import (
@@ -206,7 +208,7 @@ class ContentPipeline:
         if state.findings is None:
             if state.research == "parallel":
                 return self._parallel_research(state)
-            return self._step(state, "research", "researcher", prompts.researcher_messages(state.task))
+            return self._step(state, "research", "researcher", lambda: prompts.researcher_messages(state.task))
         drafts, reviews = len(state.drafts), len(state.reviews)
         score = state.reviews[-1].score if state.reviews else None
         if reviews < drafts:
@@ -214,9 +216,11 @@ class ContentPipeline:
             if edit is not None and edit.decision == "edit" and state.asked.get(drafts - 1) == "final":
                 # The person's version of the final draft is the final draft.
                 return [Record(RunFinished(reason="approved", iterations=drafts, score=score))]
-            messages = prompts.reviewer_messages(
-                state.task, state.findings, state.drafts[reviews], state.reviews[:reviews]
-            )
+            findings = state.findings
+
+            def messages() -> list[dict[str, Any]]:
+                return prompts.reviewer_messages(state.task, findings, state.drafts[reviews], state.reviews[:reviews])
+
             return self._step(state, f"review-{reviews + 1}", "reviewer", messages)
         point = approval_point(state)
         if point is not None:
@@ -240,8 +244,9 @@ class ContentPipeline:
         drafts = len(state.drafts)
         previous = state.drafts[-1] if drafts else None
         review = state.reviews[-1] if state.reviews else None
-        messages = prompts.writer_messages(state.task, state.findings, previous, review, note)
-        return self._step(state, f"write-{drafts + 1}", "writer", messages)
+        findings = state.findings
+        return self._step(state, f"write-{drafts + 1}", "writer",
+                          lambda: prompts.writer_messages(state.task, findings, previous, review, note))
 
     def _parallel_research(self, state: ContentState) -> list[Command]:
         """Both researchers' steps at once; the merged findings once both parts are in."""
@@ -249,9 +254,9 @@ class ContentPipeline:
         for part, step, agent in RESEARCH_PARTS:
             if part in state.research_parts:
                 continue
-            messages = (prompts.researcher_messages(state.task) if part == "facts"
-                        else prompts.counter_researcher_messages(state.task))
-            step_commands = self._step(state, step, agent, messages)
+            messages = (prompts.researcher_messages if part == "facts" else prompts.counter_researcher_messages)
+            task = state.task
+            step_commands = self._step(state, step, agent, partial(messages, task))
             if any(isinstance(c, Record) and isinstance(c.event, RunFailed) for c in step_commands):
                 return step_commands  # one researcher failing ends the run; nothing else is asked
             commands += step_commands
@@ -275,11 +280,15 @@ class ContentPipeline:
             return "score_plateau"
         return None
 
-    def _step(self, state: ContentState, step: str, agent: str, messages: list[dict[str, Any]]) -> list[Command]:
-        """Ask for ``step``, re-ask after a rejected answer, or turn a valid answer into its outcome."""
+    def _step(self, state: ContentState, step: str, agent: str,
+              messages: Callable[[], list[dict[str, Any]]]) -> list[Command]:
+        """Ask for ``step``, re-ask after a rejected answer, or turn a valid answer into its outcome.
+
+        ``messages`` builds the step's prompt: only a new call or a re-ask needs it (an answered
+        step's outcome does not, and the orchestrator decides again after every event)."""
         ids = state.step_calls.get(step)
         if not ids:
-            return [self._call(state, step, agent, 1, messages)]
+            return [self._call(state, step, agent, 1, messages())]
         call = state.calls[ids[-1]]
         if call.reconfigured and call.answer is None:
             return [self._reask(state, call, agent)]
@@ -302,7 +311,7 @@ class ContentPipeline:
                     step=step,
                 ))]
             # After tool rounds, the re-ask keeps the conversation with the tool results.
-            asked = call.request["messages"][1:] if call.round else messages
+            asked = call.request["messages"][1:] if call.round else messages()
             retry = prompts.reask_messages(asked, call.answer.content, call.rejected)
             return [self._call(state, step, agent, call.attempt + 1, retry)]
         outcome = self._outcome(state, step, call)
