@@ -42,18 +42,44 @@ _refs_decoder = msgspec.msgpack.Decoder(list)
 
 def chunks(data: bytes) -> list[bytes]:
     """``data`` cut into chunks whose boundaries depend only on nearby content."""
+    if len(data) < LONG_LINE:  # no line long enough to cut after, no chunk past CHUNK_MIN
+        return [data] if data else []
+    lines = data.splitlines(keepends=True)
+    if len(lines) == 1 and len(data) <= CHUNK_MAX:  # one line: cut after it, at the end
+        return [data]
+    out: list[bytes] = []
+    crc32 = zlib.crc32
+    start = end = 0  # the chunk so far is data[start:end]: sliced once, when cut
+    for line in lines:
+        size = len(line)
+        if size > CHUNK_MAX:  # one very long line (compact JSON): fixed cuts
+            return _chunks_long(data)
+        end += size
+        # The cut depends on the line alone (not on where the chunk began), so two texts
+        # quoting the same block fall into step at its first chosen line past CHUNK_MIN.
+        if size >= LONG_LINE or end - start >= CHUNK_MAX or (
+            end - start >= CHUNK_MIN and not crc32(line) & CUT_MASK and line.strip()
+        ):
+            out.append(data[start:end])
+            start = end
+    if start < end:
+        out.append(data[start:])
+    return out
+
+
+def _chunks_long(data: bytes) -> list[bytes]:
+    """``chunks`` of text with a line longer than CHUNK_MAX: the same cuts, such a line cut
+    every CHUNK_MAX bytes of the chunk it falls in."""
     out: list[bytes] = []
     current = bytearray()
     for line in data.splitlines(keepends=True):
-        while len(line) > CHUNK_MAX:  # one very long line (compact JSON): fixed cuts
+        while len(line) > CHUNK_MAX:
             room = CHUNK_MAX - len(current)
             current += line[:room]
             line = line[room:]
             out.append(bytes(current))
             current.clear()
         current += line
-        # The cut depends on the line alone (not on where the chunk began), so two texts
-        # quoting the same block fall into step at its first chosen line past CHUNK_MIN.
         if len(current) >= CHUNK_MAX or len(line) >= LONG_LINE or (
             len(current) >= CHUNK_MIN and line.strip() and zlib.crc32(line) & CUT_MASK == 0
         ):

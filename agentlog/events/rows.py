@@ -141,13 +141,23 @@ def _layout(cls: type[Event]) -> _Layout:
 _marker = msgspec.Raw(b"\xc1" + os.urandom(15))  # 0xc1: a byte MessagePack never uses
 
 
-def _has_long_text(value: Any) -> bool:
-    if type(value) is str:
-        return len(value) >= TEXT_MIN
-    if type(value) is dict:
-        return any(_has_long_text(v) for v in value.values())
-    if type(value) is list:
-        return any(_has_long_text(v) for v in value)
+# MessagePack shorter than this holds no string of TEXT_MIN characters (a string takes at
+# least a byte per character) and is not stored apart.
+_SHORT = min(TEXT_MIN, VALUE_MIN)
+
+
+def _maybe_long(data: bytes) -> bool:
+    """Whether MessagePack ``data`` may hold a string of TEXT_MIN (<= 128) characters or more:
+    only after a str8 header with a size of 128 bytes or more, or a str16 or str32 header.
+    Byte searches in C that rule most containers out at once; after a match, the parts that
+    hold no such string are found by cutting the container's values."""
+    if b"\xda" in data or b"\xdb" in data:
+        return True
+    at = data.find(b"\xd9")
+    while at >= 0:
+        if data[at + 1:at + 2] >= b"\x80":
+            return True
+        at = data.find(b"\xd9", at + 1)
     return False
 
 
@@ -160,15 +170,22 @@ def _cut(value: Any, holes: list[tuple[int, bytes]]) -> Any:
             return _marker
         return value
     if type(value) in (dict, list):
-        if not _has_long_text(value):
-            data = _encoder.encode(value)
-            if len(data) >= VALUE_MIN:
-                holes.append((VALUE, data))
-                return _marker
+        data = _encoder.encode(value)
+        if len(data) < _SHORT:
             return value
-        if type(value) is dict:
-            return {k: _cut(v, holes) for k, v in value.items()}
-        return [_cut(v, holes) for v in value]
+        if _maybe_long(data):  # perhaps long text inside: cut the parts that hold it
+            mark = len(holes)
+            if type(value) is dict:
+                parts: Any = {k: _cut(v, holes) for k, v in value.items()}
+            else:
+                parts = [_cut(v, holes) for v in value]
+            if any(kind == TEXT for kind, _ in holes[mark:]):
+                return parts
+            del holes[mark:]  # none after all: the value is text-free, taken whole
+        if len(data) >= VALUE_MIN:
+            holes.append((VALUE, data))
+            return _marker
+        return value
     return value
 
 
