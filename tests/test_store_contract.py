@@ -810,6 +810,35 @@ class SyncStoreContract(StoreContract):
         me.rebuild_index()
         assert me.get_run("run") == row
 
+    def test_a_run_another_writer_started_is_not_new_to_a_writer_that_never_saw_it(self, connect):
+        # A writer takes a run it has never seen, appended at 0, to be new (nothing is read
+        # first on SQLite); the run's keys must still refuse it, for a run and a fork (whose
+        # own rows begin after its shared prefix), and leave no lease of it.
+        me, other = connect(), connect()
+        events = approved_run("t")
+        other.append("run", events[:3], 0)
+        other.append("fork", [*events[:2], RunForked(parent_run_id="run", parent_seq=2)], 0)
+        for run_id, actual in (("run", 3), ("fork", 3)):
+            with pytest.raises(ConcurrencyError) as caught:
+                me.append(run_id, events[:1], 0)
+            assert (caught.value.expected_seq, caught.value.actual_seq) == (0, actual)
+            me2 = connect()  # a writer that has not even seen the refusal
+            with pytest.raises(ConcurrencyError):
+                me2.acquire_lease(run_id, "host-b:2", 30, first=events[:1])
+            assert me.lease(run_id) is None and me.last_seq(run_id) == actual
+            with pytest.raises(ConcurrencyError):
+                connect().append_all([("new", events[:1], 0), (run_id, events[:1], 0)])
+        assert me.read("new") == [] and me.get_run("run").last_seq == 3
+        # A lease this writer holds, and a run it knows, taken over by another writer: fenced out.
+        lease = me.acquire_lease("mine", "host-a:1", 30, first=events[:1])
+        assert me.append("mine", events[1:3], 1, lease=lease) == 3
+        fresh = other.acquire_lease("mine", "host-b:2", 30, take_over=lease.token)
+        for release in (False, True):
+            with pytest.raises(LeaseLost, match="now held by host-b:2"):
+                me.append("mine", events[3:5], 3, lease=lease, release=release)
+        assert me.last_seq("mine") == 3 and me.lease("mine") == fresh
+        assert other.append("mine", events[3:5], 3, lease=fresh) == 5
+
     def test_a_stale_append_recorded_or_append_all_gets_concurrency_error(self, connect):
         # As for append: the head ``me`` keeps of a run it appended to (not read again) is out of
         # date once another writer appended; the key (run_id, seq) is then taken, and that is a

@@ -64,6 +64,13 @@ class SQLStore:
     SELECT_LEASE_TO_CLAIM = schema.SELECT_LEASE  # must keep other claimants out until the claim commits
     CLAIMABLE_TO_CLAIM = schema.CLAIMABLE  # must keep other workers off the queued run it picks
     PACKED_ROWS = schema.PACKED_ROWS
+    # The write transaction excludes every other writer until it ends (SQLite's BEGIN
+    # IMMEDIATE), so a check holds wherever it comes in it: a run's lease is checked by the
+    # statement that updates its index row, and a new run's lease claimed by inserting it. A
+    # run never seen is taken to be new (its first event and its index row are inserted, and
+    # either key is taken if it is not). Postgres writers of different runs do not exclude
+    # each other: there the lease row is read locked, first.
+    ONE_WRITER = False
 
     _db: Any
     where: str  # the log, as messages name it (never with a password)
@@ -205,10 +212,12 @@ class SQLStore:
         are forgotten and the batches checked again, read afresh, in a new transaction: a stale
         batch gets its ``ConcurrencyError`` (as ``_write_group`` does), not the key's error."""
         tries = 3  # a conflict of heads just read (a Postgres deadlock, a race) is tried again too
+        new = True
         while True:
             try:
-                return self._apply_group(db, items, now)
+                return self._apply_group(db, items, now, new=new)
             except self.CONFLICT:
+                new = False
                 tries -= 1
                 if not tries:
                     raise
@@ -236,22 +245,28 @@ class SQLStore:
         db.execute(self.BEGIN_WRITE)
         try:
             now = time.time()
-            fenced = self._fence(db, group, now)
+            fenced, later = self._fence(db, group, now, self.ONE_WRITER)
             try:
-                located = self._apply_group(db, fenced, now)
-            except self.CONFLICT:  # not foreseen by the checks: find whose it is
-                self._forget(fenced)  # a run known here was appended to by another writer
+                located = self._apply_group(db, fenced, now, later)
+            except (*self.CONFLICT, _Unfenced):  # not foreseen by the checks: find whose it is
+                # A run known here was appended to by another writer, a run taken to be new
+                # was not, or a lease checked with the index row is gone: batch by batch,
+                # each run read and each lease fenced first.
+                self._forget(fenced)
                 located = None
                 db.execute("ROLLBACK")
                 db.execute(self.BEGIN_WRITE)
-                fenced = self._fence(db, fenced, now)
+                fenced = self._fence(db, fenced, now)[0]
                 for item in fenced:
                     self._apply(db, item, now, fenced)
             for item in fenced:
-                if item.error is None and item.claim is not None:
+                if item.claim is not None:
                     claimed = item.claimed
-                    db.execute(schema.CLAIM_LEASE, (claimed.run_id, claimed.owner, claimed.token,
-                                                    claimed.expires_at, now))
+                    if item.error is None and not item.claim_written:
+                        db.execute(schema.CLAIM_LEASE, (claimed.run_id, claimed.owner, claimed.token,
+                                                        claimed.expires_at, now))
+                    elif item.error is not None and item.claim_written:  # as a refused claim leaves it
+                        db.execute(schema.UNCLAIM_NEW_LEASE, (claimed.run_id, claimed.token))
                 if item.error is None and item.release:
                     db.execute(schema.RELEASE_LEASE, (item.lease.run_id, item.lease.token))
             self._notify(db, {item.run_id: item.result for item in fenced if item.error is None})
@@ -283,15 +298,33 @@ class SQLStore:
         for item in items:
             self._known.pop(item.run_id, None)
 
-    def _fence(self, db: Any, group: list["_Append"], now: float) -> list["_Append"]:
+    def _fence(self, db: Any, group: list["_Append"], now: float,
+               fold: bool = False) -> tuple[list["_Append"], dict[str, int]]:
         """The batches whose writer still holds the lease it appends under (or needs none);
         the others get ``LeaseLost``. A batch that claims its run's lease (a new run's first
         events) may, or gets ``LeaseHeld``; the claim is written with the batch. One step of
-        the append transaction, before the batches."""
+        the append transaction, before the batches.
+
+        With ``fold`` (``ONE_WRITER``), a run's lease that is the only one of its run in the
+        group is not read here when the store knows the run at the seq the batch expects: it
+        is returned (run -> token) to be checked by the update of the run's index row
+        (``_write_run``), and a new run's lease is claimed by inserting it."""
         passed = []
+        later: dict[str, int] = {}
+        if fold:
+            runs = [item.run_id for item in group]
+            single = len(set(runs)) == len(runs)
         for item in group:
+            item.claim_written = False
             if item.claim is not None:
                 owner, ttl, take_over = item.claim
+                if fold and single:
+                    claimed = Lease(item.run_id, owner, 1, now + ttl)  # the first lease of a run never leased
+                    if db.execute(schema.CLAIM_NEW_LEASE, (item.run_id, owner, claimed.token, claimed.expires_at,
+                                                           now)).rowcount == 1:
+                        item.claimed, item.claim_written = claimed, True
+                        passed.append(item)
+                        continue
                 db.execute(schema.ENSURE_LEASE, (item.run_id,))
                 row = db.execute(self.SELECT_LEASE_TO_CLAIM, (item.run_id,)).fetchone()
                 try:
@@ -301,19 +334,27 @@ class SQLStore:
                     continue
             elif item.lease is not None:
                 run_id, token = item.lease.run_id, item.lease.token
+                if fold and single and run_id == item.run_id and (known := self._known.get(run_id)) is not None \
+                        and known.last_seq == item.expected_seq:
+                    later[run_id] = token
+                    passed.append(item)
+                    continue
                 if not _lease.holds(token, db.execute(self.LEASE_TOKEN, (run_id,)).fetchone()):
                     row = db.execute(schema.SELECT_LEASE, (run_id,)).fetchone()
                     item.result, item.error = 0, _lease.lost(run_id, token, row)
                     continue
             passed.append(item)
-        return passed
+        return passed, later
 
-    def _apply_group(self, db: Any, group: list["_Append"], now: float) -> dict[bytes, Location] | None:
+    def _apply_group(self, db: Any, group: list["_Append"], now: float, fences: dict[str, int] | None = None,
+                     new: bool = True) -> dict[bytes, Location] | None:
         """Every batch of the group, checked in order as if appended one after another.
+        ``fences``: leases to check with the runs' index rows (``_fence``); ``_Unfenced`` if
+        one is gone. ``new``: runs never seen may be taken to be new (``_heads``).
 
         Returns where the chunks the batches refer to are, unless a batch failed to encode
         (it may have stored chunks no event will refer to)."""
-        last, before = self._heads(db, group)
+        last, before = self._heads(db, group, new)
         writer = BlobWriter(db, self._chunks)
         writes = self._encode_group(db, group, now, last, before, writer.put)
         writer.finish()
@@ -322,7 +363,7 @@ class SQLStore:
             if writes.shares:
                 db.executemany(schema.INSERT_SHARE, writes.shares)
             for summary in writes.runs:
-                self._write_run(db, summary, before.get(summary.run_id))
+                self._write_run(db, summary, before.get(summary.run_id), fences.get(summary.run_id) if fences else None)
             for sql, params in writes.queue:
                 db.execute(sql, params)
         return writer.located if writes.clean else None
@@ -368,13 +409,17 @@ class SQLStore:
             rows.sort(key=lambda row: (row[0], row[1]))
         return _Writes(rows, shares, [summaries[run_id] for run_id in sorted(touched)], queue, clean)
 
-    def _heads(self, db: Any, group: list["_Append"]) -> tuple[dict[str, int], dict[str, RunSummary]]:
+    def _heads(self, db: Any, group: list["_Append"], new: bool = False) -> tuple[dict[str, int], dict[str, RunSummary]]:
         """Each run's last seq and index row (where it has one) before the group's batches.
 
         A run whose row this store knows at the seq its first batch expects is not read:
         if another writer appended since, that batch's first ``(run_id, seq)`` is taken
         and its insert fails on the key (then ``_commit_group`` checks again by reading).
+        With ``new`` and ``ONE_WRITER``, neither is a run whose first batch expects it to be
+        empty: its index row is then inserted (``_write_run``), and fails on the key if the
+        run has events (every run with events has its index row).
         """
+        new = new and self.ONE_WRITER
         expected: dict[str, int] = {}
         for item in group:
             expected.setdefault(item.run_id, item.expected_seq)
@@ -385,6 +430,8 @@ class SQLStore:
             known = self._known.get(run_id)
             if known is not None and known.last_seq == seq:
                 last[run_id], found[run_id] = seq, known
+            elif new and seq == 0 and known is None:
+                last[run_id] = 0
             else:
                 unknown.append(run_id)
         if len(unknown) == 1:
@@ -401,15 +448,25 @@ class SQLStore:
             found[row[0]] = RunSummary.from_row(row)
         return last, found
 
-    def _write_run(self, db: Any, row: RunSummary, before: RunSummary | None) -> None:
+    def _write_run(self, db: Any, row: RunSummary, before: RunSummary | None, lease: int | None = None) -> None:
         """The run's index row, updated in place. Only the columns no index holds are set when
-        its indexed ones stay (most appends): the runs table's indexes are then not rewritten."""
+        its indexed ones stay (most appends): the runs table's indexes are then not rewritten.
+        ``lease``: the token of the lease the run's batch is appended under, checked here
+        (``_fence``): ``_Unfenced`` if it is gone. A run with no row before (``_heads``) gets
+        its row inserted: the key is taken if the run has one after all."""
         if before is not None and before.parent_run_id == row.parent_run_id and before.created_at == row.created_at:
-            if db.execute(schema.UPDATE_RUN, (row.fork_seq, row.task, row.pipeline, row.status, row.updated_at,
-                                              row.score, row.iterations, row.tokens, row.last_seq,
-                                              row.run_id)).rowcount == 1:
+            values = (row.fork_seq, row.task, row.pipeline, row.status, row.updated_at, row.score, row.iterations,
+                      row.tokens, row.last_seq, row.run_id)
+            if lease is None:
+                if db.execute(schema.UPDATE_RUN, values).rowcount == 1:
+                    return
+            elif db.execute(schema.UPDATE_RUN_FENCED, (*values, lease)).rowcount == 1:
                 return
-        db.execute(schema.UPSERT_RUN, row.as_row())
+            else:
+                raise _Unfenced(row.run_id)
+        if lease is not None and not _lease.holds(lease, db.execute(self.LEASE_TOKEN, (row.run_id,)).fetchone()):
+            raise _Unfenced(row.run_id)
+        db.execute(schema.INSERT_RUN if before is None and self.ONE_WRITER else schema.UPSERT_RUN, row.as_row())
 
     def _share(
         self, db: Any, item: "_Append", group: list["_Append"], now: float
@@ -755,11 +812,16 @@ class _Writes(NamedTuple):
     clean: bool  # no batch failed to encode (one that did may have stored chunks no event refers to)
 
 
+class _Unfenced(Exception):
+    """A lease checked with its run's index row (``_write_run``) is gone: the group is
+    written again with each lease read first, and the writer gets its ``LeaseLost``."""
+
+
 class _Append:
     """One writer's batch, waiting in the queue for a group commit."""
 
-    __slots__ = ("run_id", "events", "expected_seq", "lease", "release", "claim", "claimed", "times", "result",
-                 "error", "done", "wake", "summary")
+    __slots__ = ("run_id", "events", "expected_seq", "lease", "release", "claim", "claimed", "claim_written",
+                 "times", "result", "error", "done", "wake", "summary")
 
     def __init__(self, run_id: str, events: Sequence[Event], expected_seq: int, lease: Lease | None = None,
                  times: Sequence[float] | None = None, release: bool = False,
@@ -768,6 +830,7 @@ class _Append:
         self.release = release  # give the lease up with the batch
         self.claim = claim  # (owner, ttl, take_over): take the run's lease with the batch
         self.claimed: Lease | None = None  # the lease so taken
+        self.claim_written = False  # the claim inserted before the batch (``_fence``), not after it
         self.times = times  # each event's recorded_at, when copied from another log
         self.result = expected_seq
         self.error: BaseException | None = None

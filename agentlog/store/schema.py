@@ -234,6 +234,13 @@ UPDATE_RUN = (
     "UPDATE runs SET fork_seq = ?, task = ?, pipeline = ?, status = ?, updated_at = ?, score = ?, "
     "iterations = ?, tokens = ?, last_seq = ? WHERE run_id = ?"
 )
+# The same with the fence of an append under a lease (SQLStore.ONE_WRITER): no row is
+# updated if the lease the batch is appended under (its token, last parameter) is gone.
+UPDATE_RUN_FENCED = UPDATE_RUN + (
+    " AND (SELECT token FROM leases WHERE leases.run_id = runs.run_id AND owner IS NOT NULL) = ?"
+)
+# A new run's index row: the key is taken if the run has one (it has events) after all.
+INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # A group's checks in one statement each: the last seq (by the key's max optimisation) and
 # the index row of every run in the group, the ids given as a JSON array read by ``ids``
 # (the dialect's table function of a JSON array, one column ``value``).
@@ -307,6 +314,14 @@ ENSURE_LEASE = (
     "ON CONFLICT (run_id) DO NOTHING"
 )
 LEASE_TOKEN = "SELECT token FROM leases WHERE run_id = ? AND owner IS NOT NULL"
+# The first lease of a run never leased, in one statement (SQLStore.ONE_WRITER): no row is
+# inserted if the run has a lease row; and back to the row ENSURE_LEASE makes, should the
+# run's batch be refused after all.
+CLAIM_NEW_LEASE = (
+    "INSERT INTO leases (run_id, owner, token, expires_at, acquired_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id) DO NOTHING"
+)
+UNCLAIM_NEW_LEASE = "UPDATE leases SET owner = NULL, token = 0, expires_at = 0, acquired_at = 0 WHERE run_id = ? AND token = ?"
 CLAIM_LEASE = (
     "INSERT INTO leases (run_id, owner, token, expires_at, acquired_at) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, token = excluded.token, "

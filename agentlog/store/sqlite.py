@@ -52,6 +52,7 @@ class SQLiteStore(SQLStore):
     BEGIN_WRITE = BEGIN_MAINTENANCE = "BEGIN IMMEDIATE"  # one writer at a time
     CONFLICT = KEY_TAKEN = (sqlite3.IntegrityError,)
     DB_ERROR = (sqlite3.Error,)
+    ONE_WRITER = True  # BEGIN IMMEDIATE
 
     def __init__(
         self,
