@@ -36,6 +36,10 @@ LIBDEFLATE_LEVEL = 10  # libdeflate's first level of its slower, closer search: 
 # not stored: it is guessed from the stored size (text deflates to 1/4-1/3); a pack that
 # inflates to more (or a damaged one) is read again by zlib, which needs no size.
 INFLATE_GUESS = 8
+# A pack this small (a transaction that brings little new text) is deflated by stdlib zlib:
+# libdeflate's closer search sets up tables that cost several times zlib's time on a few
+# hundred bytes, for a byte or two saved (docs/benchmarks.md, 11).
+SMALL_PACK = 1024
 MIN_SAVING = 0.1
 HASH_BYTES = 16
 CACHE_BYTES = 32 << 20
@@ -66,7 +70,10 @@ def digest(data: bytes) -> bytes:
 def deflate(data: bytes) -> tuple[int, bytes]:
     """``(codec, stored bytes)``: compressed only where that pays."""
     if len(data) >= 64:
-        packed = bytes(_libdeflate.zlib_compress(data, LIBDEFLATE_LEVEL)) if _libdeflate else zlib.compress(data, LEVEL)
+        if _libdeflate is not None and len(data) >= SMALL_PACK:
+            packed = bytes(_libdeflate.zlib_compress(data, LIBDEFLATE_LEVEL))
+        else:
+            packed = zlib.compress(data, LEVEL)
         if len(packed) <= len(data) * (1 - MIN_SAVING):
             return ZLIB, packed
     return RAW, data
@@ -134,6 +141,8 @@ class BlobWriter:
         self._size = 0
 
     def put(self, chunks: list[bytes]) -> list[int]:
+        if len(chunks) == 1:  # most values: one chunk, one span
+            return list(self._locate(chunks[0]))
         return spans(self._locate(chunk) for chunk in chunks)
 
     def _locate(self, chunk: bytes) -> Location:
