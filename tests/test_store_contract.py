@@ -833,11 +833,17 @@ class SyncStoreContract(StoreContract):
         lease = me.acquire_lease("mine", "host-a:1", 30, first=events[:1])
         assert me.append("mine", events[1:3], 1, lease=lease) == 3
         fresh = other.acquire_lease("mine", "host-b:2", 30, take_over=lease.token)
+        draft = DraftReady(iteration=1, draft="a draft no event holds yet\n" * 20, call_id="draft/1")
         for release in (False, True):
             with pytest.raises(LeaseLost, match="now held by host-b:2"):
-                me.append("mine", events[3:5], 3, lease=lease, release=release)
+                me.append("mine", [*events[3:5], draft], 3, lease=lease, release=release)
         assert me.last_seq("mine") == 3 and me.lease("mine") == fresh
         assert other.append("mine", events[3:5], 3, lease=fresh) == 5
+        # The refused batch's text was stored in a transaction rolled back: stored again.
+        for run_id in ("later", "again"):
+            assert me.append(run_id, [draft], 0) == 1
+        me.vacuum()
+        assert me.events("later") == me.events("again") == other.events("later") == [draft]
 
     def test_a_stale_append_recorded_or_append_all_gets_concurrency_error(self, connect):
         # As for append: the head ``me`` keeps of a run it appended to (not read again) is out of

@@ -52,15 +52,16 @@ def encode(event: Event) -> tuple[str, int, bytes]:
     return cls.__name__, cls.VERSION, _encoder.encode(event)
 
 
-def pack(event: Event, put: packed.Put) -> tuple[str, int, bytes]:
+def pack(event: Event, put: packed.Put, texts: packed.Texts | None = None) -> tuple[str, int, bytes]:
     """Return ``(type, version, data)`` for storage in the row format (``rows``).
 
-    ``put(chunks) -> reference`` stores the chunks of a large value (the store's blob tables).
+    ``put(chunks) -> reference`` stores the chunks of a large value (the store's blob tables);
+    ``texts``: the values stored before, by their bytes (``rows.pack``).
     """
     if not isinstance(event, Event):
         raise TypeError(f"not an agentlog event: {event!r}")
     cls = type(event)
-    return cls.__name__, cls.VERSION, rows.pack(event, put)
+    return cls.__name__, cls.VERSION, rows.pack(event, put, texts)
 
 
 Source = packed.Resolve | rows.Reader

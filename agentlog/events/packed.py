@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -34,6 +34,14 @@ CUT_MASK = 3  # after CHUNK_MIN bytes, cut after a line whose crc32 & CUT_MASK =
 LONG_LINE = 160  # and always after a line this long (a paragraph)
 
 Put = Callable[[list[bytes]], list]
+
+
+class Texts(Protocol):
+    """References of values stored before, by their bytes (``rows.pack``'s ``texts``)."""
+
+    def get(self, data: bytes, /) -> list | None: ...
+
+    def __setitem__(self, data: bytes, reference: list, /) -> None: ...
 Resolve = Callable[[list], bytes]
 
 _json_value = msgspec.json.Decoder()

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .packed import MissingBlob, Put, Resolve, Unpacker, chunks
+from .packed import MissingBlob, Put, Resolve, Texts, Unpacker, chunks
 from .payloads import Findings, Review
 from .types import EVENT_TYPES, Event
 
@@ -209,9 +209,11 @@ def _header(kind: int, size: int) -> bytes:
     return (b"\xdb" if kind == TEXT else b"\xc6") + size.to_bytes(4, "big")
 
 
-def pack(event: Event, put: Put) -> bytes:
+def pack(event: Event, put: Put, texts: Texts | None = None) -> bytes:
     """The event's row; ``put(chunks)`` stores the chunks of one large value and returns their
-    reference (a list of integers >= 0)."""
+    reference (a list of integers >= 0). ``texts`` (optional, the caller's): references of
+    values stored before, by their bytes, so that a value seen before is not cut and put
+    again; each value put is noted in it."""
     global _marker
     layout = _layout(type(event))
     plain = msgspec.to_builtins(event)  # leaves out fields at their default
@@ -227,11 +229,15 @@ def pack(event: Event, put: Put) -> bytes:
     pieces = _encoder.encode(values).split(_marker)
     if len(pieces) != len(holes) + 1:  # the marker's 16 random bytes occur in the event itself: another marker
         _marker = msgspec.Raw(b"\xc1" + os.urandom(15))
-        return pack(event, put)
+        return pack(event, put, texts)
     row: list[Any] = [pieces[0]]
     for (kind, data), after in zip(holes, pieces[1:]):
         row[-1] += _header(kind, len(data))
-        reference = put(chunks(data))
+        reference = texts.get(data) if texts is not None else None
+        if reference is None:
+            reference = put(chunks(data))
+            if texts is not None:
+                texts[data] = reference
         if len(reference) == 3:  # one span: its three integers in the row itself
             row += reference
         else:

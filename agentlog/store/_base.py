@@ -32,18 +32,19 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NamedTuple, Self
 
 from agentlog.events import Event, blob_refs
-from agentlog.events.packed import Put
+from agentlog.events.packed import Put, Texts
 from agentlog.events.rows import Reader
 
 from . import _lease, index, schema
 from ._batch import answers_to, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds, queue_writes
-from .blobs import BlobReader, BlobWriter, Location, PackCache, packs_of
+from .blobs import BlobReader, BlobWriter, Location, PackCache, TextMemo, packs_of
 from .errors import ConcurrencyError, LeaseHeld, LeaseLost, RunNotFound, StoreError
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 
 
 KNOWN_RUNS = 4096  # runs whose index row a store keeps after appending to them (see _heads)
 KNOWN_CHUNKS = 1 << 14  # chunks whose location a store keeps after committing events that refer to them
+KNOWN_TEXT_BYTES = 4 << 20  # values (their bytes) whose reference a store keeps likewise (TextMemo)
 _ENDED = ("finished", "failed")
 
 
@@ -86,6 +87,8 @@ class SQLStore:
         self._shares: dict[str, bool] = {}  # run id -> shares a prefix (fixed once it has events)
         self._known: dict[str, RunSummary] = {}  # run id -> its index row after this store's last commit to it
         self._chunks: dict[bytes, Location] = {}  # chunks committed events refer to (see BlobWriter)
+        self._texts: dict[bytes, list] = {}  # values committed events refer to, by their bytes (see TextMemo)
+        self._texts_size = 0
         self._before_shares = False  # a read-only open of a log older than the shares table
 
     def _errors(self) -> AbstractContextManager[None]:
@@ -246,8 +249,9 @@ class SQLStore:
         try:
             now = time.time()
             fenced, later = self._fence(db, group, now, self.ONE_WRITER)
+            texts = TextMemo(self._texts) if self.ONE_WRITER else None
             try:
-                located = self._apply_group(db, fenced, now, later)
+                located = self._apply_group(db, fenced, now, later, texts=texts)
             except (*self.CONFLICT, _Unfenced):  # not foreseen by the checks: find whose it is
                 # A run known here was appended to by another writer, a run taken to be new
                 # was not, or a lease checked with the index row is gone: batch by batch,
@@ -275,16 +279,25 @@ class SQLStore:
             self._forget(group)
             _rollback(db)
             raise
-        self._remember(fenced, located)
+        self._remember(fenced, located, texts.fresh if texts is not None else None)
 
-    def _remember(self, items: Sequence["_Append"], located: dict[bytes, Location] | None) -> None:
+    def _remember(self, items: Sequence["_Append"], located: dict[bytes, Location] | None,
+                  texts: dict[bytes, list] | None = None) -> None:
         """After a commit: each run's index row as the committed batches left it (in order,
         so a run's last batch counts; a run that ended is forgotten: it is rarely appended to
-        again), and where the chunks its events refer to are."""
+        again), and where the chunks its events refer to are (and the values, by their
+        bytes: ``texts``, kept only with ``located``)."""
         if located:
             if len(self._chunks) + len(located) > KNOWN_CHUNKS:
                 self._chunks.clear()
             self._chunks.update(located)
+            if texts:
+                size = sum(map(len, texts))
+                if self._texts_size + size > KNOWN_TEXT_BYTES:
+                    self._texts.clear()
+                    self._texts_size = 0
+                self._texts.update(texts)
+                self._texts_size += size
         known = self._known
         for item in items:
             if item.error is None and item.summary is not None:
@@ -347,16 +360,17 @@ class SQLStore:
         return passed, later
 
     def _apply_group(self, db: Any, group: list["_Append"], now: float, fences: dict[str, int] | None = None,
-                     new: bool = True) -> dict[bytes, Location] | None:
+                     new: bool = True, texts: TextMemo | None = None) -> dict[bytes, Location] | None:
         """Every batch of the group, checked in order as if appended one after another.
         ``fences``: leases to check with the runs' index rows (``_fence``); ``_Unfenced`` if
-        one is gone. ``new``: runs never seen may be taken to be new (``_heads``).
+        one is gone. ``new``: runs never seen may be taken to be new (``_heads``). ``texts``:
+        values stored before, by their bytes; it notes the group's (``TextMemo``).
 
         Returns where the chunks the batches refer to are, unless a batch failed to encode
         (it may have stored chunks no event will refer to)."""
         last, before = self._heads(db, group, new)
         writer = BlobWriter(db, self._chunks)
-        writes = self._encode_group(db, group, now, last, before, writer.put)
+        writes = self._encode_group(db, group, now, last, before, writer.put, texts)
         writer.finish()
         if writes.rows:
             db.executemany(schema.INSERT_EVENT, writes.rows)
@@ -370,7 +384,7 @@ class SQLStore:
 
     def _encode_group(
         self, db: Any, group: list["_Append"], now: float, last: dict[str, int], before: dict[str, RunSummary],
-        put: Put,
+        put: Put, texts: Texts | None = None,
     ) -> "_Writes":
         """The group's rows, given each run's last seq and index row before it (``_heads``):
         checked in order as if appended one after another, a stale batch, or one that does
@@ -390,7 +404,7 @@ class SQLStore:
             try:
                 share = self._share(db, item, group, now)
                 batch, summary = encode_batch(run_id, item.events, expected_seq, now, summaries.get(run_id),
-                                              put, share[2] if share else 0, item.times)
+                                              put, share[2] if share else 0, item.times, texts)
             except self.DB_ERROR:
                 raise
             except Exception as exc:  # noqa: BLE001 - an event that does not encode: this writer's error

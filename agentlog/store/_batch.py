@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agentlog.events import TERMINAL_TYPES, Event, LLMCallAnswered, RunForked, RunQueued, pack
-from agentlog.events.packed import Put
+from agentlog.events.packed import Put, Texts
 
 from . import index, schema
 from .errors import AmbiguousRunId, RunNotFound, SchemaError, StoreError
@@ -16,11 +16,12 @@ from .records import RunSummary, StoredEvent
 
 def encode_batch(
     run_id: str, events: Sequence[Event], expected_seq: int, now: float, row: RunSummary | None,
-    put: Put, shared: int = 0, times: Sequence[float] | None = None,
+    put: Put, shared: int = 0, times: Sequence[float] | None = None, texts: Texts | None = None,
 ) -> tuple[list[tuple], RunSummary | None]:
     """The rows to insert and the runs-index row after them.
 
-    ``put`` stores a chunk of large text and returns its blob id; the first ``shared``
+    ``put`` stores a chunk of large text and returns its blob id (``texts``: the values
+    stored before, by their bytes, see ``rows.pack``); the first ``shared``
     events are the parent's (a fork's shared prefix): folded into the index, not stored.
     Events are recorded at ``now``, or each at its own time in ``times`` (events copied
     from another log keep theirs).
@@ -30,7 +31,7 @@ def encode_batch(
         seq = expected_seq + offset
         at = now if times is None else times[offset - 1]
         if offset > shared:
-            type_name, version, data = pack(event, put)
+            type_name, version, data = pack(event, put, texts)
             answer = event.request_hash[:schema.ANSWER_KEY] if isinstance(event, LLMCallAnswered) else None
             rows.append((run_id, seq, type_name, version, at, data, answer))
         row = index.apply(row, run_id, seq, at, event)

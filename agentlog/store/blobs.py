@@ -174,6 +174,28 @@ class BlobWriter:
             self._pack, self._parts, self._size = None, [], 0
 
 
+class TextMemo:
+    """References of values stored apart, by their bytes: a value seen before (a system
+    prompt, a response schema, a payload and the answer it was validated from) is not cut
+    into chunks and hashed again (``rows.pack``'s ``texts``). ``committed``: values committed
+    events refer to, kept by the caller across transactions (safe for the reasons of
+    ``BlobWriter``'s ``known``); ``fresh``: this transaction's, for the caller to keep once it
+    commits."""
+
+    __slots__ = ("committed", "fresh")
+
+    def __init__(self, committed: Mapping[bytes, list]):
+        self.committed = committed
+        self.fresh: dict[bytes, list] = {}
+
+    def get(self, data: bytes) -> list | None:
+        found = self.committed.get(data)
+        return found if found is not None else self.fresh.get(data)
+
+    def __setitem__(self, data: bytes, reference: list) -> None:
+        self.fresh[data] = reference
+
+
 class PackCache:
     """Packs already read (decompressed), by id, bounded by their total size."""
 
