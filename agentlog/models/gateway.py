@@ -192,6 +192,7 @@ class Gateway:
         self._local: dict[str, Any] = {}
         self._unstreamed: set[str] = set()  # specs whose server answered a stream request otherwise
         self._models: dict[str, ModelLike] = {}
+        self._calls: dict[str, Callable[[inprocess.ModelRequest], Any]] = {}  # name -> what a call runs
         self._python_path = tuple(python_path)
         for name, model in inprocess.named_models(models).items():
             self.register(name, model)
@@ -206,17 +207,20 @@ class Gateway:
             if held is not None and held is not model:
                 raise ValueError(f"model name {name!r} already stands for another in-process model in this gateway")
             self._models[name] = model
+            self._calls[name] = inprocess.invoke(model)
 
-    def _in_process(self, name: str) -> ModelLike | None:
-        """The in-process model called ``name``, importing a ``python:`` one on first use."""
-        model = self._models.get(name)
-        if model is not None or not name.startswith("python:"):
-            return model
+    def _in_process(self, name: str) -> Callable[[inprocess.ModelRequest], Any] | None:
+        """What a call to the in-process model ``name`` runs, importing a ``python:`` one on first use."""
+        fn = self._calls.get(name)
+        if fn is not None or not name.startswith("python:"):
+            return fn
         spec = parse_model(name)
         with self._lock:
             if name not in self._models:
-                self._models[name] = inprocess.load_python_model(spec.name, self._python_path)
-            return self._models[name]
+                model = inprocess.load_python_model(spec.name, self._python_path)
+                self._models[name] = model
+                self._calls[name] = inprocess.invoke(model)
+            return self._calls[name]
 
     # --- configuration checks, before a run starts --------------------------------
 
@@ -291,11 +295,21 @@ class Gateway:
         policy and returns the answer or raises ``CallFailed``, as this call would have; and
         here, once the model returns at last, ``inprocess.Overtaken`` is raised (its answer dropped).
         """
-        model = self._in_process(request["model"])
-        if model is not None:
-            return self._complete_in_process(request["model"], inprocess.invoke(model), request, on_failure,
-                                             context, handoff)
-        spec = parse_model(request["model"])
+        name = request["model"]
+        fn = self._calls.get(name)
+        if fn is None and name.startswith("python:"):
+            fn = self._in_process(name)
+        if fn is not None:
+            if handoff is None or self.timeout is None:
+                return self._complete_in_process(name, fn, request, on_failure, context, handoff)
+            try:  # the first try inline, as ``_complete_in_process`` would make it (one call fewer)
+                return inprocess.watched_attempt(fn, name, request, context, 0, self.timeout, self._overtaken,
+                                                 name, fn, request, on_failure, context, handoff, 1)
+            except inprocess.Overtaken:
+                raise
+            except Exception as exc:  # recorded by the policy's loop, with the tries after it
+                return self._complete_in_process(name, fn, request, on_failure, context, handoff, 1, exc)
+        spec = parse_model(name)
         if spec.provider == "offline":
             return offline.complete(request)
         client, wire_model = self._client(spec)
@@ -381,9 +395,8 @@ class Gateway:
                 try:
                     if timeout is None or handoff is None:
                         return inprocess.attempt(fn, name, request, context, number - 1, timeout)
-                    return inprocess.watched_attempt(
-                        fn, name, request, context, number - 1, timeout,
-                        partial(self._overtaken, name, fn, request, on_failure, context, handoff, number))
+                    return inprocess.watched_attempt(fn, name, request, context, number - 1, timeout, self._overtaken,
+                                                     name, fn, request, on_failure, context, handoff, number)
                 except inprocess.Overtaken:
                     raise
                 except Exception as exc:  # classified below; nothing escapes unrecorded

@@ -231,31 +231,41 @@ def build_request(request: dict[str, Any], context: CallContext | None, retry: i
     )
 
 
-def as_completion(answer: Any, name: str) -> Completion:
-    """Check what a model returned; raise ``BadAnswer`` saying what is wrong."""
-    if isinstance(answer, str):
-        return Completion(content=answer, model=name)
-    if not isinstance(answer, Completion):
+def as_completion(answer: Any, name: str, latency_ms: float = 0.0) -> Completion:
+    """Check what a model returned; raise ``BadAnswer`` saying what is wrong. A completion
+    without a model name or a latency gets ``name`` and ``latency_ms`` (in one copy)."""
+    if type(answer) is Completion and _well_typed(answer):  # the common case first, no copy
+        checked = answer  # (a Struct's constructor checks nothing: ``_well_typed`` did)
+    elif isinstance(answer, str):
+        return Completion(content=answer, model=name, latency_ms=latency_ms)
+    elif not isinstance(answer, Completion):
         raise BadAnswer(f"model {name!r} returned a {type(answer).__name__}, not a Completion or a str")
-    if _well_typed(answer):  # a Struct's constructor checks nothing: check, the common case first
-        return answer if answer.model else msgspec.structs.replace(answer, model=name)
-    try:
-        checked = msgspec.convert(msgspec.to_builtins(answer), Completion)
-    except (msgspec.ValidationError, TypeError) as exc:
-        raise BadAnswer(f"model {name!r} returned an invalid Completion: {exc}") from None
-    return checked if checked.model else msgspec.structs.replace(checked, model=name)
+    elif _well_typed(answer):
+        checked = answer
+    else:
+        try:
+            checked = msgspec.convert(msgspec.to_builtins(answer), Completion)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise BadAnswer(f"model {name!r} returned an invalid Completion: {exc}") from None
+    if checked.model and checked.latency_ms:
+        return checked
+    return msgspec.structs.replace(checked, model=checked.model or name, latency_ms=checked.latency_ms or latency_ms)
 
 
 def _well_typed(c: Completion) -> bool:
     """Whether every field of ``c`` has its exact type (what ``msgspec.convert`` would accept as is)."""
     return (type(c.content) is str and type(c.prompt_tokens) is int and type(c.completion_tokens) is int
             and type(c.latency_ms) is float and type(c.model) is str and type(c.tool_calls) is list
-            and all(type(call) is tuple and len(call) == 3 and type(call[0]) is str and type(call[1]) is str
-                    and type(call[2]) is str for call in c.tool_calls))
+            and (not c.tool_calls
+                 or all(type(call) is tuple and len(call) == 3 and type(call[0]) is str and type(call[1]) is str
+                        and type(call[2]) is str for call in c.tool_calls)))
 
 
 def invoke(model: ModelLike) -> Callable[[ModelRequest], Any]:
-    """The function to call for ``model`` (no ``isinstance`` on the protocol: it costs ~10 us a call)."""
+    """The function to call for ``model`` (no ``isinstance`` on the protocol: it costs ~10 us a call);
+    a ``FunctionModel``'s own function (its ``complete`` only calls it)."""
+    if type(model) is FunctionModel:
+        return model.fn
     complete = getattr(model, "complete", None)
     return complete if callable(complete) else model  # type: ignore[return-value]
 
@@ -282,33 +292,31 @@ def attempt(fn: Callable[[ModelRequest], Any], name: str, request: dict[str, Any
     model_request = build_request(request, context, retry)
     started = time.perf_counter()
     answer = fn(model_request) if timeout is None else WORKERS.run(fn, model_request, timeout)
-    elapsed = (time.perf_counter() - started) * 1000
-    completion = as_completion(answer, name)
-    return completion if completion.latency_ms else msgspec.structs.replace(completion, latency_ms=elapsed)
+    return as_completion(answer, name, (time.perf_counter() - started) * 1000)
 
 
 def watched_attempt(fn: Callable[[ModelRequest], Any], name: str, request: dict[str, Any],
                     context: CallContext | None, retry: int, timeout: float,
-                    on_expiry: Callable[[], None]) -> Completion:
+                    on_expiry: Callable[..., None], *args: Any) -> Completion:
     """One try run inline on this thread, its deadline watched by ``WATCHDOG``.
 
-    If the deadline comes first, ``on_expiry()`` is called (on the watchdog's thread) and,
+    If the deadline comes first, ``on_expiry(*args)`` is called (on the watchdog's thread) and,
     once the model returns here, this raises ``Overtaken``: whatever it answered is dropped.
     """
     model_request = build_request(request, context, retry)
-    deadline = WATCHDOG.arm(timeout, on_expiry)
+    watchdog = WATCHDOG
+    deadline = watchdog.arm(timeout, on_expiry, *args)
     started = time.perf_counter()
     try:
         answer = fn(model_request)
     except BaseException:
-        if not WATCHDOG.settle(deadline):
+        if not watchdog.settle(deadline):
             raise Overtaken() from None
         raise
     elapsed = (time.perf_counter() - started) * 1000
-    if not WATCHDOG.settle(deadline):
+    if not watchdog.settle(deadline):
         raise Overtaken()
-    completion = as_completion(answer, name)
-    return completion if completion.latency_ms else msgspec.structs.replace(completion, latency_ms=elapsed)
+    return as_completion(answer, name, elapsed)
 
 
 def failure(exc: BaseException, name: str, timeout: float | None, number: int, max_attempts: int,
@@ -370,9 +378,10 @@ WORKERS = _Workers()
 class Watchdog:
     """One timer thread for the process and the deadlines of the calls in flight: each settles once.
 
-    ``arm(seconds, on_expiry)`` registers a deadline and returns its number; ``settle(number)``
+    ``arm(seconds, on_expiry, *args)`` registers a deadline and returns its number; ``settle(number)``
     is the caller's claim once its call returned: ``True`` if it came first (the deadline is
-    off), ``False`` if the deadline passed first and ``on_expiry()`` was (or is being) called.
+    off), ``False`` if the deadline passed first and ``on_expiry(*args)`` was (or is being) called.
+    (The arguments are kept beside the function, not bound into a ``partial`` per call.)
     The claim is one atomic ``dict.pop`` by whichever side comes first, so an answer at the
     deadline's instant settles the call once.
 
@@ -386,7 +395,8 @@ class Watchdog:
 
     def __init__(self, idle_seconds: float = 2.0, tick: float = 1.0):
         self.idle_seconds, self.tick = idle_seconds, tick
-        self._live: dict[int, Callable[[], None]] = {}  # number -> on_expiry, until settled either way
+        self._live: dict[int, tuple[Callable[..., None], tuple[Any, ...]]] = {}  # number -> (on_expiry, args),
+        # until settled either way
         self._new: deque[tuple[float, int]] = deque()  # (when, number) armed since the timer last looked
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
@@ -394,10 +404,10 @@ class Watchdog:
         self._wake_at = 0.0  # when the timer thread looks next
         self._running = False
 
-    def arm(self, seconds: float, on_expiry: Callable[[], None]) -> int:
+    def arm(self, seconds: float, on_expiry: Callable[..., None], *args: Any) -> int:
         when = time.monotonic() + seconds
         number = next(self._numbers)
-        self._live[number] = on_expiry
+        self._live[number] = (on_expiry, args)
         self._new.append((when, number))
         # Read after the append: the timer writes these before it looks at ``_new`` (under its lock).
         if not self._running or when < self._wake_at:
@@ -433,19 +443,19 @@ class Watchdog:
                 while heap and (heap[0][0] <= now or heap[0][1] not in live):
                     when, number = heapq.heappop(heap)
                     if when <= now:
-                        on_expiry = live.pop(number, None)  # the timer's claim
-                        if on_expiry is not None:
-                            due.append(on_expiry)
+                        expiry = live.pop(number, None)  # the timer's claim
+                        if expiry is not None:
+                            due.append(expiry)
                 if len(heap) > 2 * len(live) + 32:  # mostly settled: rebuilt without them (O(n), rarely)
                     heap = [entry for entry in heap if entry[1] in live]
                     heapq.heapify(heap)
                 if due:
                     self._lock.release()
                     try:
-                        for on_expiry in due:
-                            self._expire(on_expiry)
+                        for expiry in due:
+                            self._expire(expiry)
                     finally:
-                        del due, on_expiry
+                        del due, expiry
                         self._lock.acquire()
                     continue
                 if heap or live:
@@ -464,9 +474,10 @@ class Watchdog:
                 self._running = True
 
     @staticmethod
-    def _expire(on_expiry: Callable[[], None]) -> None:
+    def _expire(due: tuple[Callable[..., None], tuple[Any, ...]]) -> None:
+        on_expiry, args = due
         try:
-            on_expiry()
+            on_expiry(*args)
         except BaseException:  # noqa: BLE001 - the timer must go on for the other calls
             log.exception("an in-process call's timeout handler failed")
 
