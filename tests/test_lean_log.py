@@ -28,8 +28,9 @@ from agentlog.events import (
 )
 from agentlog.events.packed import chunks
 from agentlog.replay import build_view, verify
-from agentlog.store import MIGRATIONS, AsyncSQLiteStore, SQLiteStore
+from agentlog.store import MIGRATIONS, AsyncSQLiteStore, SQLiteStore, StoredEvent
 from agentlog.store.blobs import INFLATE_GUESS
+from agentlog.store.schema import SHARED_AT
 from tests.conftest import PYTHON, cli_env
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -176,6 +177,11 @@ def test_a_fork_shares_its_parents_prefix_and_reads_as_a_copy(tmp_path, rng):
     assert sql(path, "SELECT run_id, parent_run_id, upto_seq FROM shares ORDER BY run_id") == [
         ("fork", "parent", 10), ("fork2", "fork", 4)]
     assert sql(path, "SELECT seq FROM events WHERE run_id = 'fork' ORDER BY seq") == [(11,), (12,), (13,)]
+    # A share keeps no time of its own: its prefix reads as recorded with its RunForked.
+    assert sql(path, "SELECT recorded_at FROM shares") == [(None,), (None,)]
+    with SQLiteStore(path) as store:
+        read = store.read("fork")
+        assert {s.recorded_at for s in read[:10]} == {read[10].recorded_at}
 
     async def through_the_async_face():
         store = await AsyncSQLiteStore.open(path, read_only=True)
@@ -187,6 +193,46 @@ def test_a_fork_shares_its_parents_prefix_and_reads_as_a_copy(tmp_path, rng):
     with SQLiteStore(path) as store:
         expected = store.read("fork"), store.find_answers("hash-c1")
     assert asyncio.run(through_the_async_face()) == expected
+
+
+def test_a_fork_copied_with_a_prefix_time_of_its_own_keeps_it_through_the_upgrade(tmp_path, rng):
+    path = tmp_path / "log.db"
+    with SQLiteStore(path) as store:
+        store.append("parent", twenty_events(rng), 0)
+        prefix = [s.event for s in store.read("parent", 0, 10)]
+        forked = RunForked(parent_run_id="parent", parent_seq=10)
+        store.append("fork", [*prefix, forked], 0)
+        # As ``agentlog copy`` writes a fork: each event at its time in the other log.
+        store.append_recorded("copied", [StoredEvent("copied", i + 1, type(e).__name__, e.VERSION, 1000.0, e)
+                                         for i, e in enumerate(prefix)]
+                              + [StoredEvent("copied", 11, "RunForked", forked.VERSION, 2000.0, forked)], 0)
+        times = {run: [s.recorded_at for s in store.read(run)] for run in ("fork", "copied")}
+        answers = sorted((s.run_id, s.recorded_at) for s in store.find_answers("hash-c1"))
+        assert times["copied"] == [1000.0] * 10 + [2000.0] and len(set(times["fork"])) == 1
+        assert ("copied", 1000.0) in answers
+    assert sql(path, "SELECT run_id, recorded_at FROM shares ORDER BY run_id") == [("copied", 1000.0), ("fork", None)]
+    before = folded(path, ["parent", "fork", "copied"])
+
+    # The same log as schema 9 held it (every share with its time), upgraded in place.
+    with closing(sqlite3.connect(path, isolation_level=None)) as con:
+        con.executescript(f"""
+            CREATE TABLE shares_v9 (run_id TEXT PRIMARY KEY, parent_run_id TEXT NOT NULL,
+                                    upto_seq INTEGER NOT NULL CHECK (upto_seq >= 1),
+                                    recorded_at REAL NOT NULL) WITHOUT ROWID;
+            INSERT INTO shares_v9 SELECT run_id, parent_run_id, upto_seq, {SHARED_AT} FROM shares;
+            DROP TABLE shares;
+            ALTER TABLE shares_v9 RENAME TO shares;
+            CREATE INDEX shares_by_parent ON shares (parent_run_id);
+            PRAGMA user_version = 9;
+            """)
+    assert sql(path, "SELECT run_id, recorded_at FROM shares ORDER BY run_id") == [
+        ("copied", 1000.0), ("fork", times["fork"][0])]
+    assert folded_read_only(path, ["parent", "fork", "copied"]) == before
+    with SQLiteStore(path) as store:  # migrates
+        assert sorted((s.run_id, s.recorded_at) for s in store.find_answers("hash-c1")) == answers
+    assert sql(path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+    assert sql(path, "SELECT run_id, recorded_at FROM shares ORDER BY run_id") == [("copied", 1000.0), ("fork", None)]
+    assert folded(path, ["parent", "fork", "copied"]) == before
 
 
 def test_a_batch_that_differs_from_the_parent_is_stored_in_full(tmp_path, rng):

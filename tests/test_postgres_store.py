@@ -11,7 +11,7 @@ import pytest
 
 from agentlog.events import DraftReady, pack
 from agentlog.store import ConcurrencyError, SchemaError, StoreError, open_store
-from agentlog.store import pgschema
+from agentlog.store import pgschema, schema
 from agentlog.store._base import _Append
 from agentlog.store.blobs import deflate, digest
 from agentlog.store.postgres import PostgresStore
@@ -24,6 +24,26 @@ def test_a_new_database_gets_every_migration_recorded_once(pg_url):
     with psycopg.connect(pg_url) as db:
         rows = db.execute("SELECT version, name FROM agentlog_schema ORDER BY version").fetchall()
     assert rows == [(n, name) for n, (name, _) in enumerate(pgschema.MIGRATIONS, start=1)]
+
+
+def test_a_fork_share_written_before_migration_4_loses_the_time_it_repeats_and_reads_the_same(pg_url):
+    with PostgresStore(pg_url) as store:
+        build_runs(store)
+        expected = store.read(FORK), sorted((s.run_id, s.seq, s.recorded_at) for s in store.find_answers(
+            "hash:research/1:researcher"))
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        assert db.execute("SELECT recorded_at FROM shares WHERE run_id = %s", (FORK,)).fetchall() == [(None,)]
+        # The database as migration 3 left it: every share with its time.
+        db.execute(f"UPDATE shares SET recorded_at = {schema.SHARED_AT}")
+        db.execute("ALTER TABLE shares ALTER COLUMN recorded_at SET NOT NULL")
+        db.execute("DELETE FROM agentlog_schema WHERE version = 4")
+    with PostgresStore(pg_url) as store:  # migrates
+        assert store.read(FORK) == expected[0]
+        assert sorted((s.run_id, s.seq, s.recorded_at) for s in store.find_answers(
+            "hash:research/1:researcher")) == expected[1]
+    with psycopg.connect(pg_url) as db:
+        assert db.execute("SELECT recorded_at FROM shares WHERE run_id = %s", (FORK,)).fetchall() == [(None,)]
+        assert db.execute("SELECT max(version) FROM agentlog_schema").fetchone() == (pgschema.SCHEMA_VERSION,)
 
 
 def test_openers_racing_on_a_new_database_migrate_it_once(pg_url):

@@ -213,6 +213,8 @@ def test_a_schema_8_log_upgrades_in_place_with_the_same_folded_views(tmp_path):
         assert store.vacuum(dry_run=True).packs == 0  # every pack is still referred to
         shared = sqlite3.connect(path).execute("SELECT run_id, upto_seq FROM shares").fetchall()
         assert shared, "the golden log's fork shares its parent's prefix"
+        # Its time, its RunForked's, is no longer stored twice (schema 10), and reads the same (above).
+        assert sqlite3.connect(path).execute("SELECT recorded_at FROM shares").fetchall() == [(None,)]
         fork, upto = shared[0]
         parent = store.get_run(fork).parent_run_id
         assert store.events(fork, 0, upto) == store.events(parent, 0, upto)

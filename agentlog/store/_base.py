@@ -484,9 +484,10 @@ class SQLStore:
 
     def _share(
         self, db: Any, item: "_Append", group: list["_Append"], now: float
-    ) -> tuple[str, str, int, float] | None:
-        """``(run, parent, n, now)`` when a new run's first ``n`` events are its parent's first
-        ``n``, as a fork's are: then they are shared, not copied (a row, not n rows)."""
+    ) -> tuple[str, str, int, float | None] | None:
+        """``(run, parent, n, at)`` when a new run's first ``n`` events are its parent's first
+        ``n``, as a fork's are: then they are shared, not copied (a row, not n rows). ``at``, the
+        prefix's time, is ``None`` when it is its RunForked's, the event after it (schema.SHARED_AT)."""
         point = fork_point(item.events, item.expected_seq, item.times)
         if point is None:
             return None
@@ -499,7 +500,8 @@ class SQLStore:
             return None
         if [s.event for s in self._read_rows(db, parent, 0, n)] != list(item.events[:n]):
             return None
-        return item.run_id, parent, n, item.at(now)
+        at = item.at(now)
+        return item.run_id, parent, n, None if item.times is None or item.times[n] == at else at
 
     def _apply(self, db: Any, item: "_Append", now: float, group: list["_Append"]) -> None:
         """One writer's batch inside the group's transaction; its failure is its own."""

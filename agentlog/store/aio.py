@@ -210,7 +210,8 @@ class AsyncSQLiteStore(AsyncReads):
                 )
                 await db.executemany(schema.INSERT_EVENT, rows)
                 if shared:
-                    await db.execute(schema.INSERT_SHARE, (run_id, shared[0], shared[1], now))
+                    # Its time is its RunForked's, recorded ``now`` too (schema.SHARED_AT).
+                    await db.execute(schema.INSERT_SHARE, (run_id, shared[0], shared[1], None))
                 await db.execute(schema.UPSERT_RUN, summary.as_row())
                 for sql, params in queue_writes(run_id, events, now):
                     await db.execute(sql, params)

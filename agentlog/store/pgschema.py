@@ -103,6 +103,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         UPDATE events SET request_hash = substr(request_hash, 1, 16) WHERE request_hash IS NOT NULL;
         """,
     ),
+    (
+        "m004_shares_timed_by_the_fork",
+        # SQLite's m010: a share's time is NULL when it is its fork's RunForked's (schema.SHARED_AT).
+        """
+        ALTER TABLE shares ALTER COLUMN recorded_at DROP NOT NULL;
+        UPDATE shares SET recorded_at = NULL
+            WHERE recorded_at = (SELECT own.recorded_at FROM events own
+                                 WHERE own.run_id = shares.run_id AND own.seq = shares.upto_seq + 1);
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

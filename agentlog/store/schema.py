@@ -160,6 +160,34 @@ MIGRATIONS: list[tuple[str, str]] = [
         UPDATE events SET request_hash = substr(request_hash, 1, 16) WHERE request_hash IS NOT NULL;
         """,
     ),
+    (
+        "m010_shares_timed_by_the_fork",
+        # A share's time is NULL when it is its fork's first own event's (the RunForked
+        # appended with the prefix, at the same time, as a fork always is): 8 bytes a fork
+        # fewer, read back from that event (SHARED_AT). A fork copied with a prefix time of
+        # its own keeps it. Shares written before lose the time they repeat; read, they are
+        # the same. SQLite cannot drop a NOT NULL: the table is made again, in the pages the
+        # old one frees (its rows kept aside in a temporary table), so no page is left empty.
+        """
+        CREATE TEMP TABLE shares_v9 AS
+            SELECT run_id, parent_run_id, upto_seq,
+                   CASE WHEN recorded_at = (SELECT own.recorded_at FROM events own
+                                            WHERE own.run_id = shares.run_id AND own.seq = shares.upto_seq + 1)
+                        THEN NULL ELSE recorded_at END AS recorded_at
+            FROM shares;
+        DROP TABLE shares;
+        CREATE TABLE shares (
+            run_id        TEXT    PRIMARY KEY,
+            parent_run_id TEXT    NOT NULL,
+            upto_seq      INTEGER NOT NULL CHECK (upto_seq >= 1),
+            recorded_at   REAL
+        ) WITHOUT ROWID;
+        CREATE INDEX shares_by_parent ON shares (parent_run_id);
+        INSERT INTO shares (run_id, parent_run_id, upto_seq, recorded_at)
+            SELECT run_id, parent_run_id, upto_seq, recorded_at FROM temp.shares_v9;
+        DROP TABLE temp.shares_v9;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -201,16 +229,20 @@ SELECT_EVENTS = (
 )
 SELECT_SHARE = "SELECT parent_run_id, upto_seq FROM shares WHERE run_id = ?"
 INSERT_SHARE = "INSERT INTO shares (run_id, parent_run_id, upto_seq, recorded_at) VALUES (?, ?, ?, ?)"
+# When a share's prefix was recorded: its own time, or (NULL, since schema 10) the time of the
+# fork's first own event, its RunForked, appended with the prefix (``SQLStore._share``).
+SHARED_AT = ("coalesce(shares.recorded_at, (SELECT own.recorded_at FROM events own "
+             "WHERE own.run_id = shares.run_id AND own.seq = shares.upto_seq + 1))")
 # A run that shares a prefix: its own rows, then each ancestor's up to where it was forked
 # (the bound shrinking along the chain), read as the run's (the reader labels them with its
 # id) and, as a copy would be, recorded at the time the prefix was shared. Parameters: run
 # id, after, upto. The depth bound stops a (corrupt) cycle.
-SELECT_SHARED_EVENTS = """
+SELECT_SHARED_EVENTS = f"""
     WITH RECURSIVE chain(src, hi, at, depth) AS (
         SELECT CAST(?1 AS TEXT), CAST(?3 AS BIGINT), CAST(NULL AS DOUBLE PRECISION), 0
         UNION ALL
         SELECT shares.parent_run_id, CASE WHEN shares.upto_seq < chain.hi THEN shares.upto_seq ELSE chain.hi END,
-               coalesce(chain.at, shares.recorded_at), chain.depth + 1
+               coalesce(chain.at, {SHARED_AT}), chain.depth + 1
         FROM shares JOIN chain ON shares.run_id = chain.src WHERE chain.depth < 1000
     )
     SELECT events.seq, events.type, events.version, coalesce(chain.at, events.recorded_at), events.data
@@ -290,7 +322,7 @@ ANSWERS_BY_HASH = f"""
         SELECT run_id, seq, type, version, recorded_at, data, 0 FROM events
         WHERE request_hash IN (?1, substr(?1, 1, {ANSWER_KEY}))
         UNION ALL
-        SELECT shares.run_id, hits.seq, hits.type, hits.version, shares.recorded_at, hits.data, hits.depth + 1
+        SELECT shares.run_id, hits.seq, hits.type, hits.version, {SHARED_AT}, hits.data, hits.depth + 1
         FROM shares JOIN hits ON shares.parent_run_id = hits.run_id AND shares.upto_seq >= hits.seq
         WHERE hits.depth < 1000
     )
