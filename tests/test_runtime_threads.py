@@ -3,11 +3,14 @@
 Structural bounds, not timings: many runs with a call each held open use about one thread
 per call in flight (none per run), their agents are one actor per role, a slow call of one
 run leaves another run's call free to go (real HTTP on 127.0.0.1), an agent's crash fails
-only its own run, and the threads end once the runs have.
+only its own run, and the threads end once the runs have. And when a run writes: a new
+run's first intents commit with its RunStarted and lease, and an ended run's actors (with
+its state) are freed at once, not left to the cycle collector.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from typing import Any
@@ -15,11 +18,15 @@ from typing import Any
 import pykka
 import pytest
 
+from agentlog import pipelines
 from agentlog.actors import AgentDied, agent_configs, start_run
+from agentlog.actors.agent import AgentActor
 from agentlog.actors.dispatch import IDLE_SECONDS, Dispatcher, PooledActor
 from agentlog.actors.lease import owner_name
+from agentlog.actors.orchestrator import Orchestrator
 from agentlog.actors.sharing import AGENTS
 from agentlog.models import Endpoint, FunctionModel, Gateway, ModelRequest, RetryPolicy, offline
+from agentlog.pipelines import ContentPipeline
 from agentlog.store import SQLiteStore
 from tests.conftest import SECRET
 from tests.fake_openai import FakeOpenAIServer
@@ -331,3 +338,32 @@ def test_a_new_runs_first_intents_commit_with_its_run_started_and_lease(tmp_path
     assert all(w.count("LLMCallAnswered") >= 1 for w in store.writes[1:])
     assert heard == [s.seq for s in events[1:]]  # the observer hears of every event after RunStarted
     store.close()
+
+
+def test_an_ended_run_leaves_nothing_for_the_cycle_collector(store):
+    """A run's actors, and with them its state (every event, prompt and draft), are freed as
+    the run ends: no reference cycle keeps them until the collector's next pass."""
+    gateway = Gateway(timeout=None, models={"m": FunctionModel(offline_answer, name="m")})
+    gc.collect()
+    gc.disable()
+    try:
+        summary = start_run(store, "Explain SQLite WAL mode", agents=agent_configs("m"), gateway=gateway).wait(
+            timeout=WAIT)
+        left = [type(o).__name__ for o in gc.get_objects() if isinstance(o, (Orchestrator, AgentActor))]
+    finally:
+        gc.enable()
+        gateway.close()
+    assert summary.status == "finished"
+    assert left == []
+
+
+def test_a_decider_that_raises_on_the_first_decision_fails_the_run_through_its_handle(store, monkeypatch):
+    class Broken(ContentPipeline):
+        def decide(self, state: Any) -> Any:
+            raise RuntimeError("the decider broke")
+
+    monkeypatch.setitem(pipelines._PIPELINES, "broken", Broken())
+    handle = start_run(store, "Explain SQLite WAL mode", agents=agent_configs("offline"), pipeline="broken")
+    with pytest.raises(RuntimeError, match="the decider broke"):
+        handle.wait(timeout=WAIT)
+    assert [s.type for s in store.read(handle.run_id)] == ["RunStarted"]  # no intent was made up

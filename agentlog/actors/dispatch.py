@@ -170,6 +170,7 @@ class Dispatcher:
         local = self._local
         local.next, local.handing_off, local.worker = None, False, me
         task: Task | None = me.task
+        me.task = None  # held only while it runs: a task may hold an ended actor
         while True:
             while task is not None:
                 me.tasks += 1
@@ -199,7 +200,7 @@ class Dispatcher:
                         self._threads -= 1
                         return
                 me.wake.acquire()  # handed work as it timed out: the release is on its way
-            task = me.task
+            task, me.task = me.task, None
 
 
 DISPATCHER = Dispatcher()
@@ -253,6 +254,10 @@ class _Inbox:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            # Its actor's bound method: the one cycle of an actor (actor -> inbox -> method ->
+            # actor). Broken as the actor ends, its memory (a run's state, its events) goes
+            # at once rather than at the collector's next pass.
+            self._schedule = None
 
     def get(self) -> Any:  # pykka's teardown, after close()
         with self._lock:

@@ -407,14 +407,19 @@ def opening_intents(pipeline: Pipeline, events: Sequence[Event]) -> list[LLMCall
     When the pipeline's first decision is only model calls, their intents can be written
     with ``RunStarted`` and the run's lease in one transaction: the orchestrator then finds
     them in the run, as a resumed run finds the intent of a call it never sent, and sends
-    them. Any other first decision (an outcome, a tool) is left to the orchestrator: ``[]``.
+    them. Any other first decision (an outcome, a tool) is left to the orchestrator: ``[]``;
+    so is a decider that raises (the orchestrator fails the run with it, as for any decision).
     """
-    state = fold(pipeline, events)
-    commands = pipeline.decide(state)
-    if not commands or not all(isinstance(c, CallModel) and c.call_id not in state.calls for c in commands):
+    try:
+        state = fold(pipeline, events)
+        commands = pipeline.decide(state)
+        if not commands or not all(isinstance(c, CallModel) and c.call_id not in state.calls for c in commands):
+            return []
+        return [LLMCallRequested(call_id=c.call_id, agent=c.agent, step=c.step, attempt=c.attempt,
+                                 request=c.request, request_hash=request_hash(c.request), round=c.round)
+                for c in commands]
+    except Exception:  # noqa: BLE001 - the orchestrator meets it again and fails the run with it
         return []
-    return [LLMCallRequested(call_id=c.call_id, agent=c.agent, step=c.step, attempt=c.attempt, request=c.request,
-                             request_hash=request_hash(c.request), round=c.round) for c in commands]
 
 
 def _canonical_arguments(arguments: str) -> str:
