@@ -17,17 +17,25 @@ less the store's is what the runtime (actors, decisions, reuse look-ups) adds. S
 goals of the runtime are measured by one command::
 
     python -m bench.threads [--quick] [--delay 0.05]
+
+``--before DIR`` (a checkout of an older commit) measures only the per-step CPU ratio, of DIR
+and of this checkout, each in child processes with its own code, taking turns ``--rounds``
+times (``--quick``'s sizes): on a loaded machine, turns of a few seconds compare better than
+two runs of minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from agentlog.actors import agent_configs, run, start_run
@@ -180,12 +188,41 @@ def bench(quick: bool, delay: float = 0.05) -> dict[str, Any]:
     }
 
 
+# A child process measures one checkout's per-step cost (``--before``) with that checkout's own code.
+_CHILD = "import json; from bench.threads import per_step; print(json.dumps(per_step(quick=True)))"
+
+
+def beside(before: Path, rounds: int) -> dict[str, Any]:
+    """The per-step CPU ratios of ``before`` (an older checkout) and this one, measured in child
+    processes taking turns (``--quick``'s sizes each), so load on the machine hits both alike."""
+    ratios: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for side, checkout in (("before", before), ("after", Path(__file__).resolve().parent.parent)):
+            env = {**os.environ, "PYTHONPATH": str(checkout)}
+            out = subprocess.run([sys.executable, "-c", _CHILD], cwd=checkout, env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            ratios[side].append(json.loads(out.splitlines()[-1])["cpu"]["ratio"])
+    pairs = [a / b for a, b in zip(ratios["after"], ratios["before"])]
+    return {"rounds": rounds, **ratios, "before_ratio": median(ratios["before"]),
+            "after_ratio": median(ratios["after"]), "after_over_before": median(pairs)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.threads", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--delay", type=float, default=0.05, help="the server's answer time in seconds")
+    parser.add_argument("--before", type=Path,
+                        help="an older checkout: only the per-step CPU ratio, its and this one's, in turns")
+    parser.add_argument("--rounds", type=int, default=6, help="turns of each checkout with --before")
     args = parser.parse_args(argv)
     print(" ".join(f"{k}={v}" for k, v in machine().items()), flush=True)
+    if args.before is not None:
+        b = beside(args.before, args.rounds)
+        print(f"per step, CPU, agentlog / the minimal durable log: before {b['before_ratio']:.2f}x "
+              f"({', '.join(f'{x:.2f}' for x in b['before'])}), after {b['after_ratio']:.2f}x "
+              f"({', '.join(f'{x:.2f}' for x in b['after'])}); after / before, by round: "
+              f"{b['after_over_before']:.2f} (median of {b['rounds']} rounds)")
+        return 0
     r = bench(args.quick, args.delay)
     for row in r["threads"]:
         print(f"{row['runs']:>4} runs at once: {row['threads_per_run']:.2f} threads per run in flight "
