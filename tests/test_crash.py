@@ -88,12 +88,15 @@ def test_sigkill_then_resume(tmp_path, slow_server, name, kind, n):
     before = log_rows(db)
     answered = {d["request_hash"] for _, t, d in before if t == "LLMCallAnswered"}
     requested = {d["request_hash"] for _, t, d in before if t == "LLMCallRequested"}
-    sent_before = len(server.requests)
-
     with closing(sqlite3.connect(db)) as conn:
         run_id = conn.execute("SELECT run_id FROM runs").fetchone()[0]
-    resumed = subprocess.run([PYTHON, "-m", "agentlog.cli", "resume", run_id, "--db", db, "-q"],
-                             env=env, capture_output=True, text=True, timeout=60)
+    # The resume asks a server of its own: a request the killed process sent just before
+    # its death can still be read by the first server after this point, and would pass
+    # for one the resume sent (the answers are the same: the offline model's, by request).
+    with FakeOpenAIServer(delay=0.08) as resume_server:
+        resumed = subprocess.run([PYTHON, "-m", "agentlog.cli", "resume", run_id, "--db", db, "-q"],
+                                 env={**env, "OPENAI_BASE_URL": resume_server.base_url},
+                                 capture_output=True, text=True, timeout=60)
     assert resumed.returncode == 0, resumed.stderr
 
     after = log_rows(db)
@@ -101,7 +104,8 @@ def test_sigkill_then_resume(tmp_path, slow_server, name, kind, n):
     assert after[: len(before)] == before  # nothing recorded was changed
     assert after[-1][1] == "RunFinished" and after[-1][2]["reason"] == "approved"
     # Requests since the kill: none had an answer in the log; only the in-flight one repeats.
-    resent = [wire_hash(r["body"]) for r in server.requests[sent_before:]]
+    resent = [wire_hash(r["body"]) for r in resume_server.requests]
+    assert resent  # every kill point leaves at least the last call to make
     assert not set(resent) & answered
     assert len(set(resent) & requested) <= 1
     assert len(resent) == len(set(resent))

@@ -175,7 +175,9 @@ def test_two_workers_share_one_log_and_drive_each_run_once(target, workers):
     create(db)
     with FakeOpenAIServer(delay=0.02) as server:
         pool = workers(db, env_for(server))
-        procs = [pool.start("--idle-exit", "1", "--concurrency", "2") for _ in range(2)]
+        # Idle for 3 s after the batch, not 1: a worker idle since its start must still be
+        # there when the batch is queued, which on a loaded machine took more than a second.
+        procs = [pool.start("--idle-exit", "3", "--concurrency", "2") for _ in range(2)]
         for proc in procs:
             pool.wait_started(proc)
         run_ids = enqueue(db, 8)
