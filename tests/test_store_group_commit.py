@@ -125,3 +125,32 @@ def test_new_runs_claiming_their_lease_commit_in_groups_each_with_its_own_outcom
     assert isinstance(outcomes["exists"], ConcurrencyError) and store.lease("exists") is None
     assert outcomes["append"] == 2 and [s.seq for s in store.read("exists")] == [1, 2]
     store.close()
+
+
+def test_an_interrupted_append_each_leaves_nothing_for_a_later_group_to_commit(tmp_path, monkeypatch):
+    """``append_each``'s batches are its caller's: interrupted (Ctrl-C in a worker's claim),
+    they fail with it; they are not put in the writers' queue, where the next group's leader
+    would commit them behind the caller's back and then find no writer to wake."""
+    store = SQLiteStore(tmp_path / "log.db", create=True)
+    leases = [store.acquire_lease(run_id, "w", 30, first=[_started(run_id)]) for run_id in ("r1", "r2")]
+    real = SQLiteStore._write_group
+
+    def interrupted(self, db, group):
+        monkeypatch.setattr(SQLiteStore, "_write_group", real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SQLiteStore, "_write_group", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.append_each([(lease.run_id, [_failed(1)], 1, lease) for lease in leases])
+    assert store.append("r3", [_started("r3")], 0) == 1  # the next writer leads and returns
+    assert [s.type for s in store.read("r2")] == ["RunStarted"]  # nothing committed behind the caller's back
+    # Two writers at once still take turns: the lead is handed on.
+    done = []
+    threads = [threading.Thread(target=lambda r=r: done.append(store.append(r, [_started(r)], 0))) for r in ("r4", "r5")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert done == [1, 1]
+    assert store.append_each([(lease.run_id, [_failed(1)], 1, lease) for lease in leases]) == [2, 2]
+    store.close()

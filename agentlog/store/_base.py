@@ -228,7 +228,10 @@ class SQLStore:
                 db.execute("ROLLBACK")
                 db.execute(self.BEGIN_WRITE)
 
-    def _commit_group(self, group: list["_Append"], leader: "_Append") -> None:
+    def _commit_group(self, group: list["_Append"], leader: "_Append", *, queued: bool = True) -> None:
+        """``queued``: the group came from the queue of writers, whose batches go back in it
+        if this thread is interrupted (not so a caller's own batches, ``append_each``'s: they
+        fail with the interruption, and no leader later commits them behind its back)."""
         try:
             with self._errors():
                 self._write_group(self._db, group)
@@ -236,8 +239,9 @@ class SQLStore:
             for item in group:
                 item.result, item.error = 0, exc if item is leader else _copy_error(exc)
         except BaseException:  # interrupted: the others' batches go back in the queue
-            with self._group:
-                self._queued[:0] = [item for item in group if item is not leader]
+            if queued:
+                with self._group:
+                    self._queued[:0] = [item for item in group if item is not leader]
             raise
         for item in group:
             item.done = True
@@ -637,7 +641,7 @@ class SQLStore:
             raise ValueError("append_each takes one batch per run")
         if items:
             with self._lock:
-                self._commit_group(items, items[0])
+                self._commit_group(items, items[0], queued=False)
         return [item.error if item.error is not None else item.result for item in items]  # type: ignore[misc]
 
     def queued_runs(self) -> list[str]:
