@@ -80,7 +80,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = False
         self._at_once = False
-        self._unreachable: str | None = None  # why the last claim failed, until one succeeds
+        self._unreachable = False  # the last claim failed: said once, until one succeeds
         load_client()  # once per process: ~0.5 s of CPU the first runs claimed would wait for
 
     def stop(self, *, at_once: bool = False) -> None:
@@ -140,12 +140,12 @@ class Worker:
             try:
                 claims = self.store.claim_runs(self.owner, self.ttl, room)
             except StoreError as exc:  # busy, or gone for a while: the next poll tries again
-                if self._unreachable is None:  # one line an outage, not one a poll
+                if not self._unreachable:  # one line an outage, not one a poll
                     self.say(f"could not claim a run: {exc}; trying again every {self.poll:g} s")
-                self._unreachable = str(exc)
+                self._unreachable = True
                 return found
-            if self._unreachable is not None:
-                self._unreachable = None
+            if self._unreachable:
+                self._unreachable = False
                 self.say("the log answers again: claiming runs")
             if not claims:
                 return found

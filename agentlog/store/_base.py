@@ -564,11 +564,15 @@ class SQLStore:
             assert item.claimed is not None
             return item.claimed
         with self._lock, self._errors(), self._write() as db:
-            now = time.time()
-            db.execute(schema.ENSURE_LEASE, (run_id,))
-            row = db.execute(self.SELECT_LEASE_TO_CLAIM, (run_id,)).fetchone()
-            lease = _lease.claim(run_id, owner, ttl, take_over, row, now)
-            db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
+            return self._take_lease(db, run_id, owner, ttl, take_over, time.time())
+
+    def _take_lease(self, db: Any, run_id: str, owner: str, ttl: float, take_over: int | None, now: float) -> Lease:
+        """The run's lease for ``owner`` inside the caller's write transaction, its row read
+        locked (``LeaseHeld`` while another live holder has it, as ``_lease.claim`` says)."""
+        db.execute(schema.ENSURE_LEASE, (run_id,))
+        row = db.execute(self.SELECT_LEASE_TO_CLAIM, (run_id,)).fetchone()
+        lease = _lease.claim(run_id, owner, ttl, take_over, row, now)
+        db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
         return lease
 
     def renew_lease(self, lease: Lease, ttl: float) -> Lease:
@@ -620,13 +624,10 @@ class SQLStore:
                 if row is None:
                     break
                 run_id = row[0]
-                db.execute(schema.ENSURE_LEASE, (run_id,))
-                held = db.execute(self.SELECT_LEASE_TO_CLAIM, (run_id,)).fetchone()
-                current = _lease.holder(run_id, held)
-                if current is not None and current.live(now):  # claimed by another since the pick
+                try:
+                    lease = self._take_lease(db, run_id, owner, ttl, None, now)
+                except LeaseHeld:  # claimed by another since the pick
                     break
-                lease = Lease(run_id, owner, held[1] + 1, now + ttl)
-                db.execute(schema.CLAIM_LEASE, (run_id, owner, lease.token, lease.expires_at, now))
                 summary = RunSummary.from_row(db.execute(schema.SELECT_RUN, (run_id,)).fetchone())
                 claimed.append((lease, summary))  # taken in this transaction: the next pick passes it by
         return claimed
