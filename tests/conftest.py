@@ -10,6 +10,7 @@ from pathlib import Path
 import pykka
 import pytest
 
+from agentlog.actors.sharing import AGENTS
 from agentlog.models import Endpoint, Gateway, RetryPolicy
 from agentlog.events import to_builtins
 from agentlog.store import SchemaError, SQLiteStore
@@ -77,6 +78,7 @@ def gateway(server: FakeOpenAIServer):
 @pytest.fixture(autouse=True)
 def _no_stray_actors():
     yield
+    AGENTS.close_idle()  # agents no run holds stay a while for the next run (actors/sharing.py); as at exit
     leftover = pykka.ActorRegistry.get_all()
     pykka.ActorRegistry.stop_all()
     assert not leftover, f"actors left running: {leftover}"

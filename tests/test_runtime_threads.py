@@ -99,7 +99,7 @@ def test_sixty_runs_in_flight_use_a_thread_per_call_and_one_agent_per_role(store
         summaries = [h.wait(timeout=WAIT) for h in handles]
         gateway.close()
     assert all(s.status == "finished" for s in summaries), summaries
-    assert not pykka.ActorRegistry.get_all(), "the agents end with the last run that used them"
+    assert not pykka.ActorRegistry.get_all(), "the agents end with their gateway"
     assert settle(baseline) <= baseline, "the dispatcher's threads end once idle"
 
 
@@ -341,8 +341,9 @@ def test_a_new_runs_first_intents_commit_with_its_run_started_and_lease(tmp_path
 
 
 def test_an_ended_run_leaves_nothing_for_the_cycle_collector(store):
-    """A run's actors, and with them its state (every event, prompt and draft), are freed as
-    the run ends: no reference cycle keeps them until the collector's next pass."""
+    """A run's orchestrator, and with it the run's state (every event, prompt and draft), is
+    freed as the run ends, and its idle agents as their gateway closes: no reference cycle
+    keeps them until the collector's next pass."""
     gateway = Gateway(timeout=None, models={"m": FunctionModel(offline_answer, name="m")})
     gc.collect()
     gc.disable()
@@ -350,11 +351,39 @@ def test_an_ended_run_leaves_nothing_for_the_cycle_collector(store):
         summary = start_run(store, "Explain SQLite WAL mode", agents=agent_configs("m"), gateway=gateway).wait(
             timeout=WAIT)
         left = [type(o).__name__ for o in gc.get_objects() if isinstance(o, (Orchestrator, AgentActor))]
+        gateway.close()
+        after_close = [type(o).__name__ for o in gc.get_objects() if isinstance(o, AgentActor)]
     finally:
         gc.enable()
         gateway.close()
     assert summary.status == "finished"
-    assert left == []
+    assert sorted(left) == ["AgentActor"] * 3  # idle, kept for the process's next run
+    assert after_close == []
+
+
+def test_runs_one_after_another_share_their_agents_which_end_once_the_process_is_idle(store):
+    """An agent no run holds is kept for the next run (no actor started or stopped per run), and
+    ends once the dispatcher's threads have (``IDLE_SECONDS`` without work), its gateway left open."""
+    gateway = Gateway(timeout=None, models={"m": FunctionModel(offline_answer, name="m")})
+    try:
+        def agents() -> list[str]:
+            return sorted(ref.actor_urn for ref in pykka.ActorRegistry.get_all()
+                          if ref.actor_class is AgentActor)
+
+        first = start_run(store, "Explain SQLite WAL mode", agents=agent_configs("m"), gateway=gateway)
+        assert first.wait(timeout=WAIT).status == "finished"
+        idle = agents()
+        assert len(idle) == 3 and not [r for r in pykka.ActorRegistry.get_all() if r.actor_class is Orchestrator]
+        second = start_run(store, "Explain PostgreSQL's MVCC", agents=agent_configs("m"), gateway=gateway)
+        assert second.wait(timeout=WAIT).status == "finished"
+        assert agents() == idle, "the second run took up the first run's agents"
+        deadline = time.monotonic() + IDLE_SECONDS + WAIT
+        while agents() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert agents() == [], "idle agents end once the process has had no work for a while"
+        assert AGENTS.count() == 0
+    finally:
+        gateway.close()
 
 
 def test_a_decider_that_raises_on_the_first_decision_fails_the_run_through_its_handle(store, monkeypatch):

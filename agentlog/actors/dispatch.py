@@ -79,6 +79,8 @@ class Dispatcher:
         self._threads = 0
         self._local = threading.local()
         self._numbers = itertools.count(1)
+        # Called by the last thread as it ends, the process having had no work for ``idle_seconds``.
+        self.when_idle: list[Callable[[], None]] = []
 
     @property
     def threads(self) -> int:
@@ -198,9 +200,22 @@ class Dispatcher:
                     if me in self._idle:  # nobody handed it work: it ends
                         self._idle.remove(me)
                         self._threads -= 1
-                        return
+                        last = self._threads == 0
+                    else:
+                        last = None
+                if last is not None:
+                    if last:
+                        self._went_idle()
+                    return
                 me.wake.acquire()  # handed work as it timed out: the release is on its way
             task, me.task = me.task, None
+
+    def _went_idle(self) -> None:
+        for hook in self.when_idle:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - one hook's trouble is not the others'
+                log.exception("a dispatcher idle hook failed")
 
 
 DISPATCHER = Dispatcher()

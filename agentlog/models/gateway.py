@@ -197,6 +197,13 @@ class Gateway:
         for name, model in inprocess.named_models(models).items():
             self.register(name, model)
 
+    def on_close(self, fn: Callable[["Gateway"], None]) -> None:
+        """Call ``fn(gateway)`` whenever this gateway closes (once however often it is given):
+        the runtime ends the gateway's idle agents with it."""
+        # Not under ``_lock``: a subclass that never called ``__init__`` (one that only answers
+        # in-process) has none; a dict's setdefault is atomic.
+        self.__dict__.setdefault("_on_close", {})[fn] = None
+
     def register(self, name: str, model: ModelLike) -> None:
         """Answer requests for the model ``name`` with the in-process ``model``.
 
@@ -274,6 +281,8 @@ class Gateway:
             for server in self._local.values():
                 server.close()
             self._local.clear()
+        for fn in list(self.__dict__.get("_on_close", ())):
+            fn(self)
 
     # --- calls -----------------------------------------------------------------
 
