@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import uuid
 from typing import Any
 
 import pykka
@@ -266,6 +267,24 @@ def test_work_submitted_when_no_thread_can_start_waits_for_a_running_one(monkeyp
     monkeypatch.setattr(threading.Thread, "start", refuse)
     with pytest.raises(RuntimeError, match="can't start new thread"):  # no thread at all: the caller hears
         fresh.submit(later.set)
+
+
+def test_a_pooled_actors_stop_can_be_waited_for_and_its_urn_is_a_uuid():
+    """The lighter start of a pooled actor keeps what pykka promises of ``actor_stopped`` and ``actor_urn``."""
+    refs = [Counter.start() for _ in range(50)]
+    try:
+        assert len({ref.actor_urn for ref in refs}) == 50
+        assert {uuid.UUID(ref.actor_urn.removeprefix("urn:uuid:")).version for ref in refs} == {4}
+        waiter = threading.Thread(target=lambda: refs[0].actor_stopped.wait(WAIT))
+        waiter.start()
+        assert not refs[0].actor_stopped.wait(0.01)
+        refs[0].stop()
+        assert refs[0].actor_stopped.wait(WAIT) and refs[0].actor_stopped.is_set()
+        waiter.join(WAIT)
+        assert not waiter.is_alive()
+    finally:
+        for ref in refs[1:]:
+            ref.stop(timeout=WAIT)
 
 
 class Asker(PooledActor):

@@ -25,19 +25,20 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pykka
-from pykka.messages import _ActorStop
+from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 log = logging.getLogger(__name__)
 
 Task = Callable[[], None]
+_PYKKA_MESSAGES = (_ActorStop, ProxyCall, ProxyGetAttr, ProxySetAttr)
 
 # Past this many threads work waits in a queue: a guard against a runaway, not a working limit
 # (a thread is needed per model call in flight, the openai client being synchronous).
@@ -65,6 +66,23 @@ class Running:
 
     def __init__(self, worker: _Worker, task: int):
         self.worker, self.task = worker, task
+
+
+class _Ending:
+    """``Dispatcher.ending()``'s block (a class: a generator's context manager costs twice as much, once a call)."""
+
+    __slots__ = ("local", "before")
+
+    def __init__(self, local: threading.local):
+        self.local = local
+
+    def __enter__(self) -> None:
+        local = self.local
+        self.before = getattr(local, "handing_off", False)
+        local.handing_off = hasattr(local, "next")  # on a dispatcher thread only
+
+    def __exit__(self, *_exc: object) -> None:
+        self.local.handing_off = self.before
 
 
 class Dispatcher:
@@ -157,16 +175,9 @@ class Dispatcher:
                     return
             raise
 
-    @contextmanager
-    def ending(self) -> Iterator[None]:
+    def ending(self) -> _Ending:
         """The running task ends with this block: the first work submitted in it runs next on this thread."""
-        local = self._local
-        before = getattr(local, "handing_off", False)
-        local.handing_off = hasattr(local, "next")  # on a dispatcher thread only
-        try:
-            yield
-        finally:
-            local.handing_off = before
+        return _Ending(self._local)
 
     def _work(self, me: _Worker) -> None:
         local = self._local
@@ -283,6 +294,47 @@ class _Inbox:
             return not self._items
 
 
+class _Stopped:
+    """An actor's stopped flag: what pykka uses of its ``threading.Event`` (``is_set``, ``set``),
+    and ``wait``, whose event is made only when someone waits (a run's orchestrator never is)."""
+
+    __slots__ = ("_set", "_event")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        with _WAITERS:
+            if self._event is None:
+                self._event = threading.Event()
+        if self._set:  # set before the event was there to be set
+            self._event.set()
+        return self._event.wait(timeout)
+
+
+_WAITERS = threading.Lock()
+_URNS = random.Random()  # its own: a test that seeds ``random`` must not make two actors' URNs equal
+_V4 = 0xC000 << 48 | 0xF000 << 64, 0x8000 << 48 | 0x4000 << 64  # a version 4 UUID's fixed bits
+
+
+def _urn() -> str:
+    """A random (version 4) UUID's URN, as pykka names an actor, at a quarter of ``uuid4``'s cost."""
+    h = f"{_URNS.getrandbits(128) & ~_V4[0] | _V4[1]:032x}"
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class PooledActor(pykka.Actor):
     """A pykka actor whose turns run on the dispatcher's threads (see the module's docstring).
 
@@ -296,6 +348,14 @@ class PooledActor(pykka.Actor):
 
     dispatcher: ClassVar[Dispatcher] = DISPATCHER
     actor_inbox: _Inbox  # type: ignore[assignment]
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        # pykka's ``Actor.__init__``, lighter: a run starts an actor, and pykka's made a uuid4 and a
+        # ``threading.Event`` (a lock and a condition) for it, half its cost.
+        self.actor_urn = _urn()
+        self.actor_inbox = self._create_actor_inbox()
+        self.actor_stopped = _Stopped()  # type: ignore[assignment]
+        self._actor_ref = pykka.ActorRef(self)
 
     @staticmethod
     def _create_actor_inbox() -> _Inbox:  # type: ignore[override]
@@ -339,7 +399,10 @@ class PooledActor(pykka.Actor):
     def _receive(self, envelope: Any) -> None:
         # pykka's ThreadingActor loop, for one message.
         try:
-            response = self._handle_receive(envelope.message)
+            message = envelope.message
+            # pykka's own messages (stop, a proxy's call) as pykka handles them; any other to on_receive.
+            response = (self._handle_receive(message) if isinstance(message, _PYKKA_MESSAGES)
+                        else self.on_receive(message))
             if envelope.reply_to is not None:
                 envelope.reply_to.set(response)
         except BaseException:  # noqa: BLE001 - to the caller, else to on_failure; the thread goes on

@@ -71,7 +71,20 @@ RESPONSE_FORMATS = {
 
 
 def findings_json(findings: Findings) -> str:
-    return msgspec.json.format(_encode(findings).decode(), indent=2)
+    last = _last_findings
+    if last is not None and last[0] is findings:  # a run's every later prompt quotes the same findings
+        return last[1]
+    text = msgspec.json.format(_encode(findings).decode(), indent=2)
+    _remember((findings, text))
+    return text
+
+
+_last_findings: tuple[Findings, str] | None = None
+
+
+def _remember(pair: tuple[Findings, str]) -> None:
+    global _last_findings
+    _last_findings = pair  # one assignment: a thread reads the old pair or the new, whole
 
 
 def researcher_messages(task: str) -> list[dict[str, str]]:
