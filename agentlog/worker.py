@@ -167,6 +167,10 @@ class Worker:
                 for lease, run in claims])
         except StoreError as exc:
             written = [exc] * len(claims)
+        # Their logs, read in one go (RunClaimed included): each run then starts from its own
+        # rather than reading it back, queued behind the appends of the runs already going.
+        logs = self._read([lease.run_id for (lease, _), result in zip(claims, written)
+                           if not isinstance(result, BaseException)])
         for (lease, run), result in zip(claims, written):
             run_id = lease.run_id
             if self._stopping and not isinstance(result, BaseException):  # stopped meanwhile: not started
@@ -179,7 +183,7 @@ class Worker:
                     raise result
                 handle = drive(self.store, run_id, gateway=self.gateway, tools=self.tools, lease=lease,
                                lease_seconds=self.ttl, models=self.models, budget=Budget(self.prices),
-                               observer=self._observe)
+                               observer=self._observe, log=logs.get(run_id))
             except (LeaseLost, ConcurrencyError):  # another worker, or a resumer, got in first
                 self._release(lease)
                 self.stats.lost += 1
@@ -196,6 +200,17 @@ class Worker:
                 continue
             self._active[run_id] = handle
             self.say(f"run {run_id} claimed (after event {run.last_seq}): {run.task}")
+
+    def _read(self, run_ids: list[str]) -> dict[str, list[StoredEvent]]:
+        """The logs of runs just claimed; none if the store fails (each run then reads its own,
+        and says what stopped it)."""
+        if self._stopping or not run_ids:
+            return {}
+        try:
+            return self.store.read_runs(run_ids)
+        except StoreError:
+            log.info("could not read the runs just claimed; each reads its own", exc_info=True)
+            return {}
 
     def _observe(self, stored: StoredEvent) -> None:
         if isinstance(stored.event, TERMINAL_TYPES):

@@ -773,6 +773,15 @@ class SyncStoreContract(StoreContract):
             outcomes = {who: f.result(timeout=60) for who, f in futures.items()}
         check_race(shared, outcomes, rounds)
 
+    def test_read_runs_gives_each_run_its_whole_log_as_read_does(self, store):
+        build_runs(store)  # forks among them, whose logs share their parents' prefixes
+        ids = [FINISHED, FORK, FORK2, REREVIEW, FAILED, RESUMED]
+        logs = store.read_runs([FORK2, *ids, "no-such-run"])
+        assert list(logs) == [FORK2, FINISHED, FORK, REREVIEW, FAILED, RESUMED, "no-such-run"]
+        for run_id in ids:
+            assert logs[run_id] == store.read(run_id) and logs[run_id]
+        assert logs["no-such-run"] == [] and store.read_runs([]) == {}
+
     def test_threads_sharing_one_store_append_to_their_own_runs(self, connect):
         shared, writers, batches = connect(), 8, 20
         barrier = threading.Barrier(writers, timeout=30)

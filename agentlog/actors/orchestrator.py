@@ -82,9 +82,11 @@ class Orchestrator(PooledActor):
         watcher: Watcher | None = None,
         budget: Budget | None = None,
         written: Sequence[Event] | None = None,
+        stored: Sequence[StoredEvent] | None = None,
     ):
         super().__init__()
         self.written = written  # the run's events, when its starter has just written all of them
+        self.stored = stored  # the run's events as its starter has just read them all
         self.lease = lease
         self.watcher = watcher
         self.store, self.run_id, self.pipeline = store, run_id, pipeline
@@ -130,7 +132,7 @@ class Orchestrator(PooledActor):
                     if self.observer is not None:
                         self._notify(StoredEvent(self.run_id, seq, type(event).__name__, event.VERSION, 0.0, event))
         else:
-            stored = self.store.read(self.run_id)
+            stored, self.stored = (self.store.read(self.run_id) if self.stored is None else self.stored), None
             events, seqs = [s.event for s in stored], [s.seq for s in stored]
         self.seq = seqs[-1] if events else 0
         self.state = fold(self.pipeline, events)

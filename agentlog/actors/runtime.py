@@ -13,7 +13,7 @@ import pykka
 from agentlog.events import AgentConfig, Event, RunQueued, RunStarted
 from agentlog.models import Endpoint, Gateway, ModelLike, named_models, parse_model
 from agentlog.pipelines import get_pipeline
-from agentlog.store import Lease, RunSummary, Store
+from agentlog.store import Lease, RunSummary, Store, StoredEvent
 from agentlog.tools import Tool, ToolRegistry, default_registry
 
 from .budget import Budget, validate_budget
@@ -125,7 +125,7 @@ def drive(
     store: Store, run_id: str, *, gateway: Gateway | None = None, observer: Observer | None = None,
     reuse: bool = True, tools: ToolRegistry | None = None, lease: Lease | None = None,
     lease_seconds: float | None = None, watcher: Watcher | None = None, models: Models = None,
-    budget: Budget | None = None,
+    budget: Budget | None = None, log: Sequence[StoredEvent] | None = None,
 ) -> RunHandle:
     """Start the actors of an existing run; they continue from its last event.
 
@@ -137,25 +137,30 @@ def drive(
     ``watcher`` is told each piece of the answers as they are streamed.
     ``models`` are in-process models (one, under its own name, or a mapping of names to
     models), registered with the gateway.
+    ``log``: the run's whole log, when the caller has just read it under ``lease`` (a worker
+    reads the runs it claimed in one go): the run is then not read again.
     The run's agents are the process's agent actors for ``gateway`` (``sharing.py``), shared
     with every run that uses it. Without ``gateway``, the run uses the process's gateway for
     the endpoint of ``OPENAI_BASE_URL``/``OPENAI_API_KEY`` (a gateway of its own when given
     ``models``).
     """
     return _drive(store, run_id, None, gateway=gateway, observer=observer, reuse=reuse, tools=tools, lease=lease,
-                  lease_seconds=lease_seconds, watcher=watcher, models=models, budget=budget)
+                  lease_seconds=lease_seconds, watcher=watcher, models=models, budget=budget, log=log)
 
 
 def _drive(
     store: Store, run_id: str, written: Sequence[Event] | None, *, gateway: Gateway | None, observer: Observer | None,
     reuse: bool = True, tools: ToolRegistry | None, lease: Lease | None, lease_seconds: float | None,
-    watcher: Watcher | None, models: Models, budget: Budget | None,
+    watcher: Watcher | None, models: Models, budget: Budget | None, log: Sequence[StoredEvent] | None = None,
 ) -> RunHandle:
     """``drive``; ``written``: the run's events, when the caller has just written all of them
     (a new run): the run is then not read back."""
     ttl = lease_ttl(lease_seconds)
     given = gateway
-    first = written[:1] if written is not None else [s.event for s in store.read(run_id, 0, 1)]
+    if written is not None:
+        first = written[:1]
+    else:
+        first = [s.event for s in (log[:1] if log is not None else store.read(run_id, 0, 1))]
     if not first or not isinstance(first[0], RunStarted):
         raise ValueError(f"run {run_id} has no RunStarted event")
     started = first[0]
@@ -183,7 +188,8 @@ def _drive(
         agents.update(AGENTS.acquire(roles, gateway))
         done: pykka.Future = pykka.ThreadingFuture()
         orchestrator = Orchestrator.start(store, run_id, pipeline, agents, done, observer=observer, reuse=reuse,
-                                          tools=tools, lease=held, watcher=watcher, budget=budget, written=written)
+                                          tools=tools, lease=held, watcher=watcher, budget=budget, written=written,
+                                          stored=log)
     except BaseException:
         held.release()
         release()

@@ -178,5 +178,11 @@ TAKE_LEASES = (
     "UPDATE leases SET owner = ?, token = token + 1, expires_at = ?, acquired_at = ? "
     "WHERE run_id = ANY(?) AND (owner IS NULL OR expires_at <= ?) RETURNING run_id, token"
 )
+# The whole logs of runs that share no prefix, in one statement (a worker's claims, read to start
+# them); a run that shares one is read as ``read`` reads it.
+EVENTS_OF_RUNS = (
+    "SELECT run_id, seq, type, version, recorded_at, data FROM events WHERE run_id = ANY(?) "
+    "AND NOT EXISTS (SELECT 1 FROM shares WHERE shares.run_id = events.run_id) ORDER BY run_id, seq"
+)
 NOTIFY = "SELECT pg_notify('agentlog_events', CAST(? AS TEXT) || ':' || CAST(? AS TEXT))"
 DATABASE_SIZE = "SELECT pg_database_size(current_database())"

@@ -27,6 +27,8 @@ at a time.
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,7 +45,7 @@ from ._base import SQLStore, _Append, _rollback
 from ._batch import check_schema_version, fork_point
 from .blobs import Location, deflate, digest, spans
 from .errors import LogUnavailable, SchemaError, StoreError
-from .records import Lease, RunSummary
+from .records import Lease, RunSummary, StoredEvent
 from .url import password_of, redact, scrub
 
 __all__ = ["PostgresStore"]
@@ -345,6 +347,23 @@ class PostgresStore(SQLStore):
                 raise
             tokens = dict(taken.fetchall()) if taken is not None else {}
         return [(Lease(run.run_id, owner, tokens[run.run_id], now + ttl), run) for run in picked if run.run_id in tokens]
+
+    def read_runs(self, run_ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
+        # One statement for every run that shares no prefix, rather than two round trips a run.
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return {}
+        with self._lock, self._errors():
+            db = self._db
+            rows = db.execute(pgschema.EVENTS_OF_RUNS, (ids,)).fetchall()
+            logs = {run_id: StoredEvent.from_rows([row[1:] for row in group], self._blobs, run_id)
+                    for run_id, group in itertools.groupby(rows, key=operator.itemgetter(0))}
+            for run_id in ids:
+                if run_id in logs:
+                    self._shares[run_id] = False
+                else:  # it shares a prefix with another run, or has no events
+                    logs[run_id] = self._read_rows(db, run_id, 0, 2**62)
+        return {run_id: logs[run_id] for run_id in ids}
 
     def _notify(self, db: Any, last: dict[str, int]) -> None:
         db.executemany(pgschema.NOTIFY, sorted(last.items()))
