@@ -57,6 +57,14 @@ class Fault:
         return cls("drop", after_chunks, **kw)
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    # A burst of new connections (a worker starting 50 runs at once) must wait to be accepted,
+    # not be dropped: past socketserver's default backlog of 5 the kernel drops a connection's
+    # SYN, and the client tries again only after a second. Model servers listen with a long
+    # backlog (uvicorn's default is 2048).
+    request_queue_size = 1024
+
+
 class FakeOpenAIServer:
     def __init__(self, *, delay: float = 0.0, responder: Callable[[dict], dict] | None = None,
                  down: dict[str, int] | None = None, streaming: str = "sse", chunk_delay: float = 0.0,
@@ -75,7 +83,7 @@ class FakeOpenAIServer:
         self.requests: list[dict[str, Any]] = []
         self.faults: deque[Fault] = deque()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _HTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
