@@ -46,8 +46,11 @@ class LiveAnswer:
         self.watcher, self.interval, self._clock = watcher, interval, clock
         self.attempt, self.parts = 0, []
         self.started = time.time()
-        # A fast answer is never written: the first write waits a whole interval.
-        self._stored_at, self._stored = clock(), False
+        # A fast answer is never written: the first write waits a whole interval from the first
+        # piece. Not from the request: an answer that came late but whole (a busy process reads
+        # its pieces in one go) would be written and removed at once, two statements for nothing.
+        self._stored_at: float | None = None
+        self._stored = False
 
     def delta(self, delta: Delta) -> None:
         if delta.attempt != self.attempt:  # a retry starts its answer again
@@ -55,7 +58,9 @@ class LiveAnswer:
         self.parts.append(delta.text)
         self._tell(delta.text)
         now = self._clock()
-        if now - self._stored_at >= self.interval:
+        if self._stored_at is None:
+            self._stored_at = now
+        elif now - self._stored_at >= self.interval:
             self._stored_at = now
             self._store(lambda: self.store.put_partial(PartialAnswer(
                 self.run_id, self.call_id, self.agent, self.attempt, "".join(self.parts), len(self.parts),
