@@ -18,8 +18,8 @@ goals of the runtime are measured by one command::
 
     python -m bench.threads [--quick] [--delay 0.05]
 
-``--before DIR`` (a checkout of an older commit) measures only the per-step CPU ratio, of DIR
-and of this checkout, each in child processes with its own code, taking turns ``--rounds``
+``--before DIR`` (a checkout of an older commit) measures only the per-step CPU ratios (agentlog's,
+and the store alone's) to the minimal log, of DIR and of this checkout, each in child processes with its own code, taking turns ``--rounds``
 times (``--quick``'s sizes): on a loaded machine, turns of a few seconds compare better than
 two runs of minutes.
 """
@@ -196,15 +196,21 @@ def beside(before: Path, rounds: int) -> dict[str, Any]:
     """The per-step CPU ratios of ``before`` (an older checkout) and this one, measured in child
     processes taking turns (``--quick``'s sizes each), so load on the machine hits both alike."""
     ratios: dict[str, list[float]] = {"before": [], "after": []}
+    store: dict[str, list[float]] = {"before": [], "after": []}  # the store alone's
     for _ in range(rounds):
         for side, checkout in (("before", before), ("after", Path(__file__).resolve().parent.parent)):
             env = {**os.environ, "PYTHONPATH": str(checkout)}
             out = subprocess.run([sys.executable, "-c", _CHILD], cwd=checkout, env=env, check=True,
                                  capture_output=True, text=True).stdout
-            ratios[side].append(json.loads(out.splitlines()[-1])["cpu"]["ratio"])
+            cpu = json.loads(out.splitlines()[-1])["cpu"]
+            ratios[side].append(cpu["ratio"])
+            store[side].append(cpu["store_ratio"])
     pairs = [a / b for a, b in zip(ratios["after"], ratios["before"])]
+    store_pairs = [a / b for a, b in zip(store["after"], store["before"])]
     return {"rounds": rounds, **ratios, "before_ratio": median(ratios["before"]),
-            "after_ratio": median(ratios["after"]), "after_over_before": median(pairs)}
+            "after_ratio": median(ratios["after"]), "after_over_before": median(pairs),
+            "store": store, "store_before_ratio": median(store["before"]), "store_after_ratio": median(store["after"]),
+            "store_after_over_before": median(store_pairs)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--delay", type=float, default=0.05, help="the server's answer time in seconds")
     parser.add_argument("--before", type=Path,
-                        help="an older checkout: only the per-step CPU ratio, its and this one's, in turns")
+                        help="an older checkout: only the per-step CPU ratios, its and this one's, in turns")
     parser.add_argument("--rounds", type=int, default=6, help="turns of each checkout with --before")
     args = parser.parse_args(argv)
     print(" ".join(f"{k}={v}" for k, v in machine().items()), flush=True)
@@ -222,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({', '.join(f'{x:.2f}' for x in b['before'])}), after {b['after_ratio']:.2f}x "
               f"({', '.join(f'{x:.2f}' for x in b['after'])}); after / before, by round: "
               f"{b['after_over_before']:.2f} (median of {b['rounds']} rounds)")
+        print(f"per step, CPU, the store alone / the minimal durable log: before {b['store_before_ratio']:.2f}x "
+              f"({', '.join(f'{x:.2f}' for x in b['store']['before'])}), after {b['store_after_ratio']:.2f}x "
+              f"({', '.join(f'{x:.2f}' for x in b['store']['after'])}); after / before, by round: "
+              f"{b['store_after_over_before']:.2f}")
         return 0
     r = bench(args.quick, args.delay)
     for row in r["threads"]:

@@ -4,6 +4,7 @@ extended; a schema-8 log (packed rows) upgraded in place with the same folded vi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from contextlib import closing
@@ -46,6 +47,9 @@ from tests.test_lean_log import folded_read_only
 
 GOLDEN = Path(__file__).parent / "golden"
 PINNED = json.loads((Path(__file__).parent / "golden_schema" / "row-fields.json").read_text())
+# Rows and chunks of sample_events() + edge_events(): (rows, chunks, sha256 of both), as the
+# encoder wrote them before it was made faster (main at b023e42).
+PINNED_ROWS = (13, 104, "df59f167de9dc949bafcc00db204565f96fb8e5294af0323a114bdd6b0cf02db")
 
 LONG = "A paragraph of model output that is long enough to be stored apart from its row. " * 4
 FINDINGS = Findings(key_areas=["wal", "checkpoints"], facts=[AreaFacts(area="wal", facts=["appends go to -wal"])],
@@ -134,6 +138,40 @@ def test_a_row_of_65536_parts_or_more_is_an_array32_and_reads_back(tmp_path):
     blobs = Blobs()
     _, _, packed = pack(event, blobs.put)
     assert packed[0] == 0xDD and decode(type_name, version, packed, blobs.resolve) == event  # the long way
+
+
+def edge_events() -> list:
+    """Events whose values sit at the edges of what is stored apart: strings of 128 bytes but
+    fewer characters, text-free containers beside long text, long text deep in lists, lines
+    of every ending and one longer than a chunk."""
+    text = "".join(f"line {i} of a draft, {'é' * (i % 7)} with words {'w ' * (i % 50)}\r\n" if i % 3 else
+                   f"short {i}\n\n" for i in range(300))
+    request = {
+        "accented": "é" * 100,  # 200 bytes, 100 characters: not long
+        "schema_and_note": {"schema": msgspec.json.schema(Review), "note": LONG},
+        "nested": [LONG, {"x": 1}, ["y" * 130, 7, None], {"deep": [{"deeper": text}]}],
+        "text_free": {"only": "é" * 100, "pad": "x" * 100},
+        "empty": {}, "numbers": list(range(40)),
+        "one_long_line": "z" * 20_000 + "\n" + LONG,
+    }
+    return [LLMCallRequested(call_id="e/1", agent="writer", step="draft", attempt=1, request=request,
+                             request_hash="cd" * 32),
+            LLMCallAnswered(call_id="e/1", agent="writer", request_hash="cd" * 32, content=text),
+            DraftReady(iteration=1, draft=text[:127] + "é", call_id="e/1")]
+
+
+def test_rows_and_their_chunks_are_byte_for_byte_those_earlier_releases_wrote():
+    # Chunks are shared by their hash across every event and run of a log, so the chunks of a
+    # value must never change, nor the rows of an event: pinned, whatever the encoder's code becomes.
+    chunks_put: list[bytes] = []
+
+    def put(chunks: list[bytes]) -> list[int]:
+        chunks_put.extend(chunks)
+        return [len(chunks_put), 0, sum(map(len, chunks))]
+
+    written = [pack(event, put)[2] for event in sample_events() + edge_events()]
+    digest = hashlib.sha256(b"".join(written) + b"|" + b"|".join(chunks_put)).hexdigest()
+    assert (len(written), len(chunks_put), digest) == PINNED_ROWS
 
 
 def test_the_stored_field_order_is_pinned_and_only_ever_extended():

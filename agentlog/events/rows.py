@@ -151,7 +151,7 @@ def _maybe_long(data: bytes) -> bool:
     only after a str8 header with a size of 128 bytes or more, or a str16 or str32 header.
     Byte searches in C that rule most containers out at once; after a match, the parts that
     hold no such string are found by cutting the container's values."""
-    if b"\xda" in data or b"\xdb" in data:
+    if data.find(b"\xda") >= 0 or data.find(b"\xdb") >= 0:  # not ``in``, which tries an int first (an error raised and cleared)
         return True
     at = data.find(b"\xd9")
     while at >= 0:
@@ -164,28 +164,50 @@ def _maybe_long(data: bytes) -> bool:
 def _cut(value: Any, holes: list[tuple[int, bytes]]) -> Any:
     """``value`` (plain data) with its large parts replaced by the marker, noted in ``holes``
     as ``(kind, bytes)``."""
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         if len(value) >= TEXT_MIN:
             holes.append((TEXT, value.encode()))
             return _marker
         return value
-    if type(value) in (dict, list):
-        data = _encoder.encode(value)
-        if len(data) < _SHORT:
-            return value
-        if _maybe_long(data):  # perhaps long text inside: cut the parts that hold it
-            mark = len(holes)
-            if type(value) is dict:
-                parts: Any = {k: _cut(v, holes) for k, v in value.items()}
-            else:
-                parts = [_cut(v, holes) for v in value]
-            if any(kind == TEXT for kind, _ in holes[mark:]):
-                return parts
-            del holes[mark:]  # none after all: the value is text-free, taken whole
-        if len(data) >= VALUE_MIN:
-            holes.append((VALUE, data))
-            return _marker
+    if kind is dict or kind is list:
+        return _cut_container(value, kind is dict, holes)
+    return value
+
+
+def _cut_container(value: Any, is_dict: bool, holes: list[tuple[int, bytes]]) -> Any:
+    """``_cut`` of a dict or list: the value itself when short; its parts, cut, when it holds
+    a string of TEXT_MIN characters (each part as ``_cut`` would make it, the scalars done
+    here: this runs for every container on the way to a long string); else, when large,
+    the marker, its MessagePack a hole of its own."""
+    data = _encoder.encode(value)
+    if len(data) < _SHORT:
         return value
+    if _maybe_long(data):  # perhaps long text inside: cut the parts that hold it
+        mark = len(holes)
+        text = False
+        parts: Any = {} if is_dict else []
+        for key, part in (value.items() if is_dict else enumerate(value)):
+            kind = type(part)
+            if kind is str:
+                if len(part) >= TEXT_MIN:
+                    holes.append((TEXT, part.encode()))
+                    part, text = _marker, True
+            elif kind is dict or kind is list:
+                cut = _cut_container(part, kind is dict, holes)
+                if cut is not part:
+                    text = text or cut is not _marker  # a container comes back cut only if it holds text
+                    part = cut
+            if is_dict:
+                parts[key] = part
+            else:
+                parts.append(part)
+        if text:
+            return parts
+        del holes[mark:]  # none after all: the value is text-free, taken whole
+    if len(data) >= VALUE_MIN:
+        holes.append((VALUE, data))
+        return _marker
     return value
 
 
@@ -223,10 +245,23 @@ def pack(event: Event, put: Put, texts: Texts | None = None) -> bytes:
         last -= 1
     holes: list[tuple[int, bytes]] = []
     values = []
+    defaults, payloads = layout.defaults, layout.payloads
     for name in fields[:last]:
-        value = plain[name] if name in plain else layout.defaults[name]
-        values.append(_payload(value, holes) if name in layout.payloads else _cut(value, holes))
-    pieces = _encoder.encode(values).split(_marker)
+        value = plain[name] if name in plain else defaults[name]
+        kind = type(value)
+        if name in payloads:
+            value = _payload(value, holes)
+        elif kind is str:
+            if len(value) >= TEXT_MIN:
+                holes.append((TEXT, value.encode()))
+                value = _marker
+        elif kind is dict or kind is list:
+            value = _cut_container(value, kind is dict, holes)
+        values.append(value)
+    body = _encoder.encode(values)
+    if not holes:
+        return _encoder.encode((body,))
+    pieces = body.split(_marker)
     if len(pieces) != len(holes) + 1:  # the marker's 16 random bytes occur in the event itself: another marker
         _marker = msgspec.Raw(b"\xc1" + os.urandom(15))
         return pack(event, put, texts)

@@ -37,7 +37,7 @@ from agentlog.events.rows import Reader
 
 from . import _lease, index, schema
 from ._batch import answers_to, encode_batch, fork_point, lineage_of, pick_run_id, prefix_bounds, queue_writes
-from .blobs import BlobReader, BlobWriter, Location, PackCache, TextMemo, packs_of
+from .blobs import BlobReader, BlobWriter, BytesMemo, Location, PackCache, TextMemo, packs_of
 from .errors import ConcurrencyError, LeaseHeld, LeaseLost, RunNotFound, StoreError
 from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 
@@ -45,6 +45,7 @@ from .records import Lease, PartialAnswer, RunSummary, StoredEvent
 KNOWN_RUNS = 4096  # runs whose index row a store keeps after appending to them (see _heads)
 KNOWN_CHUNKS = 1 << 14  # chunks whose location a store keeps after committing events that refer to them
 KNOWN_TEXT_BYTES = 4 << 20  # values (their bytes) whose reference a store keeps likewise (TextMemo)
+KNOWN_CHUNK_BYTES = 4 << 20  # chunks (their bytes) whose location a store keeps, not to hash them again
 _ENDED = ("finished", "failed")
 
 
@@ -87,8 +88,10 @@ class SQLStore:
         self._shares: dict[str, bool] = {}  # run id -> shares a prefix (fixed once it has events)
         self._known: dict[str, RunSummary] = {}  # run id -> its index row after this store's last commit to it
         self._chunks: dict[bytes, Location] = {}  # chunks committed events refer to (see BlobWriter)
-        self._texts: dict[bytes, list] = {}  # values committed events refer to, by their bytes (see TextMemo)
-        self._texts_size = 0
+        # Values and chunks committed events refer to, by their bytes (see TextMemo, BlobWriter),
+        # on SQLite (ONE_WRITER) only.
+        self._texts = BytesMemo(KNOWN_TEXT_BYTES)
+        self._chunk_bytes = BytesMemo(KNOWN_CHUNK_BYTES)
         self._before_shares = False  # a read-only open of a log older than the shares table
 
     def _errors(self) -> AbstractContextManager[None]:
@@ -130,18 +133,21 @@ class SQLStore:
     def _submit(self, mine: "_Append") -> None:
         """Queue a batch for the next group commit and return once it is committed (or raise its error)."""
         with self._group:
-            self._queued.append(mine)
-            leading = not self._leading
-            self._leading = True
-            if not leading:  # only a writer that waits needs waking (made before a leader can see it)
+            if self._leading:  # another writer leads: wait in the queue (a writer that waits needs waking)
                 mine.wake = threading.Event()
+                self._queued.append(mine)
+            else:  # nobody leads, so nobody is queued: this batch is the group
+                self._leading = True
         # While a leader commits, batches queue up; it then wakes their writers and hands
         # the lead to the first batch queued meanwhile, which commits them all.
-        if not leading:
+        if mine.wake is not None:
             mine.wake.wait()
+            if not mine.done:
+                with self._group:
+                    group, self._queued = self._queued, []
+        else:
+            group = [mine]
         if not mine.done:
-            with self._group:
-                group, self._queued = self._queued, []
             try:
                 with self._lock:
                     self._commit_group(group, mine)
@@ -171,7 +177,7 @@ class SQLStore:
             db = self._db
             db.execute(self.BEGIN_WRITE)
             try:
-                located = self._apply_checked(db, items, time.time())
+                writer = self._apply_checked(db, items, time.time())
                 failed = next((item.error for item in items if item.error is not None), None)
                 if failed is not None:
                     raise failed
@@ -181,7 +187,7 @@ class SQLStore:
                 self._forget(items)
                 _rollback(db)
                 raise
-            self._remember(items, located)
+            self._remember(items, writer)
         results = {item.run_id: item.result for item in items}
         return [results.get(run_id, expected_seq) for run_id, _events, expected_seq in batches]
 
@@ -196,7 +202,7 @@ class SQLStore:
             db = self._db
             db.execute(self.BEGIN_WRITE)
             try:
-                located = self._apply_checked(db, [item], time.time())
+                writer = self._apply_checked(db, [item], time.time())
                 if item.error is not None:
                     raise item.error
                 self._notify(db, {run_id: item.result})
@@ -205,10 +211,10 @@ class SQLStore:
                 self._forget([item])
                 _rollback(db)
                 raise
-            self._remember([item], located)
+            self._remember([item], writer)
         return item.result
 
-    def _apply_checked(self, db: Any, items: list["_Append"], now: float) -> dict[bytes, Location] | None:
+    def _apply_checked(self, db: Any, items: list["_Append"], now: float) -> BlobWriter | None:
         """``_apply_group`` inside the write transaction the caller began. A run whose head this
         store knew (``_heads``) may have been appended to by another writer since: the batch's
         first ``(run_id, seq)`` is then taken and its insert fails on the key. Then the heads
@@ -255,13 +261,13 @@ class SQLStore:
             fenced, later = self._fence(db, group, now, self.ONE_WRITER)
             texts = TextMemo(self._texts) if self.ONE_WRITER else None
             try:
-                located = self._apply_group(db, fenced, now, later, texts=texts)
+                writer = self._apply_group(db, fenced, now, later, texts=texts)
             except (*self.CONFLICT, _Unfenced):  # not foreseen by the checks: find whose it is
                 # A run known here was appended to by another writer, a run taken to be new
                 # was not, or a lease checked with the index row is gone: batch by batch,
                 # each run read and each lease fenced first.
                 self._forget(fenced)
-                located = None
+                writer = None
                 db.execute("ROLLBACK")
                 db.execute(self.BEGIN_WRITE)
                 fenced = self._fence(db, fenced, now)[0]
@@ -283,25 +289,25 @@ class SQLStore:
             self._forget(group)
             _rollback(db)
             raise
-        self._remember(fenced, located, texts.fresh if texts is not None else None)
+        self._remember(fenced, writer, texts.fresh if texts is not None else None)
 
-    def _remember(self, items: Sequence["_Append"], located: dict[bytes, Location] | None,
+    def _remember(self, items: Sequence["_Append"], located: dict[bytes, Location] | BlobWriter | None,
                   texts: dict[bytes, list] | None = None) -> None:
         """After a commit: each run's index row as the committed batches left it (in order,
         so a run's last batch counts; a run that ended is forgotten: it is rarely appended to
-        again), and where the chunks its events refer to are (and the values, by their
-        bytes: ``texts``, kept only with ``located``)."""
+        again), and where the chunks its events refer to are (by hash; by their bytes too from
+        the transaction's ``BlobWriter``), and the values, by their bytes (``texts``, kept only
+        with ``located``)."""
+        if type(located) is BlobWriter:
+            if self.ONE_WRITER:
+                self._chunk_bytes.add(located.chunks)
+            located = located.located
         if located:
             if len(self._chunks) + len(located) > KNOWN_CHUNKS:
                 self._chunks.clear()
             self._chunks.update(located)
             if texts:
-                size = sum(map(len, texts))
-                if self._texts_size + size > KNOWN_TEXT_BYTES:
-                    self._texts.clear()
-                    self._texts_size = 0
-                self._texts.update(texts)
-                self._texts_size += size
+                self._texts.add(texts)
         known = self._known
         for item in items:
             if item.error is None and item.summary is not None:
@@ -329,8 +335,7 @@ class SQLStore:
         passed = []
         later: dict[str, int] = {}
         if fold:
-            runs = [item.run_id for item in group]
-            single = len(set(runs)) == len(runs)
+            single = len(group) == 1 or len({item.run_id for item in group}) == len(group)
         for item in group:
             item.claim_written = False
             if item.claim is not None:
@@ -364,16 +369,16 @@ class SQLStore:
         return passed, later
 
     def _apply_group(self, db: Any, group: list["_Append"], now: float, fences: dict[str, int] | None = None,
-                     new: bool = True, texts: TextMemo | None = None) -> dict[bytes, Location] | None:
+                     new: bool = True, texts: TextMemo | None = None) -> BlobWriter | None:
         """Every batch of the group, checked in order as if appended one after another.
         ``fences``: leases to check with the runs' index rows (``_fence``); ``_Unfenced`` if
         one is gone. ``new``: runs never seen may be taken to be new (``_heads``). ``texts``:
         values stored before, by their bytes; it notes the group's (``TextMemo``).
 
-        Returns where the chunks the batches refer to are, unless a batch failed to encode
-        (it may have stored chunks no event will refer to)."""
+        Returns the blob writer, which knows where the chunks the batches refer to are, unless
+        a batch failed to encode (it may have stored chunks no event will refer to)."""
         last, before = self._heads(db, group, new)
-        writer = BlobWriter(db, self._chunks)
+        writer = BlobWriter(db, self._chunks, self._chunk_bytes if self.ONE_WRITER else None)
         writes = self._encode_group(db, group, now, last, before, writer.put, texts)
         writer.finish()
         if writes.rows:
@@ -384,7 +389,7 @@ class SQLStore:
                 self._write_run(db, summary, before.get(summary.run_id), fences.get(summary.run_id) if fences else None)
             for sql, params in writes.queue:
                 db.execute(sql, params)
-        return writer.located if writes.clean else None
+        return writer if writes.clean else None
 
     def _encode_group(
         self, db: Any, group: list["_Append"], now: float, last: dict[str, int], before: dict[str, RunSummary],
@@ -406,7 +411,7 @@ class SQLStore:
                 item.error = ConcurrencyError(run_id, expected_seq, last[run_id])
                 continue
             try:
-                share = self._share(db, item, group, now)
+                share = self._share(db, item, group, now) if expected_seq == 0 else None  # only a new run shares
                 batch, summary = encode_batch(run_id, item.events, expected_seq, now, summaries.get(run_id),
                                               put, share[2] if share else 0, item.times, texts)
             except self.DB_ERROR:
@@ -423,7 +428,7 @@ class SQLStore:
             last[run_id] = item.result = expected_seq + len(item.events)
         # In key order, so that writers racing on the same runs (processes sharing a
         # Postgres log) take the keys' locks in one order and cannot deadlock.
-        if len(rows) > 1:
+        if len(touched) > 1:  # (one run's rows are in order)
             rows.sort(key=lambda row: (row[0], row[1]))
         return _Writes(rows, shares, [summaries[run_id] for run_id in sorted(touched)], queue, clean)
 
@@ -672,8 +677,8 @@ class SQLStore:
                 # Run by run, each with the prefix it shares with its parent.
                 for (run_id,) in db.execute("SELECT DISTINCT run_id FROM events ORDER BY run_id").fetchall():
                     stored = self._read_rows(db, run_id, 0, 2**62)
-                    for s in stored:
-                        rows[run_id] = index.apply(rows.get(run_id), run_id, s.seq, s.recorded_at, s.event)
+                    rows[run_id] = index.fold(None, run_id, stored[0].seq, [s.event for s in stored], 0.0,
+                                              [s.recorded_at for s in stored])
                     for sql, params in queue_writes(run_id, [s.event for s in stored], rows[run_id].created_at):
                         db.execute(sql, params)
                 db.executemany(schema.UPSERT_RUN, [r.as_row() for r in rows.values()])

@@ -27,15 +27,13 @@ def encode_batch(
     from another log keep theirs).
     """
     rows = []
-    for offset, event in enumerate(events, start=1):
-        seq = expected_seq + offset
-        at = now if times is None else times[offset - 1]
-        if offset > shared:
-            type_name, version, data = pack(event, put, texts)
-            answer = event.request_hash[:schema.ANSWER_KEY] if isinstance(event, LLMCallAnswered) else None
-            rows.append((run_id, seq, type_name, version, at, data, answer))
-        row = index.apply(row, run_id, seq, at, event)
-    return rows, row
+    for offset in range(shared, len(events)):
+        event = events[offset]
+        type_name, version, data = pack(event, put, texts)
+        answer = event.request_hash[:schema.ANSWER_KEY] if type(event) is LLMCallAnswered else None
+        rows.append((run_id, expected_seq + offset + 1, type_name, version, now if times is None else times[offset],
+                     data, answer))
+    return rows, index.fold(row, run_id, expected_seq + 1, events, now, times)
 
 
 def answers_to(request_hash: str, found: list[StoredEvent]) -> list[StoredEvent]:
@@ -49,13 +47,19 @@ def queue_writes(run_id: str, events: Sequence[Event], now: float) -> list[tuple
     parent's events says nothing about the fork: only what follows its ``RunForked`` counts."""
     write: tuple[str, tuple] | None = None
     for event in events:
-        if isinstance(event, RunForked):
+        kind = type(event)  # by exact type, as the runs index folds them (event types are not subclassed)
+        if kind not in _QUEUE_TYPES:
+            continue
+        if kind is RunForked:
             write = None
-        elif isinstance(event, RunQueued):
+        elif kind is RunQueued:
             write = (schema.ENQUEUE, (run_id, now))
-        elif isinstance(event, TERMINAL_TYPES):
+        else:
             write = (schema.DEQUEUE, (run_id,))
     return [write] if write is not None else []
+
+
+_QUEUE_TYPES = frozenset({RunForked, RunQueued, *TERMINAL_TYPES})
 
 
 def fork_point(

@@ -130,12 +130,16 @@ class BlobWriter:
     ``known``: chunks committed events of the log refer to, by hash, where they are (the
     caller's cache, e.g. ``located`` of its earlier transactions): not looked up again. Safe
     to keep across transactions because a location never moves and a pack an event refers
-    to is never dropped (``vacuum`` drops only packs no event refers to)."""
+    to is never dropped (``vacuum`` drops only packs no event refers to). ``chunks``: the
+    same by the chunks' bytes (``chunks`` of earlier transactions): not hashed either."""
 
-    def __init__(self, db: Connection, known: Mapping[bytes, Location] | None = None):
+    def __init__(self, db: Connection, known: Mapping[bytes, Location] | None = None,
+                 chunks: Mapping[bytes, Location] | None = None):
         self._db = db
         self._seen: dict[bytes, Location] = {}
+        self._chunks: dict[bytes, Location] = {}
         self._known = known if known is not None else {}
+        self._known_chunks = chunks if chunks is not None else {}
         self._pack: int | None = None
         self._parts: list[bytes] = []
         self._size = 0
@@ -143,24 +147,27 @@ class BlobWriter:
     def put(self, chunks: list[bytes]) -> list[int]:
         if len(chunks) == 1:  # most values: one chunk, one span
             return list(self._locate(chunks[0]))
-        return spans(self._locate(chunk) for chunk in chunks)
+        return spans([self._locate(chunk) for chunk in chunks])
 
     def _locate(self, chunk: bytes) -> Location:
-        key = digest(chunk)
-        found = self._seen.get(key) or self._known.get(key)
+        found = self._chunks.get(chunk) or self._known_chunks.get(chunk)
         if found is not None:
             return found
-        row = self._db.execute(SELECT_LOCATION, (key,)).fetchone()
-        if row is None:
-            if self._pack is None:
-                self._pack = self._db.execute(NEW_PACK, (b"",)).fetchall()[0][0]
-            row = (self._pack, self._size, len(chunk))
-            if self._db.execute(INSERT, (key, *row)).rowcount == 1:
-                self._parts.append(chunk)
-                self._size += len(chunk)
-            else:
-                row = self._db.execute(SELECT_LOCATION, (key,)).fetchone()
-        self._seen[key] = found = tuple(row)
+        key = digest(chunk)
+        found = self._seen.get(key) or self._known.get(key)
+        if found is None:
+            row = self._db.execute(SELECT_LOCATION, (key,)).fetchone()
+            if row is None:
+                if self._pack is None:
+                    self._pack = self._db.execute(NEW_PACK, (b"",)).fetchall()[0][0]
+                row = (self._pack, self._size, len(chunk))
+                if self._db.execute(INSERT, (key, *row)).rowcount == 1:
+                    self._parts.append(chunk)
+                    self._size += len(chunk)
+                else:
+                    row = self._db.execute(SELECT_LOCATION, (key,)).fetchone()
+            found = tuple(row)
+        self._seen[key] = self._chunks[chunk] = found
         return found
 
     @property
@@ -168,10 +175,36 @@ class BlobWriter:
         """The chunks this writer looked up or stored, by hash: where they are."""
         return self._seen
 
+    @property
+    def chunks(self) -> dict[bytes, Location]:
+        """The chunks this writer hashed, by their bytes: where they are."""
+        return self._chunks
+
     def finish(self) -> None:
         if self._pack is not None:
             self._db.execute(FILL_PACK, (*deflate(b"".join(self._parts)), self._pack))
             self._pack, self._parts, self._size = None, [], 0
+
+
+class BytesMemo(dict):
+    """Something (a reference, a location) by the bytes it is for, holding at most ``limit``
+    bytes of keys: emptied when more would come."""
+
+    __slots__ = ("size", "limit")
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.size = 0
+        self.limit = limit
+
+    def add(self, new: Mapping[bytes, Any]) -> None:
+        if new:
+            size = sum(map(len, new))
+            if self.size + size > self.limit:
+                self.clear()
+                self.size = 0
+            self.update(new)
+            self.size += size
 
 
 class TextMemo:

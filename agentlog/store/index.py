@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import msgspec
+from collections.abc import Sequence
 
 from agentlog.events import (
     AgentReconfigured,
@@ -35,41 +35,55 @@ _MOVES = frozenset({RunStarted, RunForked, RunResumed, RunClaimed, RunQueued, Ap
                     DraftReady, ReviewScored, LLMCallAnswered, RunFinished, RunFailed})
 
 
-def apply(row: RunSummary | None, run_id: str, seq: int, recorded_at: float, event: Event) -> RunSummary:
+def fold(row: RunSummary | None, run_id: str, seq: int, events: Sequence[Event], at: float,
+         times: Sequence[float] | None = None) -> RunSummary:
+    """The run's index row ``row`` (``None``: a run with no events yet) after ``events``, the
+    first of them event ``seq``, recorded at ``at`` (or each at its own time in ``times``).
+    One row made for the whole batch, its columns kept in locals meanwhile."""
     if row is None:
-        row = RunSummary(run_id, None, None, "", "", "running", recorded_at, recorded_at, None, 0, 0, 0)
-    changes: dict = {"updated_at": recorded_at, "last_seq": seq}
-    if row.status == "waiting" and type(event) not in _KEEPS_WAITING:
-        changes["status"] = "running"
-    if type(event) not in _MOVES:
-        return msgspec.structs.replace(row, **changes)
-    match event:
-        case RunStarted():
-            changes |= {"task": event.task, "pipeline": event.pipeline, "status": "running"}
+        parent, fork_seq, task, pipeline, status = None, None, "", "", "running"
+        created, score, iterations, tokens = at if times is None else times[0], None, 0, 0
+    else:
+        parent, fork_seq, task, pipeline, status = row.parent_run_id, row.fork_seq, row.task, row.pipeline, row.status
+        created, score, iterations, tokens = row.created_at, row.score, row.iterations, row.tokens
+    for event in events:
+        kind = type(event)
+        if status == "waiting" and kind not in _KEEPS_WAITING:
+            status = "running"
+        if kind not in _MOVES:
+            continue
+        if kind is LLMCallAnswered:
+            if event.reused_from is None:
+                tokens += event.usage.total_tokens
+        elif kind is DraftReady:
+            iterations = max(iterations, event.iteration)
+        elif kind is ReviewScored:
+            score = event.review.score
+        elif kind is RunStarted:
+            task, pipeline, status = event.task, event.pipeline, "running"
             if event.parent_run_id:
-                changes["parent_run_id"] = event.parent_run_id
-        case RunForked():
+                parent = event.parent_run_id
+        elif kind is RunForked:
             # Tokens count what this run spent, not what it copied from its parent.
-            changes |= {"parent_run_id": event.parent_run_id, "fork_seq": event.parent_seq,
-                        "status": "waiting" if row.status == "waiting" else "running", "tokens": 0}
-        case RunResumed() | RunClaimed():
-            changes["status"] = "waiting" if row.status == "waiting" else "running"
-        case RunQueued():
-            changes["status"] = "waiting" if row.status == "waiting" else "queued"
-        case ApprovalRequested():
-            changes["status"] = "waiting"
-        case ApprovalDecided():
-            changes["status"] = "running"
-        case DraftReady():
-            changes["iterations"] = max(row.iterations, event.iteration)
-        case ReviewScored():
-            changes["score"] = event.review.score
-        case LLMCallAnswered() if event.reused_from is None:
-            changes["tokens"] = row.tokens + event.usage.total_tokens
-        case RunFinished():
-            changes["status"] = "finished"
+            parent, fork_seq, tokens = event.parent_run_id, event.parent_seq, 0
+            if status != "waiting":
+                status = "running"
+        elif kind is RunResumed or kind is RunClaimed:
+            if status != "waiting":
+                status = "running"
+        elif kind is RunQueued:
+            if status != "waiting":
+                status = "queued"
+        elif kind is ApprovalRequested:
+            status = "waiting"
+        elif kind is ApprovalDecided:
+            status = "running"
+        elif kind is RunFinished:
+            status = "finished"
             if event.score is not None:
-                changes["score"] = event.score
-        case RunFailed():
-            changes["status"] = "failed"
-    return msgspec.structs.replace(row, **changes)
+                score = event.score
+        elif kind is RunFailed:
+            status = "failed"
+    updated = at if times is None else times[len(events) - 1]
+    return RunSummary(run_id, parent, fork_seq, task, pipeline, status, created, updated, score, iterations, tokens,
+                      seq + len(events) - 1)

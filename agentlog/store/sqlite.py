@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from . import schema
@@ -23,27 +22,46 @@ __all__ = ["SYNCHRONOUS", "SQLiteStore", "VacuumReport", "translate_errors"]
 
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}
 
+# sqlite3 binds an int, float, str or bytearray parameter as it is, and looks any other
+# (bytes, None: an event's row, a NULL) up as an adapter first, raising and clearing an
+# AttributeError each time it finds none (~40 parameters a run). Adapters that return the
+# value itself (``bytes(b)`` is ``b``; ``{}.get(None)`` is None) make that a dict lookup.
+sqlite3.register_adapter(bytes, bytes)
+sqlite3.register_adapter(type(None), {}.get)
 
-@contextmanager
-def translate_errors(path: str) -> Iterator[None]:
-    """The one place where sqlite3 errors become the store's own."""
-    try:
-        yield
-    except StoreError:
-        raise
-    except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise StoreBusy(f"{path}: database is locked by another process ({exc})") from exc
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
-        if code == sqlite3.SQLITE_FULL:
-            raise DiskFull(f"{path}: the disk is full (every event written before is kept)") from exc
-        if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY) and not os.access(Path(path).parent, os.W_OK):
-            raise StoreError(f"{path}: the log's directory cannot be written ({exc}); "
-                             f"commands that only read the log still work") from exc
-        raise StoreError(f"{path}: {exc}") from exc
-    except sqlite3.DatabaseError as exc:
+
+def translate_errors(path: str) -> "_Translate":
+    """The one place where sqlite3 errors become the store's own: ``with translate_errors(path):``."""
+    return _Translate(path)
+
+
+class _Translate(AbstractContextManager[None]):
+    """``translate_errors``: a plain context manager (a store keeps one and enters it on every
+    call; a generator's would be made anew each time)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if kind is None or not issubclass(kind, sqlite3.DatabaseError):
+            return False  # the store's own errors too
+        path = self.path
+        if issubclass(kind, sqlite3.OperationalError):
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreBusy(f"{path}: database is locked by another process ({exc})") from exc
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+            if code == sqlite3.SQLITE_FULL:
+                raise DiskFull(f"{path}: the disk is full (every event written before is kept)") from exc
+            if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY) and not os.access(Path(path).parent, os.W_OK):
+                raise StoreError(f"{path}: the log's directory cannot be written ({exc}); "
+                                 f"commands that only read the log still work") from exc
+            raise StoreError(f"{path}: {exc}") from exc
         raise SchemaError(f"{path} is not an agentlog database ({exc})") from exc
-
 
 
 class SQLiteStore(SQLStore):
@@ -81,7 +99,8 @@ class SQLiteStore(SQLStore):
                 except OSError as exc:
                     raise StoreError(f"cannot make the directory of {self.path}: {exc.strerror}") from None
         self.where = self.path
-        with translate_errors(self.path):
+        self._translate = translate_errors(self.path)
+        with self._translate:
             if read_only and self.path != ":memory:":
                 self._db = sqlite3.connect(read_only_uri(self.path), uri=True, timeout=busy_timeout,
                                            isolation_level=None, check_same_thread=False)
@@ -153,7 +172,7 @@ class SQLiteStore(SQLStore):
             raise
 
     def _errors(self) -> AbstractContextManager[None]:
-        return translate_errors(self.path)
+        return self._translate
 
     def _size(self) -> int:
         try:
