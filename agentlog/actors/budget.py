@@ -60,6 +60,8 @@ class Spending:
 
     def observe(self, event: Event) -> tuple[int, float | None] | None:
         """Fold ``event``; for a live answer, return what it cost: ``(tokens, usd or None)``."""
+        if type(event) not in _FOLDED:  # most of a run's events: nothing to fold
+            return None
         match event:
             case RunStarted():
                 self.budget_usd, self.budget_tokens = event.budget_usd, event.budget_tokens
@@ -92,6 +94,9 @@ class Spending:
                     self._spent_usd += usd
                 return event.usage.total_tokens, usd
         return None
+
+
+_FOLDED = frozenset({RunStarted, SettingsChanged, RunForked, LLMCallRequested, LLMCallAnswered})
 
 
 class SharedBudget:

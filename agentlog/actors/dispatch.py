@@ -385,12 +385,13 @@ class PooledActor(pykka.Actor):
         if not self._begun:
             self._begun = True
             self._actor_loop_setup()
+        stopped, inbox = self.actor_stopped, self.actor_inbox
         for _ in range(TURN_MESSAGES):
-            if self.actor_stopped.is_set():
-                self.actor_inbox.close()
+            if stopped._set:  # type: ignore[attr-defined]
+                inbox.close()
                 self._actor_loop_teardown()
                 return
-            envelope = self.actor_inbox.take()
+            envelope = inbox.take()
             if envelope is None:
                 return
             self._receive(envelope)

@@ -38,6 +38,9 @@ Watcher = Callable[[Piece], None]
 class LiveAnswer:
     """One model call's answer while it streams. Used by that call's task only (one thread)."""
 
+    __slots__ = ("store", "run_id", "call_id", "agent", "structured", "watcher", "interval", "_clock", "attempt",
+                 "parts", "started", "_stored_at", "_stored")
+
     def __init__(self, store: Store, run_id: str, call_id: str, agent: str, request: dict[str, Any], *,
                  watcher: Watcher | None = None, interval: float = STORE_INTERVAL,
                  clock: Callable[[], float] = time.monotonic):

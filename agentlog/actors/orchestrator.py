@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -73,7 +76,7 @@ class Orchestrator(PooledActor):
         run_id: str,
         pipeline: Pipeline,
         agents: dict[str, pykka.ActorRef],
-        done: pykka.Future,
+        done: Outcome,
         *,
         observer: Observer | None = None,
         reuse: bool = True,
@@ -432,8 +435,64 @@ def _canonical_arguments(arguments: str) -> str:
         return arguments
 
 
-def settled(future: pykka.Future) -> bool:
+class Outcome:
+    """How a run ended in this process: set once by its orchestrator, waited for by its handle.
+
+    What ``pykka.ThreadingFuture`` did here (``get``, ``set``, ``set_exception``), on one lock
+    held until the outcome is set, instead of a condition and a lock made for each wait.
+    """
+
+    __slots__ = ("_ready", "_set", "_value", "_error", "_traceback")
+
+    def __init__(self) -> None:
+        self._ready = threading.Lock()
+        self._ready.acquire()  # released once, as the outcome is set
+        self._set = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._traceback: Any = None
+
+    def settled(self) -> bool:
+        return self._set
+
+    def set(self, value: Any = None) -> None:
+        self._settle(value, None)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        """``exc_info`` as ``sys.exc_info()`` gives it (the default)."""
+        _type, error, traceback = exc_info if exc_info is not None else sys.exc_info()
+        assert error is not None
+        self._settle(None, error, traceback)
+
+    def _settle(self, value: Any, error: BaseException | None, traceback: Any = None) -> None:
+        with _SETTLING:
+            if self._set:
+                raise queue.Full  # as a pykka future set twice
+            self._value, self._error, self._traceback, self._set = value, error, traceback, True
+        self._ready.release()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The value, or the exception raised; ``pykka.Timeout`` after ``timeout`` seconds unset."""
+        if not self._set:
+            if timeout is not None and timeout <= 0:
+                got = self._ready.acquire(blocking=False)
+            else:
+                got = self._ready.acquire(timeout=-1 if timeout is None else timeout)
+            if not got:
+                raise pykka.Timeout(f"{timeout} seconds")
+            self._ready.release()  # for whoever else waits
+        if self._error is not None:
+            raise self._error.with_traceback(self._traceback)  # each raise from where it was raised
+        return self._value
+
+
+_SETTLING = threading.Lock()
+
+
+def settled(future: pykka.Future | Outcome) -> bool:
     """Whether ``future`` holds a value or an exception yet (without waiting)."""
+    if isinstance(future, Outcome):
+        return future.settled()
     try:
         future.get(timeout=0)
     except pykka.Timeout:

@@ -89,7 +89,7 @@ class ContentState:
     __slots__ = (
         "pipeline", "task", "agents", "max_iterations", "threshold", "findings", "drafts",
         "reviews", "calls", "step_calls", "finished", "failed", "source_run", "research", "research_parts",
-        "tools", "approval", "asked", "decided", "sample",
+        "tools", "approval", "asked", "decided", "sample", "done",
     )
 
     def __init__(self) -> None:
@@ -113,10 +113,9 @@ class ContentState:
         self.asked: dict[int, str] = {}  # draft iteration -> approval point ("final" or "review")
         self.decided: dict[int, ApprovalDecided] = {}  # draft iteration -> the person's decision
         self.sample = 1
-
-    @property
-    def done(self) -> bool:
-        return self.finished is not None or self.failed is not None
+        # Whether the run has finished or failed (``finished`` or ``failed`` set): kept by
+        # ``evolve`` as it sets them, since the orchestrator asks after every event.
+        self.done = False
 
     @property
     def waiting(self) -> int | None:
@@ -192,12 +191,15 @@ class ContentPipeline:
                 # The run goes on from here; whether it is done, and whether a call that gave
                 # up is asked again, is decided anew.
                 state.finished = state.failed = None
+                state.done = False
                 for call in state.calls.values():
                     call.gave_up = None
             case RunFinished():
                 state.finished = event
+                state.done = True
             case RunFailed():
                 state.failed = event
+                state.done = True
         return state
 
     # --- decide --------------------------------------------------------------------
