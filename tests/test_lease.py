@@ -11,9 +11,9 @@ from contextlib import closing
 
 import pytest
 
-from agentlog.actors import agent_configs, start_run
-from agentlog.actors.lease import owner_name
-from agentlog.events import RunStarted
+from agentlog.actors import agent_configs, drive, start_run
+from agentlog.actors.lease import acquire, owner_name
+from agentlog.events import LLMCallRequested, RunStarted
 from agentlog.models import Endpoint, Gateway
 from agentlog.store import LeaseLost, SQLiteStore
 from tests.conftest import SECRET, cli_env
@@ -150,3 +150,19 @@ def test_a_run_releases_its_lease_when_it_ends(store):
     summary = start_run(store, TASK, agents=agent_configs("offline")).wait(timeout=30)
     assert summary.status == "finished"
     assert store.lease(summary.run_id) is None
+
+
+def test_a_log_handed_to_drive_comes_with_the_lease_it_was_read_under(store):
+    """``drive(log=...)`` starts a run from a log its caller has read (a worker's claims). Read
+    without the lease, it may miss what another process appended since: the run would fold it
+    and send a call whose answer is already in the log. Refused; with the lease, taken."""
+    summary = start_run(store, TASK, agents=agent_configs("offline")).wait(timeout=30)
+    full = store.read(summary.run_id)
+    # The log as a process might have read it while the run went on: up to an unanswered intent.
+    stale = full[:next(i for i, s in enumerate(full) if isinstance(s.event, LLMCallRequested) and i > 3) + 1]
+    with pytest.raises(ValueError, match="lease"):
+        drive(store, summary.run_id, log=stale)
+    assert store.lease(summary.run_id) is None  # refused before taking it
+    lease = acquire(store, summary.run_id, 30.0)
+    again = drive(store, summary.run_id, lease=lease, log=store.read(summary.run_id)).wait(timeout=30)
+    assert again.status == "finished" and store.last_seq(summary.run_id) == full[-1].seq

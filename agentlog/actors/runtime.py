@@ -139,7 +139,8 @@ def drive(
     ``models`` are in-process models (one, under its own name, or a mapping of names to
     models), registered with the gateway.
     ``log``: the run's whole log, when the caller has just read it under ``lease`` (a worker
-    reads the runs it claimed in one go): the run is then not read again.
+    reads the runs it claimed in one go): the run is then not read again. Only with ``lease``:
+    a log read before the lease was taken may miss what another process appended meanwhile.
     The run's agents are the process's agent actors for ``gateway`` (``sharing.py``), shared
     with every run that uses it. Without ``gateway``, the run uses the process's gateway for
     the endpoint of ``OPENAI_BASE_URL``/``OPENAI_API_KEY`` (a gateway of its own when given
@@ -156,6 +157,8 @@ def _drive(
 ) -> RunHandle:
     """``drive``; ``written``: the run's events, when the caller has just written all of them
     (a new run): the run is then not read back."""
+    if log is not None and lease is None:
+        raise ValueError("drive(log=...) takes the lease the log was read under (lease=...)")
     ttl = lease_ttl(lease_seconds)
     given = gateway
     if written is not None:
