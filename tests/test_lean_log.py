@@ -22,6 +22,7 @@ from agentlog.events import (
     RunFinished,
     RunForked,
     RunStarted,
+    ToolReturned,
     Usage,
     encode,
     to_builtins,
@@ -408,3 +409,29 @@ def test_vacuum_refuses_when_a_row_cannot_be_read_and_drops_nothing(tmp_path, rn
     assert result.stderr.startswith("agentlog: ") and result.stderr.count("\n") == 1
     assert "run r event 2 cannot be read" in result.stderr and "nothing was dropped" in result.stderr
     assert sql(path, "SELECT count(*) FROM packs WHERE id = ?", orphan) == [(1,)]
+
+
+def test_stored_values_are_remembered_again_after_their_memo_empties(tmp_path):
+    """The store remembers the values its committed events hold, by their bytes, so as not to cut
+    and hash them again, and empties that memo when it is full. A value whose chunks it still
+    knows by their bytes is remembered again on its next append, or every later append of it
+    would be cut anew (the bytes are the same either way: this is the CPU the memo saves)."""
+    store = SQLiteStore(tmp_path / "log.db")
+    texts = [f"a system prompt long enough to be stored apart from its row, number {i}. " * 3 for i in range(4)]
+    seq = 0
+
+    def put(i: int) -> None:
+        nonlocal seq
+        seq = store.append("r", [ToolReturned(call_id=f"c{seq}", tool_call_id="t", name="x", result=texts[i],
+                                              is_error=False)], seq)
+
+    for i in range(4):
+        put(i)
+    assert {t.encode() for t in texts} <= set(store._texts)
+    store._texts.clear()  # as when the next values would pass its bound
+    store._texts.size = 0
+    for i in range(4):
+        put(i)
+    assert {t.encode() for t in texts} <= set(store._texts)
+    assert [s.event.result for s in store.read("r")] == texts * 2
+    store.close()

@@ -297,16 +297,17 @@ class SQLStore:
         so a run's last batch counts; a run that ended is forgotten: it is rarely appended to
         again), and where the chunks its events refer to are (by hash; by their bytes too from
         the transaction's ``BlobWriter``), and the values, by their bytes (``texts``, kept only
-        with ``located``)."""
+        with ``located``: None when a batch failed to encode)."""
         if type(located) is BlobWriter:
             if self.ONE_WRITER:
                 self._chunk_bytes.add(located.chunks)
             located = located.located
-        if located:
-            if len(self._chunks) + len(located) > KNOWN_CHUNKS:
-                self._chunks.clear()
-            self._chunks.update(located)
-            if texts:
+        if located is not None:
+            if located:
+                if len(self._chunks) + len(located) > KNOWN_CHUNKS:
+                    self._chunks.clear()
+                self._chunks.update(located)
+            if texts:  # even when every chunk was known by its bytes (none located by hash)
                 self._texts.add(texts)
         known = self._known
         for item in items:
