@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -273,3 +275,21 @@ def test_a_schema_8_log_upgrades_in_place_with_the_same_folded_views(tmp_path):
             == {16}
     with SQLiteStore(path) as store:
         assert views(store, runs)[1:] == before[1:]
+
+
+def test_an_applications_own_sqlite3_adapters_stay_when_the_store_is_imported(tmp_path):
+    """The SQLite store registers identity adapters for bytes and None (a dict lookup instead of
+    sqlite3's failed search for one), only where the process has none: an application's stay."""
+    script = (
+        "import sqlite3\n"
+        "mine = lambda b: b'app:' + b\n"
+        "sqlite3.register_adapter(bytes, mine)\n"
+        "import agentlog.store.sqlite\n"
+        "assert sqlite3.adapters[(bytes, sqlite3.PrepareProtocol)] is mine\n"
+        "assert (type(None), sqlite3.PrepareProtocol) in sqlite3.adapters\n"
+        "print(sqlite3.connect(':memory:').execute('SELECT ?', (b'x',)).fetchone()[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "b'app:x'"

@@ -26,8 +26,11 @@ SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}
 # (bytes, None: an event's row, a NULL) up as an adapter first, raising and clearing an
 # AttributeError each time it finds none (~40 parameters a run). Adapters that return the
 # value itself (``bytes(b)`` is ``b``; ``{}.get(None)`` is None) make that a dict lookup.
-sqlite3.register_adapter(bytes, bytes)
-sqlite3.register_adapter(type(None), {}.get)
+# Registered only where the process has none of its own: an application's adapter stays.
+for _type, _same in ((bytes, bytes), (type(None), {}.get)):
+    if (_type, sqlite3.PrepareProtocol) not in sqlite3.adapters:
+        sqlite3.register_adapter(_type, _same)
+del _type, _same
 
 
 def translate_errors(path: str) -> "_Translate":
