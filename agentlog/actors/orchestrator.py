@@ -28,7 +28,6 @@ from typing import Any
 import pykka
 
 from agentlog.events import (
-    TERMINAL_TYPES,
     CallRef,
     Event,
     LLMCallAnswered,
@@ -159,7 +158,7 @@ class Orchestrator(PooledActor):
         self._release()
         # Stopped from outside (RunHandle.stop, or every actor of the process): whoever waits
         # on the run hears so now rather than never.
-        if not settled(self.done):
+        if not self.done.settled():
             stopped = RunStopped(self.run_id, "its actors were stopped before it ended")
             self.done.set_exception((RunStopped, stopped, None))
 
@@ -179,7 +178,7 @@ class Orchestrator(PooledActor):
             except Exception:  # noqa: BLE001 - the failure being reported is the one that matters
                 log.info("run %s: could not record the last events before failing", self.run_id, exc_info=True)
         self._release()
-        if not settled(self.done):
+        if not self.done.settled():
             self.done.set_exception((type(exc), exc, exc.__traceback__))
         try:
             self.stop()
@@ -264,7 +263,7 @@ class Orchestrator(PooledActor):
         if self.in_flight or self.tools_in_flight:
             return
         self._release()
-        if not settled(self.done):
+        if not self.done.settled():
             self.done.set_exception((RunHandedBack, RunHandedBack(self.run_id), None))
         self.stop()
 
@@ -487,20 +486,3 @@ class Outcome:
 
 
 _SETTLING = threading.Lock()
-
-
-def settled(future: pykka.Future | Outcome) -> bool:
-    """Whether ``future`` holds a value or an exception yet (without waiting)."""
-    if isinstance(future, Outcome):
-        return future.settled()
-    try:
-        future.get(timeout=0)
-    except pykka.Timeout:
-        return False
-    except Exception:  # noqa: BLE001 - it holds an exception: settled
-        return True
-    return True
-
-
-def is_terminal(event: Event) -> bool:
-    return isinstance(event, TERMINAL_TYPES)

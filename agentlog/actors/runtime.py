@@ -21,7 +21,7 @@ from .lease import HeldLease, acquire
 from .lease import lease_seconds as lease_ttl
 from .live import Watcher
 from .messages import HandBack
-from .orchestrator import Observer, Orchestrator, Outcome, opening_intents, settled
+from .orchestrator import Observer, Orchestrator, Outcome, opening_intents
 from .sharing import AGENTS, GATEWAYS
 
 # The counter researcher extracts and organises like the researcher: the same low temperature.
@@ -73,13 +73,13 @@ class RunHandle:
         try:
             self._done.get(timeout=timeout)
         finally:
-            if settled(self._done):
+            if self._done.settled():
                 self.stop(grace=5.0)
         return self.store.get_run(self.run_id)
 
     def ended(self) -> bool:
         """Whether the run has stopped in this process (``wait()`` then returns at once)."""
-        return settled(self._done)
+        return self._done.settled()
 
     def hand_back(self) -> None:
         """Ask the run to stop at its next step boundary: the answers of calls in flight are
